@@ -1,0 +1,262 @@
+"""Experiment configs: the embedded default, loading by name or path, checks.
+
+An experiment is a Python file with `get_config()` returning an
+`ml_collections.ConfigDict` (the big_vision / Flax convention). This module's
+own `get_config()` is the embedded default: the diabetes regression, every key
+documented. Experiments in `experiments/` start from it and change what
+differs, so every config has every key and overrides always find their field.
+
+This module imports no TensorFlow: `--help` and config errors stay fast.
+"""
+
+import importlib.util
+import json
+import os
+import pathlib
+
+from ml_collections import config_dict
+
+from tfpipeline.errors import UserError
+
+SOURCES = ('synthetic', 'csv', 'npz', 'tfds')
+DISTRIBUTIONS = ('uniform', 'normal')
+OPTIMIZERS = ('adam', 'adamw', 'sgd', 'rmsprop')
+SCHEDULES = ('constant', 'exponential_decay', 'cosine_decay')
+LOSSES = ('mse', 'mae', 'huber', 'binary_crossentropy',
+          'categorical_crossentropy', 'sparse_categorical_crossentropy')
+MIXED_PRECISION = ('float32', 'mixed_bfloat16', 'mixed_float16')
+
+# Where bare experiment names are looked up, in this order.
+_EXPERIMENT_DIRS = (
+    pathlib.Path.cwd() / 'experiments',
+    pathlib.Path(__file__).resolve().parent.parent / 'experiments',
+)
+
+
+def get_config() -> config_dict.ConfigDict:
+  """The embedded default experiment: diabetes progression regression.
+
+  The seeds' model (Dense 64 relu, Dense 1), adam, mse, on the 442-patient
+  diabetes data that scikit-learn ships, read through the package's TFDS
+  builder with a fixed train/validation/test split, reported by sex.
+  """
+  c = config_dict.ConfigDict()
+
+  c.data = config_dict.ConfigDict()
+  c.data.source = 'tfds'  # synthetic | csv | npz | tfds
+  c.data.name = 'diabetes'  # TFDS dataset name (catalogue or this package's)
+  c.data.data_dir = config_dict.placeholder(str)  # TFDS data_dir; None: TFDS default
+  c.data.download = True  # tfds: may download and prepare a missing dataset
+  c.data.train_split = 'train'  # tfds split names; slicing works: 'train[:80%]'
+  c.data.validation_split = 'validation'
+  c.data.test_split = 'test'
+  c.data.path = config_dict.placeholder(str)  # csv / npz file
+  c.data.features = ('age', 'sex', 'bmi', 'bp', 's1', 's2', 's3', 's4', 's5',
+                     's6')  # columns / keys; () = every column but label, group
+  c.data.label = 'progression'  # label column / key
+  c.data.group = config_dict.FieldReference('sex', field_type=str)  # fairness groups; None: no groups
+  c.data.validation_fraction = 0.15  # csv / npz: held out, seeded
+  c.data.test_fraction = 0.15
+  c.data.split_seed = 0
+  c.data.num_examples = 1000  # synthetic: training rows
+  c.data.num_eval_examples = 200  # synthetic: validation rows and test rows
+  c.data.num_features = 10  # synthetic
+  c.data.num_targets = 1  # synthetic
+  c.data.distribution = 'uniform'  # synthetic: uniform [0, 1) | normal
+  c.data.shuffle_buffer = 0  # 0: the whole training split
+
+  c.model = config_dict.ConfigDict()
+  c.model.hidden_units = (64,)
+  c.model.activation = 'relu'
+  c.model.output_units = 1
+  c.model.output_activation = 'auto'  # auto: from the loss (linear/sigmoid/softmax)
+  c.model.normalize_inputs = True  # Normalization layer, training-split statistics
+  c.model.standardize_targets = True  # regression: learn on standardised labels
+
+  c.train = config_dict.ConfigDict()
+  c.train.epochs = 50
+  c.train.global_batch_size = 32
+  c.train.steps_per_loop = 100  # steps per device call (capped at one epoch)
+  c.train.jit_compile = True  # XLA on the forward and backward pass
+  c.train.mixed_precision = 'float32'  # float32 | mixed_bfloat16 | mixed_float16
+  c.train.seed = 0
+  c.train.deterministic = False  # op determinism: bit-identical reruns
+
+  c.optimizer = config_dict.ConfigDict()
+  c.optimizer.name = 'adam'  # adam | adamw | sgd | rmsprop
+  c.optimizer.learning_rate = 0.001
+  c.optimizer.schedule = 'constant'  # constant | exponential_decay | cosine_decay
+  c.optimizer.decay_steps = 1000
+  c.optimizer.decay_rate = 0.5  # exponential_decay: factor per decay_steps
+  c.optimizer.momentum = 0.0  # sgd, rmsprop
+  c.optimizer.weight_decay = 0.004  # adamw
+
+  c.loss = 'mse'
+
+  c.privacy = config_dict.ConfigDict()
+  c.privacy.dp = False  # DP-SGD training
+  return c
+
+
+def experiment_path(name_or_path: str) -> pathlib.Path:
+  """Resolves `--config`: a file path, or a bare name found in experiments/."""
+  path = pathlib.Path(name_or_path)
+  if path.suffix == '.py' or os.sep in name_or_path:
+    if not path.is_file():
+      raise UserError(f'--config: no experiment file {path}; give a path to a '
+                      f'.py file with get_config() or a name from '
+                      f'{", ".join(available_experiments()) or "experiments/"}')
+    return path
+  for directory in _EXPERIMENT_DIRS:
+    candidate = directory / f'{name_or_path}.py'
+    if candidate.is_file():
+      return candidate
+  raise UserError(f'--config: unknown experiment {name_or_path!r}; available: '
+                  f'{", ".join(available_experiments()) or "none found"}')
+
+
+def available_experiments() -> list[str]:
+  """Bare experiment names that `--config` accepts."""
+  names = set()
+  for directory in _EXPERIMENT_DIRS:
+    if directory.is_dir():
+      names.update(p.stem for p in directory.glob('*.py')
+                   if not p.stem.startswith('_'))
+  return sorted(names)
+
+
+def load(name_or_path: str | None = None) -> config_dict.ConfigDict:
+  """Loads an experiment's `get_config()`; None gives the embedded default."""
+  if name_or_path is None:
+    return get_config()
+  path = experiment_path(name_or_path)
+  spec = importlib.util.spec_from_file_location(f'experiment_{path.stem}', path)
+  module = importlib.util.module_from_spec(spec)
+  try:
+    spec.loader.exec_module(module)
+  except Exception as e:  # A user's file: any error is bad input.
+    raise UserError(f'--config: {path} failed to load: '
+                    f'{type(e).__name__}: {e}') from e
+  if not hasattr(module, 'get_config'):
+    raise UserError(f'--config: {path} has no get_config() function')
+  return module.get_config()
+
+
+def _check(ok: bool, key: str, value, expected: str) -> None:
+  if not ok:
+    raise UserError(f'config key {key}={value!r} is invalid: expected '
+                    f'{expected} (set it with --config.{key}=...)')
+
+
+def _check_choice(config, key: str, choices) -> None:
+  value = _get(config, key)
+  _check(value in choices, key, value, 'one of ' + ', '.join(choices))
+
+
+def _check_positive(config, key: str, number_type=int, allow_zero=False):
+  value = _get(config, key)
+  ok = (isinstance(value, number_type) and not isinstance(value, bool) and
+        (value >= 0 if allow_zero else value > 0))
+  _check(ok, key, value,
+         f'a {"non-negative" if allow_zero else "positive"} '
+         f'{number_type.__name__}')
+
+
+def _get(config, key: str):
+  for part in key.split('.'):
+    config = config[part]
+  return config
+
+
+def validate(config: config_dict.ConfigDict) -> config_dict.ConfigDict:
+  """Checks every value a run depends on; raises UserError naming the key.
+
+  Experiments start from `get_config()`, so a config must have exactly its
+  keys: the rest of the package relies on all of them being there.
+  """
+  if not isinstance(config, config_dict.ConfigDict):
+    raise UserError(f'get_config() must return an ml_collections.ConfigDict, '
+                    f'got {type(config).__name__}')
+  default = get_config()
+  unknown = _unknown_keys(config, default)
+  if unknown:
+    raise UserError(f'unknown config key {unknown[0]}: not in the embedded '
+                    f'default; check the spelling (see README, "Config keys")')
+  missing = _unknown_keys(default, config)
+  if missing:
+    raise UserError(f'config key {missing[0]} is missing: build experiments '
+                    f'on tfpipeline.config.get_config()')
+
+  _check_choice(config, 'data.source', SOURCES)
+  _check_choice(config, 'data.distribution', DISTRIBUTIONS)
+  for key in ('data.num_examples', 'data.num_eval_examples',
+              'data.num_features', 'data.num_targets'):
+    _check_positive(config, key)
+  _check_positive(config, 'data.shuffle_buffer', allow_zero=True)
+  for key in ('data.validation_fraction', 'data.test_fraction'):
+    value = _get(config, key)
+    _check(isinstance(value, float) and 0 < value < 1, key, value,
+           'a fraction between 0 and 1')
+  _check(config.data.validation_fraction + config.data.test_fraction < 1,
+         'data.test_fraction', config.data.test_fraction,
+         'a fraction that, with data.validation_fraction, leaves rows to train')
+  if config.data.source in ('csv', 'npz'):
+    _check(bool(config.data.path), 'data.path', config.data.path,
+           f'the path of the {config.data.source} file')
+  if config.data.source in ('csv', 'npz', 'tfds'):
+    _check(bool(config.data.label), 'data.label', config.data.label,
+           'the label column or key')
+  if config.data.source == 'tfds':
+    _check(bool(config.data.name), 'data.name', config.data.name,
+           'a TFDS dataset name')
+
+  units = config.model.hidden_units
+  _check(isinstance(units, (tuple, list)) and
+         all(isinstance(u, int) and u > 0 for u in units),
+         'model.hidden_units', units, 'a tuple of positive ints, e.g. (64, 32)')
+  _check_positive(config, 'model.output_units')
+
+  for key in ('train.epochs', 'train.global_batch_size', 'train.steps_per_loop'):
+    _check_positive(config, key)
+  _check_choice(config, 'train.mixed_precision', MIXED_PRECISION)
+
+  _check_choice(config, 'optimizer.name', OPTIMIZERS)
+  _check_choice(config, 'optimizer.schedule', SCHEDULES)
+  _check_positive(config, 'optimizer.learning_rate', float)
+  _check_positive(config, 'optimizer.decay_steps')
+  _check_positive(config, 'optimizer.decay_rate', float)
+  _check_positive(config, 'optimizer.momentum', float, allow_zero=True)
+  _check_positive(config, 'optimizer.weight_decay', float, allow_zero=True)
+
+  _check_choice(config, 'loss', LOSSES)
+  classification = 'crossentropy' in config.loss
+  if config.loss == 'binary_crossentropy':
+    _check(config.model.output_units == 1, 'model.output_units',
+           config.model.output_units, '1 with loss=binary_crossentropy')
+  if config.loss == 'sparse_categorical_crossentropy':
+    _check(config.model.output_units > 1, 'model.output_units',
+           config.model.output_units, 'the number of classes (> 1)')
+  if classification and config.data.source == 'synthetic':
+    _check(False, 'loss', config.loss,
+           'a regression loss with data.source=synthetic (random targets)')
+
+  _check(config.privacy.dp is False, 'privacy.dp', config.privacy.dp,
+         'False: DP-SGD training is not available yet (it arrives with the '
+         'responsibility report)')
+  return config
+
+
+def _unknown_keys(config, reference, prefix='') -> list[str]:
+  unknown = []
+  for key, value in config.items():
+    if key not in reference:
+      unknown.append(prefix + key)
+    elif isinstance(value, config_dict.ConfigDict):
+      unknown += _unknown_keys(value, reference[key], f'{prefix}{key}.')
+  return unknown
+
+
+def to_json(config: config_dict.ConfigDict) -> str:
+  """The resolved config as stable, human-readable JSON."""
+  return json.dumps(config.to_dict(), indent=2, sort_keys=True) + '\n'
+

@@ -1,0 +1,107 @@
+"""One run, start to finish: config -> strategy -> data -> model -> train ->
+evaluate -> export. Importable from a notebook as `tfpipeline.run`.
+
+Everything the user controls is checked before `model_dir` is created, so bad
+input leaves no trace.
+"""
+
+import json
+import pathlib
+
+from absl import logging
+
+from tfpipeline import artifacts
+from tfpipeline import config as config_lib
+from tfpipeline.errors import UserError
+
+
+def run(config=None, model_dir='/tmp/tfpipeline', *, strategy='auto',
+        tpu: str = 'local', cpu_devices: int = 1,
+        engine: str = 'tfpipeline') -> dict[str, float]:
+  """Trains, evaluates and exports one experiment.
+
+  Args:
+    config: an ml_collections ConfigDict, an experiment name or path, or None
+      for the embedded default (diabetes).
+    model_dir: where every output goes (see README, "model_dir layout").
+    strategy: a tf.distribute.Strategy, or one of tfpipeline.strategy's
+      names ('auto', 'cpu', 'gpu', 'mirrored', 'multi_worker', 'tpu').
+    tpu: TPU address for strategy='tpu'.
+    cpu_devices: logical CPU devices (mirrored on a CPU-only machine).
+    engine: 'tfpipeline' (own XLA multi-step loop) or 'keras_fit'.
+
+  Returns:
+    The test-split metrics, as written to metrics.json.
+
+  Raises:
+    UserError: bad config, data, strategy or model_dir; nothing was written.
+  """
+  import keras  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tfpipeline import export, models, strategy as strategy_lib, trainer  # pylint: disable=g-import-not-at-top
+  from tfpipeline.data import sources  # pylint: disable=g-import-not-at-top
+  from tfpipeline.evaluation import Evaluator  # pylint: disable=g-import-not-at-top
+  from tfpipeline.run_log import RunLog  # pylint: disable=g-import-not-at-top
+
+  if config is None or isinstance(config, str):
+    config = config_lib.load(config)
+  config = config_lib.validate(config)
+  if engine not in trainer.ENGINES:
+    raise UserError(f'--engine={engine}: expected one of '
+                    f'{", ".join(trainer.ENGINES)}')
+  model_dir = pathlib.Path(model_dir)
+  _check_model_dir(model_dir)
+  if isinstance(strategy, str):
+    strategy = strategy_lib.create(strategy, tpu=tpu, cpu_devices=cpu_devices)
+  splits = sources.load(config.data, loss=config.loss)
+  _check_batch(config, len(splits.train), strategy.num_replicas_in_sync)
+
+  model_dir.mkdir(parents=True, exist_ok=True)
+  artifacts.write_text(model_dir / 'config.json', config_lib.to_json(config))
+  keras.utils.set_random_seed(config.train.seed)
+  if config.train.deterministic:
+    tf.config.experimental.enable_op_determinism()
+  keras.mixed_precision.set_global_policy(config.train.mixed_precision)
+  with strategy.scope():
+    model = models.build(config, splits.train)
+  logging.info('%s: %d training, %d validation, %d test examples; %d '
+               'parameters', config.data.name or config.data.source,
+               len(splits.train), len(splits.validation), len(splits.test),
+               model.count_params())
+
+  run_log = RunLog(model_dir, config.train.epochs)
+  try:
+    trainer.train(model, splits, config, strategy, run_log, engine=engine)
+  finally:
+    run_log.close()
+
+  test_metrics = Evaluator(model, config.loss, batch_size=256,
+                           jit_compile=config.train.jit_compile).evaluate(
+                               splits.test)
+  artifacts.write_text(model_dir / 'metrics.json',
+                       json.dumps(test_metrics, indent=2) + '\n')
+  export.save(model, model_dir)
+  logging.info('test: %s', '  '.join(f'{k} {v:.4g}'
+                                     for k, v in test_metrics.items()))
+  logging.info('wrote %s', model_dir)
+  return test_metrics
+
+
+def _check_model_dir(model_dir: pathlib.Path) -> None:
+  if model_dir.exists() and not model_dir.is_dir():
+    raise UserError(f'--model_dir={model_dir} is a file; give a directory')
+  if model_dir.is_dir() and any(model_dir.iterdir()):
+    raise UserError(f'--model_dir={model_dir} already holds files; resuming '
+                    f'a run is not available yet: give a new or empty '
+                    f'directory')
+
+
+def _check_batch(config, train_rows: int, replicas: int) -> None:
+  batch = config.train.global_batch_size
+  if train_rows < batch:
+    raise UserError(f'data: {train_rows} training rows are fewer than one '
+                    f'batch (train.global_batch_size={batch}); lower '
+                    f'--config.train.global_batch_size or add rows')
+  if batch % replicas:
+    raise UserError(f'train.global_batch_size={batch} does not divide evenly '
+                    f'over {replicas} replicas; use a multiple of {replicas}')

@@ -1,0 +1,121 @@
+"""tf.distribute strategy selection and accelerator start-up.
+
+A string-keyed factory in the manner of TensorFlow Model Garden's
+`distribute_utils`: it validates its arguments and turns every "not here"
+into a UserError that says what to check.
+"""
+
+import json
+import os
+
+from absl import logging
+import tensorflow as tf
+
+from tfpipeline.errors import UserError
+
+STRATEGIES = ('auto', 'cpu', 'gpu', 'mirrored', 'multi_worker', 'tpu')
+
+
+def split_cpu(num_devices: int) -> None:
+  """Splits the CPU into `num_devices` logical devices (before TF starts)."""
+  if num_devices <= 1:
+    return
+  cpu = tf.config.list_physical_devices('CPU')[0]
+  try:
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * num_devices)
+  except RuntimeError:
+    raise UserError('--cpu_devices must be set before TensorFlow starts its '
+                    'runtime; call tfpipeline.run in a fresh process') from None
+
+
+def create(name: str = 'auto', *, tpu: str = 'local',
+           cpu_devices: int = 1) -> tf.distribute.Strategy:
+  """Returns the strategy for `name` (one of STRATEGIES).
+
+  Args:
+    name: 'auto' picks a TPU if one is found, else MirroredStrategy over
+      several GPUs (or over `cpu_devices` logical CPUs), else one device.
+    tpu: TPU address for 'tpu': 'local' (TPU VM, Colab) or 'grpc://host:port'.
+    cpu_devices: logical CPU devices to split the CPU into (for mirrored).
+  """
+  if name not in STRATEGIES:
+    raise UserError(f'--strategy={name}: expected one of {", ".join(STRATEGIES)}')
+  split_cpu(cpu_devices)
+  gpus = tf.config.list_logical_devices('GPU')
+  if name == 'auto':
+    if _tpu_present():
+      name = 'tpu'
+    elif len(gpus) > 1 or (not gpus and cpu_devices > 1):
+      name = 'mirrored'
+    else:
+      name = 'gpu' if gpus else 'cpu'
+  if name == 'cpu':
+    strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
+  elif name == 'gpu':
+    if not gpus:
+      raise UserError('--strategy=gpu: no GPU is visible to TensorFlow; check '
+                      'nvidia-smi, CUDA_VISIBLE_DEVICES and that '
+                      'tensorflow[and-cuda] is installed')
+    strategy = tf.distribute.OneDeviceStrategy(gpus[0].name)
+  elif name == 'mirrored':
+    devices = [d.name for d in gpus or tf.config.list_logical_devices('CPU')]
+    strategy = tf.distribute.MirroredStrategy(devices)
+  elif name == 'multi_worker':
+    _check_tf_config()
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+  else:
+    strategy = _tpu_strategy(tpu)
+  logging.info('strategy %s with %d replica(s)', type(strategy).__name__,
+               strategy.num_replicas_in_sync)
+  return strategy
+
+
+def _tpu_present() -> bool:
+  """Whether this host has a TPU, without probing cloud metadata servers."""
+  return bool(os.environ.get('TPU_NAME') or os.environ.get('COLAB_TPU_ADDR') or
+              any(name.startswith(('accel', 'vfio'))
+                  for name in _listdir('/dev')))
+
+
+def _listdir(path: str) -> list[str]:
+  try:
+    return os.listdir(path)
+  except OSError:
+    return []
+
+
+def _check_tf_config() -> None:
+  raw = os.environ.get('TF_CONFIG')
+  if not raw:
+    raise UserError('--strategy=multi_worker needs TF_CONFIG, e.g. {"cluster": '
+                    '{"worker": ["host1:port", "host2:port"]}, "task": '
+                    '{"type": "worker", "index": 0}}')
+  try:
+    tf_config = json.loads(raw)
+    workers = tf_config['cluster']['worker']
+    task = tf_config['task']
+    ok = (isinstance(workers, list) and workers and task['type'] in (
+        'worker', 'chief') and 0 <= int(task['index']) < len(workers))
+  except (ValueError, KeyError, TypeError):
+    ok = False
+  if not ok:
+    raise UserError(f'TF_CONFIG is not usable for --strategy=multi_worker: '
+                    f'{raw!r}; it needs cluster.worker (a list of host:port) '
+                    f'and task {{type: worker, index}}')
+
+
+def _tpu_strategy(address: str) -> tf.distribute.TPUStrategy:
+  """Connects (remote addresses only), initialises the TPU system once."""
+  try:
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
+        tpu='' if address == 'local' else address)
+    if address not in ('', 'local'):
+      tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+  except (ValueError, RuntimeError, tf.errors.OpError) as e:
+    raise UserError(
+        f'--strategy=tpu: no TPU found at --tpu={address} ({type(e).__name__}'
+        f'); on Colab choose a TPU runtime, on a TPU VM use --tpu=local, '
+        f'else pass --tpu=grpc://host:port') from None
+  return tf.distribute.TPUStrategy(resolver)

@@ -1,0 +1,105 @@
+"""Command line: `python -m tfpipeline.train` (also `tfpipeline-train`).
+
+    python -m tfpipeline.train --model_dir=/tmp/runs/diabetes
+    python -m tfpipeline.train --config=seed_keras_mlp --config.train.epochs=3
+
+Exit codes: 0 done; 2 bad input (one-line message, nothing written); 1 any
+other failure.
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from tfpipeline import config as config_lib
+from tfpipeline.errors import UserError
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', default=config_lib.__file__,
+    help_string=('Experiment: a .py file with get_config(), or a bare name '
+                 'from experiments/ (' + ', '.join(
+                     config_lib.available_experiments()) + '). Default: the '
+                 'embedded diabetes experiment. Override any value with '
+                 '--config.KEY=VALUE, e.g. --config.train.epochs=3.'),
+    lock_config=True)
+_MODEL_DIR = flags.DEFINE_string(
+    'model_dir', '/tmp/tfpipeline',
+    'Directory for every output: config.json, metrics, checkpoints, '
+    'TensorBoard logs, model.keras, saved_model/. Must be new or empty.')
+_STRATEGY = flags.DEFINE_enum(
+    'strategy', 'auto', ['auto', 'cpu', 'gpu', 'mirrored', 'multi_worker',
+                         'tpu'],
+    'tf.distribute strategy. auto: TPU if found, else MirroredStrategy over '
+    'several GPUs (or --cpu_devices logical CPUs), else one device.')
+_TPU = flags.DEFINE_string(
+    'tpu', 'local', "TPU address with --strategy=tpu: 'local' (TPU VM, Colab) "
+    'or grpc://host:port.')
+_CPU_DEVICES = flags.DEFINE_integer(
+    'cpu_devices', 1, 'Split the CPU into this many logical devices, so '
+    '--strategy=mirrored runs on a CPU-only machine.', lower_bound=1)
+_ENGINE = flags.DEFINE_enum(
+    'engine', 'tfpipeline', ['tfpipeline', 'keras_fit'],
+    "Training engine: tfpipeline's XLA multi-step loop, or Keras model.fit "
+    '(the reference).')
+
+
+class _ExperimentParser(flags.ArgumentParser):
+  """`--config` values: an experiment path or bare name; errors fail at once.
+
+  (ml_collections' own parser defers a missing file's error to first use.)
+  """
+
+  def parse(self, argument):
+    try:
+      config = config_lib.load(argument)
+    except UserError as e:
+      raise flags.IllegalFlagValueError(str(e)) from None
+    config.lock()
+    return config
+
+  def flag_type(self):
+    return 'config object'
+
+
+flags.FLAGS['config'].parser = _ExperimentParser()
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing with exit code 2 and one line for any bad flag."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    message = str(e).splitlines()[0] if str(e) else type(e).__name__
+    print(f'error: {message}', file=sys.stderr)
+    sys.exit(2)
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    print(f'error: unexpected arguments {argv[1:]}; flags look like '
+          f'--name=value', file=sys.stderr)
+    sys.exit(2)
+  from tfpipeline.runner import run  # pylint: disable=g-import-not-at-top
+  try:
+    run(_CONFIG.value, _MODEL_DIR.value, strategy=_STRATEGY.value,
+        tpu=_TPU.value, cpu_devices=_CPU_DEVICES.value, engine=_ENGINE.value)
+  except UserError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  except FloatingPointError as e:
+    logging.error('training diverged: %s', e)
+    sys.exit(1)
+
+
+def cli() -> None:
+  """Console script `tfpipeline-train`."""
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == '__main__':
+  cli()

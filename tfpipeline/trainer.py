@@ -1,0 +1,181 @@
+"""Training: the package's own multi-step loop, and Keras `fit` for reference.
+
+The own loop runs `train.steps_per_loop` steps in one `tf.function` call
+(`strategy.run` inside a `tf.range` loop), with XLA on each replica's forward
+and backward pass and the optimizer applied outside XLA. Losses are scaled by
+the global batch and gradients summed across replicas, so every strategy
+takes the same step. Measured on TF 2.21 (see BUILD_NOTES.md), this is what
+lets it beat `model.fit`, which under tf.distribute runs without XLA and one
+step per call.
+"""
+
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfpipeline import models
+from tfpipeline.data import pipeline
+from tfpipeline.data.sources import Splits
+from tfpipeline.evaluation import Evaluator
+from tfpipeline.run_log import RunLog
+
+ENGINES = ('tfpipeline', 'keras_fit')
+
+
+class StepLoop:
+  """Compiled training steps of one model under one strategy."""
+
+  def __init__(self, model: keras.Model, optimizer, loss: str,
+               strategy: tf.distribute.Strategy, *, global_batch_size: int,
+               jit_compile: bool):
+    self._model = model
+    self._optimizer = optimizer
+    self._loss_fn = models.loss_fn(loss)
+    self._strategy = strategy
+    self._global_batch_size = global_batch_size
+    self._gradients = tf.function(self._replica_gradients,
+                                  jit_compile=jit_compile)
+    self._loop = tf.function(self._steps)
+
+  def _replica_gradients(self, features, labels):
+    variables = self._model.trainable_variables
+    with tf.GradientTape() as tape:
+      predictions = self._model(features, training=True)
+      per_example = self._loss_fn(labels, predictions)
+      loss = tf.nn.compute_average_loss(
+          per_example, global_batch_size=self._global_batch_size)
+      if self._model.losses:
+        loss += tf.nn.scale_regularization_loss(tf.add_n(self._model.losses))
+      scaled = (self._optimizer.scale_loss(loss)
+                if hasattr(self._optimizer, 'scale_loss') else loss)
+    return loss, tape.gradient(scaled, variables)
+
+  def _replica_step(self, features, labels):
+    loss, gradients = self._gradients(features, labels)
+    self._optimizer.apply_gradients(
+        zip(gradients, self._model.trainable_variables))
+    return loss
+
+  def _steps(self, iterator, num_steps):
+    """Runs num_steps steps; returns per-step losses and input wait seconds."""
+    losses = tf.TensorArray(tf.float32, size=num_steps)
+    waited = tf.constant(0.0, tf.float64)
+    for i in tf.range(num_steps):
+      before = tf.timestamp()
+      with tf.control_dependencies([before]):
+        features, labels = next(iterator)
+      with tf.control_dependencies(
+          self._strategy.experimental_local_results(features)):
+        waited += tf.timestamp() - before
+      per_replica = self._strategy.run(self._replica_step, (features, labels))
+      losses = losses.write(i, self._strategy.reduce(
+          tf.distribute.ReduceOp.SUM, per_replica, axis=None))
+    return losses.stack(), waited
+
+  def run(self, iterator, num_steps: int) -> tuple[np.ndarray, float]:
+    """Runs `num_steps` steps on the device in one call.
+
+    Returns:
+      The loss of each step, and the seconds spent waiting for input.
+    """
+    losses, waited = self._loop(iterator, tf.constant(num_steps))
+    return losses.numpy(), float(waited)
+
+
+def train(model: keras.Model, splits: Splits, config,
+          strategy: tf.distribute.Strategy, run_log: RunLog,
+          engine: str = 'tfpipeline') -> None:
+  """Trains `model` (built in `strategy.scope()`) for `train.epochs`."""
+  train_config = config.train
+  batch = train_config.global_batch_size
+  steps_per_epoch = len(splits.train) // batch
+  dataset_fn = pipeline.training_dataset_fn(
+      splits.train, batch, seed=train_config.seed,
+      shuffle_buffer=config.data.shuffle_buffer)
+  evaluator = Evaluator(model, config.loss, batch_size=max(batch, 256),
+                        jit_compile=train_config.jit_compile)
+  with strategy.scope():
+    optimizer = models.optimizer(config.optimizer)
+    if train_config.mixed_precision == 'mixed_float16':
+      optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+  if engine == 'keras_fit':
+    _fit(model, optimizer, config, strategy, dataset_fn, steps_per_epoch,
+         evaluator, splits, run_log)
+    return
+
+  loop = StepLoop(model, optimizer, config.loss, strategy,
+                  global_batch_size=batch,
+                  jit_compile=train_config.jit_compile)
+  iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
+  steps_per_loop = min(train_config.steps_per_loop, steps_per_epoch)
+  step = 0
+  for epoch in range(1, train_config.epochs + 1):
+    done = 0
+    while done < steps_per_epoch:
+      num_steps = min(steps_per_loop, steps_per_epoch - done)
+      start = time.perf_counter()
+      losses, waited = loop.run(iterator, num_steps)
+      seconds = time.perf_counter() - start
+      done += num_steps
+      step += num_steps
+      if not np.all(np.isfinite(losses)):
+        first = int(np.argmax(~np.isfinite(losses)))
+        raise FloatingPointError(
+            f'loss became {losses[first]} at step {step - num_steps + first + 1}'
+            f'; lower optimizer.learning_rate or check the data')
+      epoch_end = done == steps_per_epoch
+      run_log.record(
+          step=step, epoch=epoch, console=epoch_end,
+          loss=float(np.mean(losses)),
+          **(_validation(evaluator, splits) if epoch_end else {}),
+          examples_per_sec=num_steps * batch / seconds,
+          input_stall_pct=100.0 * waited / seconds)
+
+
+def _validation(evaluator: Evaluator, splits: Splits) -> dict[str, float]:
+  return {f'val_{k}': v for k, v in evaluator.evaluate(splits.validation).items()}
+
+
+def _fit(model, optimizer, config, strategy, dataset_fn, steps_per_epoch,
+         evaluator, splits, run_log) -> None:
+  """Keras `model.fit` with its best working settings under `strategy`.
+
+  Under a tf.distribute strategy with several replicas, fit fails with
+  steps_per_execution > 1 and with jit_compile=True (TF 2.21, Keras 3.15),
+  so those run with one step per call and without XLA.
+  """
+  single = strategy.num_replicas_in_sync == 1
+  with strategy.scope():
+    model.compile(
+        optimizer=optimizer, loss=models.loss_fn(config.loss),
+        jit_compile=bool(config.train.jit_compile and single),
+        steps_per_execution=(min(config.train.steps_per_loop, steps_per_epoch)
+                             if single else 1))
+  dataset = dataset_fn(tf.distribute.InputContext())
+  model.fit(dataset, epochs=config.train.epochs,
+            steps_per_epoch=steps_per_epoch, verbose=0,
+            callbacks=[_FitLog(run_log, evaluator, splits, steps_per_epoch,
+                               config.train.global_batch_size)])
+
+
+class _FitLog(keras.callbacks.Callback):
+  """Writes fit's epochs to the same RunLog as the own loop."""
+
+  def __init__(self, run_log, evaluator, splits, steps_per_epoch, batch):
+    super().__init__()
+    self._run_log, self._evaluator, self._splits = run_log, evaluator, splits
+    self._steps_per_epoch, self._batch = steps_per_epoch, batch
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._start = time.perf_counter()
+
+  def on_epoch_end(self, epoch, logs=None):
+    seconds = time.perf_counter() - self._start
+    self._run_log.record(
+        step=(epoch + 1) * self._steps_per_epoch, epoch=epoch + 1,
+        console=True, loss=float(logs['loss']),
+        **_validation(self._evaluator, self._splits),
+        examples_per_sec=self._steps_per_epoch * self._batch / seconds,
+        input_stall_pct=None)
