@@ -14,6 +14,8 @@ from tfpipeline import artifacts
 from tfpipeline import config as config_lib
 from tfpipeline.errors import UserError
 
+ENGINES = ('tfpipeline', 'keras_fit')
+
 
 def run(config=None, model_dir='/tmp/tfpipeline', *, strategy='auto',
         tpu: str = 'local', cpu_devices: int = 1,
@@ -36,6 +38,15 @@ def run(config=None, model_dir='/tmp/tfpipeline', *, strategy='auto',
   Raises:
     UserError: bad config, data, strategy or model_dir; nothing was written.
   """
+  if config is None or isinstance(config, str):
+    config = config_lib.load(config)
+  config = config_lib.validate(config)
+  if engine not in ENGINES:
+    raise UserError(f'--engine={engine}: expected one of {", ".join(ENGINES)}')
+  model_dir = pathlib.Path(model_dir)
+  _check_model_dir(model_dir)
+
+  # TensorFlow is imported only once the cheap checks have passed.
   import keras  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tfpipeline import export, models, strategy as strategy_lib, trainer  # pylint: disable=g-import-not-at-top
@@ -43,14 +54,6 @@ def run(config=None, model_dir='/tmp/tfpipeline', *, strategy='auto',
   from tfpipeline.evaluation import Evaluator  # pylint: disable=g-import-not-at-top
   from tfpipeline.run_log import RunLog  # pylint: disable=g-import-not-at-top
 
-  if config is None or isinstance(config, str):
-    config = config_lib.load(config)
-  config = config_lib.validate(config)
-  if engine not in trainer.ENGINES:
-    raise UserError(f'--engine={engine}: expected one of '
-                    f'{", ".join(trainer.ENGINES)}')
-  model_dir = pathlib.Path(model_dir)
-  _check_model_dir(model_dir)
   if isinstance(strategy, str):
     strategy = strategy_lib.create(strategy, tpu=tpu, cpu_devices=cpu_devices)
   splits = sources.load(config.data, loss=config.loss)

@@ -8,6 +8,7 @@ other failure.
 """
 
 import os
+import re
 import sys
 
 from absl import app
@@ -18,8 +19,11 @@ from ml_collections import config_flags
 from tfpipeline import config as config_lib
 from tfpipeline.errors import UserError
 
+# No default here: ml_collections would parse it, overrides included, while
+# the flag is defined, where a bad override cannot be reported cleanly.
+# _parse_flags supplies the embedded default instead.
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', default=config_lib.__file__,
+    'config', default=None,
     help_string=('Experiment: a .py file with get_config(), or a bare name '
                  'from experiments/ (' + ', '.join(
                      config_lib.available_experiments()) + '). Default: the '
@@ -71,25 +75,35 @@ flags.FLAGS['config'].parser = _ExperimentParser()
 def _parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing with exit code 2 and one line for any bad flag."""
   try:
+    argv = flags.FLAGS.read_flags_from_files(argv, force_gnu=False)
+    if not any(re.match(r'--?config(=|$)', arg) for arg in argv[1:]):
+      argv = argv[:1] + [f'--config={config_lib.__file__}'] + argv[1:]
     return flags.FLAGS(argv)
   except flags.Error as e:
-    message = str(e).splitlines()[0] if str(e) else type(e).__name__
-    print(f'error: {message}', file=sys.stderr)
-    sys.exit(2)
+    _exit_bad_input(str(e).splitlines()[0] if str(e) else type(e).__name__)
+  except (AttributeError, KeyError) as e:
+    # ml_collections: an override names a key the config does not have.
+    cause = e.args[0] if e.args and isinstance(e.args[0], Exception) else e
+    detail = ' '.join(str(cause.args[0] if cause.args else cause).split())
+    _exit_bad_input(f'unknown config key in a --config.KEY=VALUE override: '
+                    f'{detail} (see README, "Config keys")')
+
+
+def _exit_bad_input(message: str) -> None:
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(2)
 
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
-    print(f'error: unexpected arguments {argv[1:]}; flags look like '
-          f'--name=value', file=sys.stderr)
-    sys.exit(2)
+    _exit_bad_input(f'unexpected arguments {argv[1:]}; flags look like '
+                    f'--name=value')
   from tfpipeline.runner import run  # pylint: disable=g-import-not-at-top
   try:
     run(_CONFIG.value, _MODEL_DIR.value, strategy=_STRATEGY.value,
         tpu=_TPU.value, cpu_devices=_CPU_DEVICES.value, engine=_ENGINE.value)
   except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+    _exit_bad_input(str(e))
   except FloatingPointError as e:
     logging.error('training diverged: %s', e)
     sys.exit(1)

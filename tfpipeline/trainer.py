@@ -21,9 +21,6 @@ from tfpipeline.data.sources import Splits
 from tfpipeline.evaluation import Evaluator
 from tfpipeline.run_log import RunLog
 
-ENGINES = ('tfpipeline', 'keras_fit')
-
-
 class StepLoop:
   """Compiled training steps of one model under one strategy."""
 

@@ -237,15 +237,18 @@ def _tfds(data_config) -> Splits:
   def read(key: str) -> tuple[dict, int]:
     split_name = data_config[key]
     try:
-      dataset = builder.as_dataset(split=split_name, batch_size=-1)
+      dataset = builder.as_dataset(split=split_name)
     except (ValueError, KeyError) as e:
       raise UserError(f'data.{key}: {split_name!r} is not a split of {name!r} '
                       f'(it has {", ".join(builder.info.splits)}); {e}') from None
-    columns = tfds.as_numpy(dataset)
-    if not isinstance(columns, dict):
+    if not isinstance(dataset.element_spec, dict):
       raise UserError(f'data.name: {name!r} examples are not a dict of '
                       f'features; it cannot be read as columns')
-    return columns, len(next(iter(columns.values())))
+    # Fixed-size batches: batch_size=-1 needs split sizes in the metadata.
+    batches = list(tfds.as_numpy(dataset.batch(4096)))
+    columns = {k: np.concatenate([b[k] for b in batches]) if batches else
+               np.zeros((0,)) for k in dataset.element_spec}
+    return columns, sum(len(next(iter(b.values()))) for b in batches)
 
   origin = f'TFDS dataset {name!r}'
   selected = [_select(*read(key), data_config, origin)

@@ -1,0 +1,64 @@
+"""Shared fixtures: small data files, a prepared TFDS dir, a CLI runner."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope='session')
+def tfds_dir(tmp_path_factory) -> pathlib.Path:
+  """A TFDS data_dir with the package's diabetes dataset prepared once."""
+  from tfpipeline import config
+  from tfpipeline.data import sources
+  data_dir = tmp_path_factory.mktemp('tfds')
+  data_config = config.get_config().data
+  data_config.data_dir = str(data_dir)
+  sources.load(data_config, loss='mse')
+  return data_dir
+
+
+@pytest.fixture
+def regression_csv(tmp_path) -> pathlib.Path:
+  """120 rows: y = 3 a - 2 b + 1 and a text group column."""
+  rng = np.random.default_rng(7)
+  a, b = rng.normal(size=120), rng.normal(size=120)
+  y = 3 * a - 2 * b + 1
+  path = tmp_path / 'data.csv'
+  lines = ['a,b,group,y'] + [f'{x1:.6f},{x2:.6f},{"ab"[i % 2]},{t:.6f}'
+                             for i, (x1, x2, t) in enumerate(zip(a, b, y))]
+  path.write_text('\n'.join(lines) + '\n')
+  return path
+
+
+class CliResult:
+  def __init__(self, completed: subprocess.CompletedProcess):
+    self.returncode = completed.returncode
+    self.stdout = completed.stdout
+    self.stderr = completed.stderr
+
+  @property
+  def last_line(self) -> str:
+    lines = self.stderr.strip().splitlines()
+    return lines[-1] if lines else ''
+
+
+def run_cli(*args: str, cwd=REPO) -> CliResult:
+  """Runs `python -m tfpipeline.train ARGS` in a fresh process."""
+  completed = subprocess.run(
+      [sys.executable, '-m', 'tfpipeline.train', *args], cwd=cwd,
+      capture_output=True, text=True, timeout=600,
+      env={**os.environ, 'PYTHONPATH': str(REPO)})
+  return CliResult(completed)
+
+
+def read_jsonl(path: pathlib.Path) -> list[dict]:
+  return [json.loads(line) for line in path.read_text().splitlines()]

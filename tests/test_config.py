@@ -1,0 +1,118 @@
+"""tfpipeline.config: loading experiments, overrides' targets, validation."""
+
+import json
+
+import pytest
+
+from tfpipeline import config
+from tfpipeline.errors import UserError
+
+
+def test_embedded_default_is_the_diabetes_experiment():
+  c = config.validate(config.get_config())
+  assert (c.data.source, c.data.name, c.data.label, c.data.group) == (
+      'tfds', 'diabetes', 'progression', 'sex')
+  assert c.model.hidden_units == (64,) and c.model.output_units == 1
+  assert (c.optimizer.name, c.loss) == ('adam', 'mse')
+  assert config.load(None).to_dict() == c.to_dict()
+  assert config.load('diabetes').to_dict() == c.to_dict()
+
+
+def test_bare_names_resolve_to_experiment_files():
+  assert {'diabetes', 'seed_keras_mlp', 'seed_torch_mlp'} <= set(
+      config.available_experiments())
+  path = config.experiment_path('seed_keras_mlp')
+  assert path.name == 'seed_keras_mlp.py' and path.parent.name == 'experiments'
+
+
+def test_seed_experiments_match_the_seed_examples():
+  keras_mlp = config.validate(config.load('seed_keras_mlp'))
+  assert (keras_mlp.data.num_examples, keras_mlp.data.num_features,
+          keras_mlp.data.num_targets) == (100, 10, 1)
+  assert keras_mlp.model.hidden_units == (64,)
+  assert (keras_mlp.optimizer.name, keras_mlp.loss, keras_mlp.train.epochs,
+          keras_mlp.train.global_batch_size) == ('adam', 'mse', 100, 32)
+  torch_mlp = config.validate(config.load('seed_torch_mlp'))
+  assert torch_mlp.model.hidden_units == (50,)
+  assert torch_mlp.model.output_units == 10
+  assert (torch_mlp.optimizer.name, torch_mlp.optimizer.learning_rate,
+          torch_mlp.loss, torch_mlp.train.epochs) == ('sgd', 0.01, 'mse', 100)
+
+
+def test_experiment_file_by_path(tmp_path):
+  path = tmp_path / 'mine.py'
+  path.write_text('from tfpipeline import config\n'
+                  'def get_config():\n'
+                  '  c = config.get_config()\n'
+                  '  c.train.epochs = 7\n'
+                  '  return c\n')
+  assert config.load(str(path)).train.epochs == 7
+
+
+@pytest.mark.parametrize('text, fragment', [
+    ('def get_config(:\n', 'failed to load'),
+    ('x = 1\n', 'no get_config()'),
+])
+def test_broken_experiment_files(tmp_path, text, fragment):
+  path = tmp_path / 'broken.py'
+  path.write_text(text)
+  with pytest.raises(UserError, match=fragment):
+    config.load(str(path))
+
+
+def test_unknown_experiment_lists_the_available_ones():
+  with pytest.raises(UserError, match=r"unknown experiment 'nope'.*diabetes"):
+    config.load('nope')
+
+
+@pytest.mark.parametrize('key, value, fragment', [
+    ('train.epochs', 0, 'train.epochs=0'),
+    ('train.global_batch_size', -4, 'train.global_batch_size=-4'),
+    ('loss', 'hinge', "loss='hinge'"),
+    ('optimizer.name', 'lion', "optimizer.name='lion'"),
+    ('optimizer.learning_rate', -0.1, 'optimizer.learning_rate=-0.1'),
+    ('data.source', 'parquet', "data.source='parquet'"),
+    ('data.test_fraction', 0.9, 'data.test_fraction=0.9'),
+    ('model.hidden_units', (64, 0), 'model.hidden_units=(64, 0)'),
+    ('train.mixed_precision', 'float16', "train.mixed_precision='float16'"),
+    ('privacy.dp', True, 'privacy.dp=True'),
+])
+def test_invalid_values_name_their_key(key, value, fragment):
+  c = config.get_config()
+  section, _, name = key.rpartition('.')
+  (c[section] if section else c)[name] = value
+  with pytest.raises(UserError, match=fragment.replace('(', r'\(').replace(
+      ')', r'\)').replace('.', r'\.')) as error:
+    config.validate(c)
+  assert '\n' not in str(error.value)
+
+
+def test_csv_needs_a_path():
+  c = config.get_config()
+  c.data.source = 'csv'
+  with pytest.raises(UserError, match='data.path'):
+    config.validate(c)
+
+
+def test_unknown_and_missing_keys_are_refused():
+  c = config.get_config()
+  c.train.epochz = 3
+  with pytest.raises(UserError, match='unknown config key train.epochz'):
+    config.validate(c)
+  c = config.get_config()
+  del c.train['seed']
+  with pytest.raises(UserError, match='train.seed is missing'):
+    config.validate(c)
+  with pytest.raises(UserError, match='ConfigDict'):
+    config.validate({'train': {}})
+
+
+def test_json_is_the_resolved_config_with_overrides():
+  c = config.validate(config.get_config())
+  c.train.epochs = 3
+  written = json.loads(config.to_json(c))
+  assert written['train']['epochs'] == 3
+  assert written['model']['hidden_units'] == [64]
+  assert written['data']['group'] == 'sex' and written['data']['path'] is None
+  assert set(written) == {'data', 'model', 'train', 'optimizer', 'loss',
+                          'privacy'}

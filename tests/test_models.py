@@ -1,0 +1,95 @@
+"""tfpipeline.models: Sequential from the config, optimizers, losses."""
+
+import keras
+import numpy as np
+import pytest
+
+from tfpipeline import config, models
+from tfpipeline.data.sources import Split
+
+
+def _train_split():
+  rng = np.random.default_rng(0)
+  x = rng.normal(5.0, 3.0, size=(64, 3)).astype(np.float32)
+  return Split(x, (100 + 20 * x[:, :1]).astype(np.float32))
+
+
+def test_regression_model_takes_raw_features_and_returns_label_units():
+  c = config.get_config()
+  c.model.hidden_units = (16, 8)
+  split = _train_split()
+  model = models.build(c, split)
+  names = [layer.name for layer in model.layers]
+  assert names == ['normalize', 'hidden_0', 'hidden_1', 'output',
+                   'unstandardize']
+  normalized = model.get_layer('normalize')(split.features).numpy()
+  np.testing.assert_allclose(normalized.mean(axis=0), 0, atol=1e-5)
+  np.testing.assert_allclose(normalized.std(axis=0), 1, atol=1e-4)
+  rescale = model.get_layer('unstandardize')
+  np.testing.assert_allclose(rescale(np.zeros((1, 1), np.float32)),
+                             [[split.labels.mean()]], rtol=1e-5)
+  # Normalization given its mean and variance keeps them as constants.
+  assert model.count_params() == (3 * 16 + 16) + (16 * 8 + 8) + (8 + 1)
+
+
+def test_seed_model_is_exactly_dense_64_relu_then_dense_1():
+  c = config.load('seed_keras_mlp')
+  model = models.build(c, Split(np.zeros((4, 10), np.float32),
+                                np.zeros((4, 1), np.float32)))
+  dense = model.layers
+  assert [type(layer).__name__ for layer in dense] == ['Dense', 'Dense']
+  assert dense[0].units == 64 and dense[0].activation.__name__ == 'relu'
+  assert dense[1].units == 1 and dense[1].activation.__name__ == 'linear'
+  assert model.count_params() == 10 * 64 + 64 + 64 + 1
+
+
+@pytest.mark.parametrize('loss, units, activation, metric_names', [
+    ('mse', 1, 'linear', {'mae', 'rmse', 'r2'}),
+    ('mse', 10, 'linear', {'mae', 'rmse'}),
+    ('binary_crossentropy', 1, 'sigmoid', {'accuracy', 'auc'}),
+    ('sparse_categorical_crossentropy', 3, 'softmax', {'accuracy'}),
+    ('categorical_crossentropy', 3, 'softmax', {'accuracy'}),
+])
+def test_output_activation_and_metrics_follow_the_loss(loss, units,
+                                                       activation,
+                                                       metric_names):
+  c = config.get_config()
+  c.loss, c.model.output_units = loss, units
+  model = models.build(c, _train_split())
+  assert model.get_layer('output').activation.__name__ == activation
+  assert set(models.metrics(loss, units)) == metric_names
+  has_rescaling = any(layer.name == 'unstandardize' for layer in model.layers)
+  assert has_rescaling == (not models.is_classification(loss))
+
+
+@pytest.mark.parametrize('name, cls', [
+    ('adam', keras.optimizers.Adam), ('sgd', keras.optimizers.SGD),
+    ('adamw', keras.optimizers.AdamW), ('rmsprop', keras.optimizers.RMSprop)])
+def test_optimizers(name, cls):
+  c = config.get_config().optimizer
+  c.name, c.learning_rate, c.momentum = name, 0.05, 0.0
+  optimizer = models.optimizer(c)
+  assert isinstance(optimizer, cls)
+  assert float(optimizer.learning_rate) == pytest.approx(0.05)
+
+
+def test_learning_rate_schedules():
+  c = config.get_config().optimizer
+  c.learning_rate, c.decay_steps, c.decay_rate = 0.1, 10, 0.5
+  assert models.learning_rate(c) == 0.1
+  c.schedule = 'exponential_decay'
+  schedule = models.learning_rate(c)
+  assert float(schedule(10)) == pytest.approx(0.05)
+  assert float(schedule(20)) == pytest.approx(0.025)
+  c.schedule = 'cosine_decay'
+  schedule = models.learning_rate(c)
+  assert float(schedule(0)) == pytest.approx(0.1)
+  assert float(schedule(5)) == pytest.approx(0.05)
+  assert float(schedule(10)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_per_example_losses():
+  y = np.array([[1.0], [3.0]], np.float32)
+  p = np.array([[2.0], [1.0]], np.float32)
+  np.testing.assert_allclose(models.loss_fn('mse')(y, p), [1.0, 4.0])
+  np.testing.assert_allclose(models.loss_fn('mae')(y, p), [1.0, 2.0])

@@ -1,0 +1,153 @@
+"""tfpipeline.data.sources: every source, and bad data refused by name."""
+
+import numpy as np
+import pytest
+
+from tfpipeline import config
+from tfpipeline.data import sources
+from tfpipeline.errors import UserError
+
+
+def _data_config(**values):
+  c = config.get_config().data
+  c.update(values)
+  return c
+
+
+def _csv_config(path, **values):
+  return _data_config(**{'source': 'csv', 'path': str(path),
+                         'features': ('a', 'b'), 'label': 'y',
+                         'group': 'group', **values})
+
+
+def test_csv_splits_are_seeded_disjoint_and_complete(regression_csv):
+  splits = sources.load(_csv_config(regression_csv), loss='mse')
+  sizes = len(splits.train), len(splits.validation), len(splits.test)
+  assert sizes == (84, 18, 18)
+  assert splits.feature_names == ('a', 'b') and splits.group_name == 'group'
+  rows = np.concatenate([s.features for s in (splits.train, splits.validation,
+                                               splits.test)])
+  assert len(np.unique(rows, axis=0)) == 120
+  for split in (splits.train, splits.test):
+    a, b = split.features.T
+    np.testing.assert_allclose(split.labels[:, 0], 3 * a - 2 * b + 1,
+                               atol=1e-4)
+    assert set(split.groups) == {'a', 'b'}
+  again = sources.load(_csv_config(regression_csv), loss='mse')
+  np.testing.assert_array_equal(again.test.features, splits.test.features)
+
+
+def test_csv_without_declared_features_uses_every_other_column(
+    regression_csv):
+  splits = sources.load(_csv_config(regression_csv, features=()), loss='mse')
+  assert splits.feature_names == ('a', 'b')
+
+
+@pytest.mark.parametrize('edit, fragment', [
+    (lambda lines: lines[:5] + ['0.1,oops,a,2.0'] + lines[6:],
+     r"data.csv, row 6, column 'b': 'oops' is not a number"),
+    (lambda lines: lines[:3] + ['0.1,0.2,a'] + lines[4:],
+     r'data.csv, row 4: 3 cells, header has 4'),
+    (lambda lines: ['a,b,group,target'] + lines[1:],
+     r"no column 'y' \(from data.label\)"),
+    (lambda lines: lines[:7] + ['nan,0.2,a,2.0'] + lines[8:],
+     r"data.csv: train row \d+, feature 'a' is nan"),
+    (lambda lines: lines[:7] + ['0.5,0.2,a,inf'] + lines[8:],
+     r"data.csv: \w+ row \d+, label 'y' is inf"),
+    (lambda lines: [], r'data.csv: empty file'),
+])
+def test_bad_csv_names_file_row_and_column(regression_csv, edit, fragment):
+  lines = regression_csv.read_text().splitlines()
+  regression_csv.write_text('\n'.join(edit(lines)) + '\n')
+  with pytest.raises(UserError, match=fragment) as error:
+    sources.load(_csv_config(regression_csv), loss='mse')
+  assert '\n' not in str(error.value)
+
+
+def test_missing_file_says_so(tmp_path):
+  with pytest.raises(UserError, match=r'data.path: .*nothing.csv does not '
+                     r'exist'):
+    sources.load(_csv_config(tmp_path / 'nothing.csv'), loss='mse')
+
+
+def test_npz_source(tmp_path):
+  rng = np.random.default_rng(0)
+  path = tmp_path / 'data.npz'
+  np.savez(path, x=rng.normal(size=(50, 4)), y=rng.normal(size=50),
+           sex=rng.integers(1, 3, size=50))
+  splits = sources.load(_data_config(source='npz', path=str(path),
+                                     features=('x',), label='y', group='sex'),
+                        loss='mse')
+  assert splits.train.features.shape == (34, 4)
+  assert splits.train.labels.shape == (34, 1)
+  assert set(splits.train.groups) <= {1, 2}
+  np.savez(path, x=np.zeros((5, 2)), y=np.zeros(4))
+  with pytest.raises(UserError, match='differ in length'):
+    sources.load(_data_config(source='npz', path=str(path), features=('x',),
+                              label='y', group=None), loss='mse')
+  path.write_text('not an archive')
+  with pytest.raises(UserError, match='not a readable .npz'):
+    sources.load(_data_config(source='npz', path=str(path), features=('x',),
+                              label='y', group=None), loss='mse')
+
+
+def test_synthetic_source_is_seeded_like_the_seed_examples():
+  c = config.load('seed_torch_mlp').data
+  splits = sources.load(c, loss='mse')
+  assert splits.train.features.shape == (1000, 10)
+  assert splits.train.labels.shape == (1000, 10)
+  assert splits.test.features.shape == (200, 10)
+  assert abs(splits.train.features.mean()) < 0.1  # standard normal
+  again = sources.load(c, loss='mse')
+  np.testing.assert_array_equal(again.train.labels, splits.train.labels)
+  uniform = sources.load(config.load('seed_keras_mlp').data, loss='mse')
+  assert uniform.train.features.shape == (100, 10)
+  assert uniform.train.features.min() >= 0 and uniform.train.features.max() < 1
+
+
+def test_diabetes_through_the_package_tfds_builder(tfds_dir):
+  c = config.get_config().data
+  c.data_dir = str(tfds_dir)
+  splits = sources.load(c, loss='mse')
+  assert (len(splits.train), len(splits.validation), len(splits.test)) == (
+      309, 66, 67)
+  assert splits.feature_names[:3] == ('age', 'sex', 'bmi')
+  from sklearn.datasets import load_diabetes
+  raw = load_diabetes(scaled=False)
+  every_label = np.concatenate([s.labels[:, 0] for s in (
+      splits.train, splits.validation, splits.test)])
+  np.testing.assert_allclose(np.sort(every_label), np.sort(raw.target))
+  assert set(np.unique(splits.train.groups)) == {1.0, 2.0}
+  np.testing.assert_array_equal(splits.train.groups, splits.train.features[:, 1])
+
+
+def test_tfds_catalogue_dataset_with_mock_data():
+  import tensorflow_datasets as tfds
+  # mock_data gives every split (slices too) num_examples random examples.
+  c = _data_config(name='iris', features=('features',), label='label',
+                   group=None, validation_split='train', test_split='train')
+  with tfds.testing.mock_data(num_examples=50):
+    splits = sources.load(c, loss='sparse_categorical_crossentropy')
+  assert splits.train.features.shape == (50, 4)
+  assert splits.train.features.dtype == np.float32
+  assert splits.train.labels.shape == (50, 1)
+  assert splits.train.labels.dtype == np.int32
+  assert set(np.unique(splits.train.labels)) <= {0, 1, 2}
+
+
+def test_tfds_not_prepared_and_no_download(tmp_path):
+  c = _data_config(name='mnist', data_dir=str(tmp_path), download=False,
+                   features=('image',), label='label', group=None)
+  with pytest.raises(UserError, match="'mnist' is not prepared in .*tfds "
+                     "build mnist"):
+    sources.load(c, loss='sparse_categorical_crossentropy')
+  assert not any(tmp_path.iterdir())
+
+
+def test_unknown_tfds_dataset_and_split(tfds_dir):
+  with pytest.raises(UserError, match="no TFDS dataset 'not_a_dataset'"):
+    sources.load(_data_config(name='not_a_dataset'), loss='mse')
+  with pytest.raises(UserError, match="data.test_split: 'holdout' is not a "
+                     "split of 'diabetes'"):
+    sources.load(_data_config(data_dir=str(tfds_dir), test_split='holdout'),
+                 loss='mse')

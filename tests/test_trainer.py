@@ -1,0 +1,67 @@
+"""tfpipeline.trainer: the own loop against Keras fit, XLA on and off."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfpipeline import config, models, trainer
+from tfpipeline.data import pipeline, sources
+
+STEPS = 20
+
+
+def _setup(jit_compile=True):
+  c = config.load('seed_keras_mlp')
+  c.data.num_examples = 320
+  c.train.jit_compile = jit_compile
+  splits = sources.load(c.data, loss=c.loss)
+  keras.utils.set_random_seed(0)
+  model = models.build(c, splits.train)
+  dataset_fn = pipeline.training_dataset_fn(splits.train, 32, seed=0)
+  return c, model, dataset_fn
+
+
+def _own_loop_losses(jit_compile):
+  c, model, dataset_fn = _setup(jit_compile)
+  strategy = tf.distribute.get_strategy()
+  loop = trainer.StepLoop(model, models.optimizer(c.optimizer), c.loss,
+                          strategy, global_batch_size=32,
+                          jit_compile=jit_compile)
+  iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
+  first, _ = loop.run(iterator, 7)
+  rest, waited = loop.run(iterator, STEPS - 7)
+  assert waited >= 0
+  return np.concatenate([first, rest]), model.get_weights()
+
+
+class _StepLosses(keras.callbacks.Callback):
+  """Per-step losses from fit's running epoch mean."""
+
+  def on_train_begin(self, logs=None):
+    self.means = []
+
+  def on_train_batch_end(self, batch, logs=None):
+    self.means.append(float(logs['loss']))
+
+
+def test_own_loop_equals_keras_fit_step_by_step():
+  own_losses, own_weights = _own_loop_losses(jit_compile=True)
+  c, model, dataset_fn = _setup(jit_compile=True)
+  model.compile(optimizer=models.optimizer(c.optimizer),
+                loss=models.loss_fn(c.loss), jit_compile=True)
+  record = _StepLosses()
+  model.fit(dataset_fn(tf.distribute.InputContext()), epochs=1,
+            steps_per_epoch=STEPS, verbose=0, callbacks=[record])
+  means = np.array(record.means, np.float64)
+  counts = np.arange(1, STEPS + 1)
+  fit_losses = means * counts - np.concatenate([[0], means[:-1] * counts[:-1]])
+  np.testing.assert_allclose(own_losses, fit_losses, atol=1e-5)
+  for own, fit in zip(own_weights, model.get_weights()):
+    np.testing.assert_allclose(own, fit, atol=1e-5)
+  assert own_losses[-5:].mean() < own_losses[:5].mean()
+
+
+def test_xla_on_and_off_agree():
+  with_xla, _ = _own_loop_losses(jit_compile=True)
+  without_xla, _ = _own_loop_losses(jit_compile=False)
+  np.testing.assert_allclose(with_xla, without_xla, atol=1e-4)
