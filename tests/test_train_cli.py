@@ -1,0 +1,230 @@
+"""End to end: `python -m tfpipeline.train` in a subprocess, artefacts checked."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import read_jsonl, run_cli
+
+ARTEFACTS = {'config.json', 'metrics.jsonl', 'metrics.json', 'tensorboard',
+             'model.keras', 'saved_model'}
+RECORD_KEYS = {'step', 'epoch', 'loss', 'examples_per_sec', 'input_stall_pct',
+               'wall_s'}
+
+
+@pytest.fixture(scope='module')
+def diabetes_run(tmp_path_factory, tfds_dir):
+  """The embedded default at its full default settings."""
+  model_dir = tmp_path_factory.mktemp('diabetes') / 'run'
+  result = run_cli(f'--model_dir={model_dir}',
+                   f'--config.data.data_dir={tfds_dir}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  return model_dir, result
+
+
+def test_default_run_writes_every_artefact(diabetes_run):
+  model_dir, result = diabetes_run
+  assert ARTEFACTS <= {p.name for p in model_dir.iterdir()}
+  assert not [p for p in model_dir.iterdir() if p.name.startswith('.')]
+  written = json.loads((model_dir / 'config.json').read_text())
+  assert written['data']['name'] == 'diabetes'
+  assert written['train']['epochs'] == 50
+  assert 'epoch 50/50' in result.stderr
+
+
+def test_default_run_reaches_r2_on_the_test_split(diabetes_run):
+  model_dir, _ = diabetes_run
+  metrics = json.loads((model_dir / 'metrics.json').read_text())
+  assert metrics['r2'] >= 0.35, metrics
+  assert metrics['rmse'] == pytest.approx(np.sqrt(metrics['loss']), rel=1e-4)
+
+
+def test_metrics_jsonl_logs_every_epoch_and_the_loss_falls(diabetes_run):
+  model_dir, _ = diabetes_run
+  records = read_jsonl(model_dir / 'metrics.jsonl')
+  assert [r['epoch'] for r in records] == list(range(1, 51))
+  assert records[-1]['step'] == 50 * (309 // 32)
+  assert all(RECORD_KEYS | {'val_loss', 'val_r2'} <= set(r) for r in records)
+  assert records[-1]['loss'] < 0.5 * records[0]['loss']
+  assert records[-1]['val_loss'] < records[0]['val_loss']
+  assert all(r['examples_per_sec'] > 0 and 0 <= r['input_stall_pct'] <= 100
+             for r in records)
+
+
+def test_tensorboard_reads_the_scalars(diabetes_run):
+  from tensorboard.backend.event_processing import event_accumulator
+  model_dir, _ = diabetes_run
+  events = event_accumulator.EventAccumulator(
+      str(model_dir / 'tensorboard'), size_guidance={'tensors': 0})
+  events.Reload()
+  assert {'loss', 'val_loss', 'val_r2', 'examples_per_sec'} <= set(
+      events.Tags()['tensors'])
+  losses = events.Tensors('loss')
+  assert len(losses) == 50 and losses[-1].step == 50 * (309 // 32)
+
+
+def test_saved_models_take_raw_features_and_agree(diabetes_run, tfds_dir):
+  import keras
+  import tensorflow as tf
+  from tfpipeline import config
+  from tfpipeline.data import sources
+  model_dir, _ = diabetes_run
+  data_config = config.get_config().data
+  data_config.data_dir = str(tfds_dir)
+  test = sources.load(data_config, loss='mse').test
+  model = keras.saving.load_model(model_dir / 'model.keras')
+  predictions = model.predict(test.features, verbose=0)
+  serving = tf.saved_model.load(str(model_dir / 'saved_model'))
+  served = serving.signatures['serving_default'](
+      tf.constant(test.features))
+  np.testing.assert_allclose(next(iter(served.values())).numpy(), predictions,
+                             rtol=1e-5, atol=1e-3)
+  residual = ((test.labels - predictions) ** 2).sum()
+  r2 = 1 - residual / ((test.labels - test.labels.mean()) ** 2).sum()
+  metrics = json.loads((model_dir / 'metrics.json').read_text())
+  assert r2 == pytest.approx(metrics['r2'], abs=1e-4)
+
+
+@pytest.mark.parametrize('experiment, label_shape', [
+    ('seed_keras_mlp', 1), ('seed_torch_mlp', 10)])
+def test_seed_experiments_train(tmp_path, experiment, label_shape):
+  model_dir = tmp_path / 'run'
+  result = run_cli(f'--config={experiment}', f'--model_dir={model_dir}',
+                   '--config.train.epochs=8')
+  assert result.returncode == 0, result.stderr[-3000:]
+  records = read_jsonl(model_dir / 'metrics.jsonl')
+  assert len(records) == 8
+  assert records[-1]['loss'] < records[0]['loss']
+  assert ARTEFACTS <= {p.name for p in model_dir.iterdir()}
+  written = json.loads((model_dir / 'config.json').read_text())
+  assert written['train']['epochs'] == 8
+  assert written['model']['output_units'] == label_shape
+
+
+def test_csv_experiment_with_keras_fit_engine(tmp_path, regression_csv):
+  experiment = tmp_path / 'linear.py'
+  experiment.write_text(
+      'from tfpipeline import config\n'
+      'def get_config():\n'
+      '  c = config.get_config()\n'
+      "  c.data.source = 'csv'\n"
+      f"  c.data.path = {str(regression_csv)!r}\n"
+      "  c.data.name = 'linear'\n"
+      "  c.data.features = ('a', 'b')\n"
+      "  c.data.label = 'y'\n"
+      "  c.data.group = 'group'\n"
+      '  c.train.epochs = 40\n'
+      '  c.train.global_batch_size = 16\n'
+      '  c.optimizer.learning_rate = 0.01\n'
+      '  return c\n')
+  for engine in ('tfpipeline', 'keras_fit'):
+    model_dir = tmp_path / engine
+    result = run_cli(f'--config={experiment}', f'--model_dir={model_dir}',
+                     f'--engine={engine}')
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((model_dir / 'metrics.json').read_text())
+    assert metrics['r2'] > 0.95, (engine, metrics)
+    assert len(read_jsonl(model_dir / 'metrics.jsonl')) == 40
+
+
+def test_npz_source_and_flagfile(tmp_path):
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(200, 3)).astype(np.float32)
+  np.savez(tmp_path / 'data.npz', x=x, y=x @ [1.0, -1.0, 0.5])
+  flagfile = tmp_path / 'flags.txt'
+  flagfile.write_text('\n'.join([
+      '--config=seed_keras_mlp', '--config.data.source=npz',
+      f'--config.data.path={tmp_path / "data.npz"}',
+      "--config.data.features=('x',)", '--config.data.label=y',
+      '--config.train.epochs=3', f'--model_dir={tmp_path / "run"}']))
+  result = run_cli(f'--flagfile={flagfile}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  written = json.loads((tmp_path / 'run' / 'config.json').read_text())
+  assert written['data']['source'] == 'npz'
+  assert written['data']['features'] == ['x']
+
+
+def test_python_api_returns_the_test_metrics(tmp_path):
+  import tfpipeline
+  from tfpipeline import config
+  c = config.load('seed_keras_mlp')
+  c.train.epochs = 2
+  metrics = tfpipeline.run(c, tmp_path / 'run', strategy='cpu')
+  assert metrics == json.loads((tmp_path / 'run' / 'metrics.json').read_text())
+  assert set(metrics) == {'loss', 'mae', 'rmse', 'r2'}
+
+
+def _bad_csv(tmp_path, regression_csv, edit):
+  lines = regression_csv.read_text().splitlines()
+  path = tmp_path / 'bad.csv'
+  path.write_text('\n'.join(edit(lines)) + '\n')
+  return ['--config.data.source=csv', f'--config.data.path={path}',
+          "--config.data.features=('a','b')", '--config.data.label=y',
+          '--config.data.group=group']
+
+
+BAD_INPUTS = {
+    'unknown experiment': (lambda t, c: ['--config=no_such_experiment'],
+                           "unknown experiment 'no_such_experiment'"),
+    'unknown config key': (lambda t, c: ['--config.train.epochz=3'],
+                           "'epochz'"),
+    'wrong value type': (lambda t, c: ['--config.train.epochs=many'],
+                         '--config.train.epochs=many'),
+    'invalid value': (lambda t, c: ['--config.train.global_batch_size=0'],
+                      'train.global_batch_size=0'),
+    'missing file': (lambda t, c: ['--config.data.source=csv',
+                                   f'--config.data.path={t}/none.csv'],
+                     'none.csv does not exist'),
+    'unreadable file': (lambda t, c: ['--config.data.source=npz',
+                                      f'--config.data.path={c}'],
+                        'not a readable .npz archive'),
+    'non-numeric cell': (lambda t, c: _bad_csv(
+        t, c, lambda l: l[:4] + ['1.0,x1,a,2.0'] + l[5:]),
+                         "bad.csv, row 5, column 'b': 'x1' is not a number"),
+    'missing column': (lambda t, c: _bad_csv(
+        t, c, lambda l: ['a,b,group,target'] + l[1:]),
+                       "no column 'y'"),
+    'NaN feature': (lambda t, c: _bad_csv(
+        t, c, lambda l: l[:9] + ['nan,1.0,a,2.0'] + l[10:]),
+                    "feature 'a' is nan"),
+    'Inf label': (lambda t, c: _bad_csv(
+        t, c, lambda l: l[:9] + ['1.0,1.0,a,-inf'] + l[10:]),
+                  "label 'y' is -inf"),
+    'fewer rows than a batch': (lambda t, c: _bad_csv(t, c, lambda l: l) + [
+        '--config.train.global_batch_size=128'],
+                                'fewer than one batch'),
+    'TFDS not prepared': (lambda t, c: [
+        '--config.data.name=mnist', f'--config.data.data_dir={t}/tfds',
+        '--config.data.download=False', "--config.data.features=('image',)",
+        '--config.data.label=label'], "'mnist' is not prepared"),
+    'bad strategy': (lambda t, c: ['--strategy=quantum'], '--strategy=quantum'),
+    'multi_worker without TF_CONFIG': (lambda t, c: ['--strategy=multi_worker'],
+                                       'needs TF_CONFIG'),
+}
+
+
+@pytest.mark.parametrize('case', sorted(BAD_INPUTS))
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(
+    tmp_path, regression_csv, case, monkeypatch):
+  monkeypatch.delenv('TF_CONFIG', raising=False)
+  make_args, fragment = BAD_INPUTS[case]
+  model_dir = tmp_path / 'run'
+  result = run_cli(f'--model_dir={model_dir}', *make_args(tmp_path,
+                                                          regression_csv))
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert result.last_line.startswith('error: ')
+  assert fragment in result.last_line
+  assert 'Traceback' not in result.stderr
+  assert not model_dir.exists()
+
+
+def test_existing_run_is_left_untouched(tmp_path):
+  model_dir = tmp_path / 'run'
+  model_dir.mkdir()
+  (model_dir / 'metrics.json').write_text('{"r2": 0.5}')
+  result = run_cli('--config=seed_keras_mlp', f'--model_dir={model_dir}')
+  assert result.returncode == 2
+  assert 'already holds files' in result.last_line
+  assert [p.name for p in model_dir.iterdir()] == ['metrics.json']
+  assert (model_dir / 'metrics.json').read_text() == '{"r2": 0.5}'
