@@ -7,10 +7,12 @@ input leaves no trace.
 
 import json
 import pathlib
+import tempfile
 
 from absl import logging
 
 from tfpipeline import artifacts
+from tfpipeline import cluster
 from tfpipeline import config as config_lib
 from tfpipeline.errors import UserError
 
@@ -43,23 +45,38 @@ def run(config=None, model_dir='/tmp/tfpipeline', *, strategy='auto',
   config = config_lib.validate(config)
   if engine not in ENGINES:
     raise UserError(f'--engine={engine}: expected one of {", ".join(ENGINES)}')
+  chief = cluster.is_chief()
   model_dir = pathlib.Path(model_dir)
-  _check_model_dir(model_dir)
+  if chief:
+    _check_model_dir(model_dir)
 
   # TensorFlow is imported only once the cheap checks have passed.
-  import keras  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tfpipeline import export, models, strategy as strategy_lib, trainer  # pylint: disable=g-import-not-at-top
+  from tfpipeline import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
   from tfpipeline.data import sources  # pylint: disable=g-import-not-at-top
-  from tfpipeline.evaluation import Evaluator  # pylint: disable=g-import-not-at-top
-  from tfpipeline.run_log import RunLog  # pylint: disable=g-import-not-at-top
 
   if isinstance(strategy, str):
     strategy = strategy_lib.create(strategy, tpu=tpu, cpu_devices=cpu_devices)
   splits = sources.load(config.data, loss=config.loss)
   _check_batch(config, len(splits.train), strategy.num_replicas_in_sync)
 
-  model_dir.mkdir(parents=True, exist_ok=True)
+  if chief:
+    model_dir.mkdir(parents=True, exist_ok=True)
+    return _train_and_export(config, model_dir, strategy, splits, engine)
+  # Other workers take every step too, but write to a scratch directory.
+  with tempfile.TemporaryDirectory(prefix='tfpipeline-worker-') as scratch:
+    return _train_and_export(config, pathlib.Path(scratch), strategy, splits,
+                             engine)
+
+
+def _train_and_export(config, model_dir: pathlib.Path, strategy, splits,
+                      engine: str) -> dict[str, float]:
+  """Builds, trains, evaluates and saves; writes only under `model_dir`."""
+  import keras  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tfpipeline import export, models, trainer  # pylint: disable=g-import-not-at-top
+  from tfpipeline.evaluation import Evaluator  # pylint: disable=g-import-not-at-top
+  from tfpipeline.run_log import RunLog  # pylint: disable=g-import-not-at-top
+
   artifacts.write_text(model_dir / 'config.json', config_lib.to_json(config))
   keras.utils.set_random_seed(config.train.seed)
   if config.train.deterministic:

@@ -5,12 +5,12 @@ A string-keyed factory in the manner of TensorFlow Model Garden's
 into a UserError that says what to check.
 """
 
-import json
 import os
 
 from absl import logging
 import tensorflow as tf
 
+from tfpipeline import cluster
 from tfpipeline.errors import UserError
 
 STRATEGIES = ('auto', 'cpu', 'gpu', 'mirrored', 'multi_worker', 'tpu')
@@ -62,7 +62,7 @@ def create(name: str = 'auto', *, tpu: str = 'local',
     devices = [d.name for d in gpus or tf.config.list_logical_devices('CPU')]
     strategy = tf.distribute.MirroredStrategy(devices)
   elif name == 'multi_worker':
-    _check_tf_config()
+    cluster.check_multi_worker()
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
   else:
     strategy = _tpu_strategy(tpu)
@@ -83,26 +83,6 @@ def _listdir(path: str) -> list[str]:
     return os.listdir(path)
   except OSError:
     return []
-
-
-def _check_tf_config() -> None:
-  raw = os.environ.get('TF_CONFIG')
-  if not raw:
-    raise UserError('--strategy=multi_worker needs TF_CONFIG, e.g. {"cluster": '
-                    '{"worker": ["host1:port", "host2:port"]}, "task": '
-                    '{"type": "worker", "index": 0}}')
-  try:
-    tf_config = json.loads(raw)
-    workers = tf_config['cluster']['worker']
-    task = tf_config['task']
-    ok = (isinstance(workers, list) and workers and task['type'] in (
-        'worker', 'chief') and 0 <= int(task['index']) < len(workers))
-  except (ValueError, KeyError, TypeError):
-    ok = False
-  if not ok:
-    raise UserError(f'TF_CONFIG is not usable for --strategy=multi_worker: '
-                    f'{raw!r}; it needs cluster.worker (a list of host:port) '
-                    f'and task {{type: worker, index}}')
 
 
 def _tpu_strategy(address: str) -> tf.distribute.TPUStrategy:
