@@ -61,11 +61,16 @@ def run(config=None, model_dir='/tmp/tfpipeline', *, strategy='auto',
 
   if chief:
     model_dir.mkdir(parents=True, exist_ok=True)
-    return _train_and_export(config, model_dir, strategy, splits, engine)
+    test_metrics = _train_and_export(config, model_dir, strategy, splits,
+                                     engine)
+    logging.info('wrote %s', model_dir)
+    return test_metrics
   # Other workers take every step too, but write to a scratch directory.
   with tempfile.TemporaryDirectory(prefix='tfpipeline-worker-') as scratch:
-    return _train_and_export(config, pathlib.Path(scratch), strategy, splits,
-                             engine)
+    test_metrics = _train_and_export(config, pathlib.Path(scratch), strategy,
+                                     splits, engine)
+  logging.info('done; only the chief writes %s', model_dir)
+  return test_metrics
 
 
 def _train_and_export(config, model_dir: pathlib.Path, strategy, splits,
@@ -103,7 +108,6 @@ def _train_and_export(config, model_dir: pathlib.Path, strategy, splits,
   export.save(model, model_dir)
   logging.info('test: %s', '  '.join(f'{k} {v:.4g}'
                                      for k, v in test_metrics.items()))
-  logging.info('wrote %s', model_dir)
   return test_metrics
 
 

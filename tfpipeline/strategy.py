@@ -42,7 +42,9 @@ def create(name: str = 'auto', *, tpu: str = 'local',
   if name not in STRATEGIES:
     raise UserError(f'--strategy={name}: expected one of {", ".join(STRATEGIES)}')
   split_cpu(cpu_devices)
-  gpus = tf.config.list_logical_devices('GPU')
+  # Physical devices: listing logical ones would start the runtime, and
+  # MultiWorkerMirroredStrategy must configure collectives before that.
+  gpus = tf.config.list_physical_devices('GPU')
   if name == 'auto':
     if _tpu_present():
       name = 'tpu'
@@ -57,17 +59,17 @@ def create(name: str = 'auto', *, tpu: str = 'local',
       raise UserError('--strategy=gpu: no GPU is visible to TensorFlow; check '
                       'nvidia-smi, CUDA_VISIBLE_DEVICES and that '
                       'tensorflow[and-cuda] is installed')
-    strategy = tf.distribute.OneDeviceStrategy(gpus[0].name)
+    strategy = tf.distribute.OneDeviceStrategy('/gpu:0')
   elif name == 'mirrored':
-    devices = [d.name for d in gpus or tf.config.list_logical_devices('CPU')]
-    strategy = tf.distribute.MirroredStrategy(devices)
+    devices = tf.config.list_logical_devices('GPU' if gpus else 'CPU')
+    strategy = tf.distribute.MirroredStrategy([d.name for d in devices])
   elif name == 'multi_worker':
     cluster.check_multi_worker()
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
   else:
     strategy = _tpu_strategy(tpu)
-  logging.info('strategy %s with %d replica(s)', type(strategy).__name__,
-               strategy.num_replicas_in_sync)
+  logging.info('strategy %s (%s) with %d replica(s)', name,
+               type(strategy).__name__, strategy.num_replicas_in_sync)
   return strategy
 
 
@@ -96,6 +98,7 @@ def _tpu_strategy(address: str) -> tf.distribute.TPUStrategy:
   except (ValueError, RuntimeError, tf.errors.OpError) as e:
     raise UserError(
         f'--strategy=tpu: no TPU found at --tpu={address} ({type(e).__name__}'
-        f'); on Colab choose a TPU runtime, on a TPU VM use --tpu=local, '
-        f'else pass --tpu=grpc://host:port') from None
+        f'); check that this is a TPU VM or a Colab TPU runtime (Runtime > '
+        f'Change runtime type), or pass --tpu=grpc://host:port for a remote '
+        f'TPU') from None
   return tf.distribute.TPUStrategy(resolver)

@@ -32,6 +32,11 @@ class StepLoop:
     self._loss_fn = models.loss_fn(loss)
     self._strategy = strategy
     self._global_batch_size = global_batch_size
+    # Slot variables made here, not lazily inside the compiled loop: creating
+    # variables in a tf.function under MirroredStrategy fails ("You must feed
+    # a value for placeholder tensor ... cond/Placeholder").
+    with strategy.scope():
+      optimizer.build(model.trainable_variables)
     self._gradients = tf.function(self._replica_gradients,
                                   jit_compile=jit_compile)
     self._loop = tf.function(self._steps)
@@ -150,7 +155,8 @@ def _fit(model, optimizer, config, strategy, dataset_fn, steps_per_epoch,
         jit_compile=bool(config.train.jit_compile and single),
         steps_per_execution=(min(config.train.steps_per_loop, steps_per_epoch)
                              if single else 1))
-  dataset = dataset_fn(tf.distribute.InputContext())
+  # The same per-replica batches as the own loop, under any strategy.
+  dataset = strategy.distribute_datasets_from_function(dataset_fn)
   model.fit(dataset, epochs=config.train.epochs,
             steps_per_epoch=steps_per_epoch, verbose=0,
             callbacks=[_FitLog(run_log, evaluator, splits, steps_per_epoch,

@@ -1,0 +1,121 @@
+"""Strategies: mirrored and multi-worker train to one device's weights."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO, read_jsonl, run_cli
+
+EPOCHS = 3  # 27 steps of the diabetes default
+
+
+def _weights(model_dir):
+  import keras
+  return keras.saving.load_model(model_dir / 'model.keras').get_weights()
+
+
+def _assert_same_training(model_dir, reference_dir):
+  for got, want in zip(_weights(model_dir), _weights(reference_dir)):
+    np.testing.assert_allclose(got, want, atol=1e-5)
+  losses = [r['loss'] for r in read_jsonl(model_dir / 'metrics.jsonl')]
+  reference = [r['loss'] for r in read_jsonl(reference_dir / 'metrics.jsonl')]
+  np.testing.assert_allclose(losses, reference, rtol=1e-5)
+
+
+@pytest.fixture(scope='module')
+def one_device(tmp_path_factory, tfds_dir):
+  model_dir = tmp_path_factory.mktemp('one') / 'run'
+  result = run_cli('--strategy=cpu', f'--model_dir={model_dir}',
+                   f'--config.data.data_dir={tfds_dir}',
+                   f'--config.train.epochs={EPOCHS}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'strategy cpu (OneDeviceStrategy) with 1 replica' in result.stderr
+  return model_dir
+
+
+@pytest.mark.parametrize('strategy', ['mirrored', 'auto'])
+def test_mirrored_over_two_logical_cpus_equals_one_device(
+    tmp_path, tfds_dir, one_device, strategy):
+  model_dir = tmp_path / 'run'
+  result = run_cli(f'--strategy={strategy}', '--cpu_devices=2',
+                   f'--model_dir={model_dir}',
+                   f'--config.data.data_dir={tfds_dir}',
+                   f'--config.train.epochs={EPOCHS}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'strategy mirrored (MirroredStrategy) with 2 replica' in (
+      result.stderr)
+  _assert_same_training(model_dir, one_device)
+
+
+def _free_ports(count):
+  sockets = [socket.socket() for _ in range(count)]
+  for s in sockets:
+    s.bind(('127.0.0.1', 0))
+  ports = [s.getsockname()[1] for s in sockets]
+  for s in sockets:
+    s.close()
+  return ports
+
+
+def test_two_worker_processes_equal_one_device(tmp_path, tfds_dir,
+                                               one_device):
+  model_dir = tmp_path / 'run'
+  workers = [f'127.0.0.1:{port}' for port in _free_ports(2)]
+  processes = []
+  for index in range(2):
+    tf_config = {'cluster': {'worker': workers},
+                 'task': {'type': 'worker', 'index': index}}
+    processes.append(subprocess.Popen(
+        [sys.executable, '-m', 'tfpipeline.train', '--strategy=multi_worker',
+         f'--model_dir={model_dir}', f'--config.data.data_dir={tfds_dir}',
+         f'--config.train.epochs={EPOCHS}'],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, 'PYTHONPATH': str(REPO),
+             'TF_CONFIG': json.dumps(tf_config)}))
+  outputs = [p.communicate(timeout=600) for p in processes]
+  for process, (_, stderr) in zip(processes, outputs):
+    assert process.returncode == 0, stderr[-3000:]
+    assert 'strategy multi_worker' in stderr and 'with 2 replica' in stderr
+  assert 'only the chief writes' in outputs[1][1]
+  _assert_same_training(model_dir, one_device)
+
+
+def test_keras_fit_engine_under_mirrored(tmp_path, tfds_dir):
+  model_dir = tmp_path / 'run'
+  result = run_cli('--strategy=mirrored', '--cpu_devices=2',
+                   '--engine=keras_fit', f'--model_dir={model_dir}',
+                   f'--config.data.data_dir={tfds_dir}',
+                   '--config.train.epochs=2')
+  assert result.returncode == 0, result.stderr[-3000:]
+  records = read_jsonl(model_dir / 'metrics.jsonl')
+  assert [r['epoch'] for r in records] == [1, 2]
+  assert records[1]['loss'] < records[0]['loss']
+
+
+@pytest.mark.parametrize('args, fragment', [
+    (['--strategy=gpu'], 'no GPU is visible'),
+    (['--strategy=tpu'], 'no TPU found at --tpu=local'),
+    (['--strategy=cpu', '--cpu_devices=0'], '--cpu_devices'),
+])
+def test_unavailable_devices_are_bad_input(tmp_path, args, fragment):
+  model_dir = tmp_path / 'run'
+  result = run_cli('--config=seed_keras_mlp', f'--model_dir={model_dir}',
+                   *args)
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert result.last_line.startswith('error: ') and fragment in result.last_line
+  assert 'Traceback' not in result.stderr
+  assert not model_dir.exists()
+
+
+def test_bad_tf_config_is_bad_input(tmp_path, monkeypatch):
+  monkeypatch.setenv('TF_CONFIG', '{"cluster": {"worker": []}, '
+                     '"task": {"type": "worker", "index": 3}}')
+  result = run_cli('--config=seed_keras_mlp', f'--model_dir={tmp_path}/run',
+                   '--strategy=multi_worker')
+  assert result.returncode == 2
+  assert 'TF_CONFIG is not usable' in result.last_line
