@@ -65,3 +65,26 @@ def test_xla_on_and_off_agree():
   with_xla, _ = _own_loop_losses(jit_compile=True)
   without_xla, _ = _own_loop_losses(jit_compile=False)
   np.testing.assert_allclose(with_xla, without_xla, atol=1e-4)
+
+
+def test_mixed_precision_computes_in_half_and_tracks_float32():
+  reference, _ = _own_loop_losses(jit_compile=True)
+  for policy, dtype in (('mixed_bfloat16', 'bfloat16'),
+                        ('mixed_float16', 'float16')):
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+      c, model, dataset_fn = _setup()
+      assert model.get_layer('hidden_0').compute_dtype == dtype
+      assert model.get_layer('output').compute_dtype == 'float32'
+      optimizer = models.optimizer(c.optimizer)
+      if policy == 'mixed_float16':
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+      strategy = tf.distribute.get_strategy()
+      loop = trainer.StepLoop(model, optimizer, c.loss, strategy,
+                              global_batch_size=32, jit_compile=True)
+      losses, _ = loop.run(
+          iter(strategy.distribute_datasets_from_function(dataset_fn)), STEPS)
+    finally:
+      keras.mixed_precision.set_global_policy('float32')
+    assert not np.allclose(losses, reference, rtol=1e-6, atol=0)
+    np.testing.assert_allclose(losses, reference, rtol=0.05)

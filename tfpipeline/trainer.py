@@ -50,8 +50,7 @@ class StepLoop:
           per_example, global_batch_size=self._global_batch_size)
       if self._model.losses:
         loss += tf.nn.scale_regularization_loss(tf.add_n(self._model.losses))
-      scaled = (self._optimizer.scale_loss(loss)
-                if hasattr(self._optimizer, 'scale_loss') else loss)
+      scaled = self._optimizer.scale_loss(loss)  # LossScaleOptimizer: x scale
     return loss, tape.gradient(scaled, variables)
 
   def _replica_step(self, features, labels):
