@@ -51,3 +51,29 @@ def test_evaluation_dataset_keeps_order_and_every_row():
   batches = [b.numpy() for b in pipeline.evaluation_dataset(split, 32)]
   assert [len(b) for b in batches] == [32, 32, 6]
   np.testing.assert_array_equal(np.concatenate(batches), split.features)
+
+
+def test_blocks_hold_consecutive_steps_and_end_with_the_epoch():
+  split = _split(100)  # 3 steps of 32 per epoch
+  steps = _batches(pipeline.training_dataset_fn(split, 32, seed=5)(
+      tf.distribute.InputContext()), 9)
+  blocks = _batches(pipeline.training_dataset_fn(
+      split, 32, seed=5, steps_per_block=2)(tf.distribute.InputContext()), 6)
+  assert [len(x) for x, _ in blocks] == [2, 1, 2, 1, 2, 1]
+  np.testing.assert_array_equal(np.concatenate([x for x, _ in blocks]),
+                                np.stack([x for x, _ in steps]))
+
+
+def test_blocks_per_replica_hold_that_replicas_slice_of_each_step():
+  split = _split(100)
+  steps = _batches(pipeline.training_dataset_fn(split, 32, seed=5)(
+      tf.distribute.InputContext()), 2)
+  # One pipeline, two local replicas: elements alternate replica 0, 1.
+  replica_blocks = _batches(pipeline.training_dataset_fn(
+      split, 32, seed=5, steps_per_block=2)(tf.distribute.InputContext(
+          num_replicas_in_sync=2)), 2)
+  for step in range(2):
+    for replica in range(2):
+      np.testing.assert_array_equal(
+          replica_blocks[replica][0][step],
+          steps[step][0][16 * replica:16 * (replica + 1)])

@@ -10,28 +10,34 @@ from tfpipeline.data import pipeline, sources
 STEPS = 20
 
 
-def _setup(jit_compile=True):
+def _setup(steps_per_block=None):
+  """Seeds' model and data: 320 rows, so 10 steps of 32 per epoch."""
   c = config.load('seed_keras_mlp')
   c.data.num_examples = 320
-  c.train.jit_compile = jit_compile
   splits = sources.load(c.data, loss=c.loss)
   keras.utils.set_random_seed(0)
   model = models.build(c, splits.train)
-  dataset_fn = pipeline.training_dataset_fn(splits.train, 32, seed=0)
+  dataset_fn = pipeline.training_dataset_fn(splits.train, 32, seed=0,
+                                            steps_per_block=steps_per_block)
   return c, model, dataset_fn
 
 
-def _own_loop_losses(jit_compile):
-  c, model, dataset_fn = _setup(jit_compile)
+def _run_blocks(loop, dataset_fn):
+  """Blocks of 7 steps over 10-step epochs: calls of 7, 3, 7 and 3 steps."""
   strategy = tf.distribute.get_strategy()
-  loop = trainer.StepLoop(model, models.optimizer(c.optimizer), c.loss,
-                          strategy, global_batch_size=32,
-                          jit_compile=jit_compile)
   iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
-  first, _ = loop.run(iterator, 7)
-  rest, waited = loop.run(iterator, STEPS - 7)
-  assert waited >= 0
-  return np.concatenate([first, rest]), model.get_weights()
+  calls = [loop.run(iterator) for _ in range(4)]
+  assert [len(losses) for losses, _ in calls] == [7, 3, 7, 3]
+  assert all(waited >= 0 for _, waited in calls)
+  return np.concatenate([losses for losses, _ in calls])
+
+
+def _own_loop_losses(jit_compile):
+  c, model, dataset_fn = _setup(steps_per_block=7)
+  loop = trainer.StepLoop(model, models.optimizer(c.optimizer), c.loss,
+                          tf.distribute.get_strategy(), global_batch_size=32,
+                          jit_compile=jit_compile)
+  return _run_blocks(loop, dataset_fn), model.get_weights()
 
 
 class _StepLosses(keras.callbacks.Callback):
@@ -46,7 +52,7 @@ class _StepLosses(keras.callbacks.Callback):
 
 def test_own_loop_equals_keras_fit_step_by_step():
   own_losses, own_weights = _own_loop_losses(jit_compile=True)
-  c, model, dataset_fn = _setup(jit_compile=True)
+  c, model, dataset_fn = _setup()
   model.compile(optimizer=models.optimizer(c.optimizer),
                 loss=models.loss_fn(c.loss), jit_compile=True)
   record = _StepLosses()
@@ -73,17 +79,16 @@ def test_mixed_precision_computes_in_half_and_tracks_float32():
                         ('mixed_float16', 'float16')):
     keras.mixed_precision.set_global_policy(policy)
     try:
-      c, model, dataset_fn = _setup()
+      c, model, dataset_fn = _setup(steps_per_block=7)
       assert model.get_layer('hidden_0').compute_dtype == dtype
       assert model.get_layer('output').compute_dtype == 'float32'
       optimizer = models.optimizer(c.optimizer)
       if policy == 'mixed_float16':
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-      strategy = tf.distribute.get_strategy()
-      loop = trainer.StepLoop(model, optimizer, c.loss, strategy,
+      loop = trainer.StepLoop(model, optimizer, c.loss,
+                              tf.distribute.get_strategy(),
                               global_batch_size=32, jit_compile=True)
-      losses, _ = loop.run(
-          iter(strategy.distribute_datasets_from_function(dataset_fn)), STEPS)
+      losses = _run_blocks(loop, dataset_fn)
     finally:
       keras.mixed_precision.set_global_policy('float32')
     assert not np.allclose(losses, reference, rtol=1e-6, atol=0)

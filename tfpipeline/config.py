@@ -63,7 +63,6 @@ def get_config() -> config_dict.ConfigDict:
   c.data.num_features = 10  # synthetic
   c.data.num_targets = 1  # synthetic
   c.data.distribution = 'uniform'  # synthetic: uniform [0, 1) | normal
-  c.data.shuffle_buffer = 0  # 0: the whole training split
 
   c.model = config_dict.ConfigDict()
   c.model.hidden_units = (64,)
@@ -192,7 +191,6 @@ def validate(config: config_dict.ConfigDict) -> config_dict.ConfigDict:
   for key in ('data.num_examples', 'data.num_eval_examples',
               'data.num_features', 'data.num_targets'):
     _check_positive(config, key)
-  _check_positive(config, 'data.shuffle_buffer', allow_zero=True)
   for key in ('data.validation_fraction', 'data.test_fraction'):
     value = _get(config, key)
     _check(isinstance(value, float) and 0 < value < 1, key, value,

@@ -22,7 +22,15 @@ from tfpipeline.evaluation import Evaluator
 from tfpipeline.run_log import RunLog
 
 class StepLoop:
-  """Compiled training steps of one model under one strategy."""
+  """Compiled training steps of one model under one strategy.
+
+  Each call reads one block of k batches from the iterator (one input read
+  per device call) and runs k steps. With one replica and XLA, the whole
+  block (forward, backward and optimizer for every step) is one XLA
+  computation. With several replicas, each step is a `strategy.run` with XLA
+  on the forward and backward pass and the optimizer, whose gradient
+  all-reduce runs across devices, applied outside XLA.
+  """
 
   def __init__(self, model: keras.Model, optimizer, loss: str,
                strategy: tf.distribute.Strategy, *, global_batch_size: int,
@@ -37,9 +45,14 @@ class StepLoop:
     # a value for placeholder tensor ... cond/Placeholder").
     with strategy.scope():
       optimizer.build(model.trainable_variables)
-    self._gradients = tf.function(self._replica_gradients,
-                                  jit_compile=jit_compile)
-    self._loop = tf.function(self._steps)
+    self._fused = jit_compile and strategy.num_replicas_in_sync == 1
+    if self._fused:
+      self._replica_block = tf.function(self._steps_of_block,
+                                        jit_compile=True)
+    else:
+      self._gradients = tf.function(self._replica_gradients,
+                                    jit_compile=jit_compile)
+    self._loop = tf.function(self._call)
 
   def _replica_gradients(self, features, labels):
     variables = self._model.trainable_variables
@@ -59,29 +72,48 @@ class StepLoop:
         zip(gradients, self._model.trainable_variables))
     return loss
 
-  def _steps(self, iterator, num_steps):
-    """Runs num_steps steps; returns per-step losses and input wait seconds."""
-    losses = tf.TensorArray(tf.float32, size=num_steps)
-    waited = tf.constant(0.0, tf.float64)
+  def _steps_of_block(self, features, labels):
+    """Every step of one replica's block; the loss of each step."""
+    num_steps = tf.shape(features)[0]
+    losses = tf.zeros([num_steps])
     for i in tf.range(num_steps):
-      before = tf.timestamp()
-      with tf.control_dependencies([before]):
-        features, labels = next(iterator)
-      with tf.control_dependencies(
-          self._strategy.experimental_local_results(features)):
-        waited += tf.timestamp() - before
-      per_replica = self._strategy.run(self._replica_step, (features, labels))
+      loss, gradients = self._replica_gradients(features[i], labels[i])
+      self._optimizer.apply_gradients(
+          zip(gradients, self._model.trainable_variables))
+      losses = tf.tensor_scatter_nd_update(losses, [[i]], [loss])
+    return losses
+
+  def _call(self, iterator):
+    """One device call: read a block, run its steps; losses, input wait."""
+    before = tf.timestamp()
+    with tf.control_dependencies([before]):
+      features, labels = next(iterator)
+    local = self._strategy.experimental_local_results(features)
+    with tf.control_dependencies(local):
+      waited = tf.timestamp() - before
+    if self._fused:
+      losses = self._strategy.run(self._replica_block, (features, labels))
+      return self._strategy.experimental_local_results(losses)[0], waited
+    num_steps = tf.shape(local[0])[0]
+    losses = tf.TensorArray(tf.float32, size=num_steps)
+    for i in tf.range(num_steps):
+      per_replica = self._strategy.run(
+          lambda x, y: self._replica_step(x[i], y[i]), (features, labels))
       losses = losses.write(i, self._strategy.reduce(
           tf.distribute.ReduceOp.SUM, per_replica, axis=None))
     return losses.stack(), waited
 
-  def run(self, iterator, num_steps: int) -> tuple[np.ndarray, float]:
-    """Runs `num_steps` steps on the device in one call.
+  def run(self, iterator) -> tuple[np.ndarray, float]:
+    """Runs the next block's steps on the device in one call.
+
+    Args:
+      iterator: over `strategy.distribute_datasets_from_function` of a
+        `pipeline.training_dataset_fn(..., steps_per_block=k)`.
 
     Returns:
       The loss of each step, and the seconds spent waiting for input.
     """
-    losses, waited = self._loop(iterator, tf.constant(num_steps))
+    losses, waited = self._loop(iterator)
     return losses.numpy(), float(waited)
 
 
@@ -92,9 +124,7 @@ def train(model: keras.Model, splits: Splits, config,
   train_config = config.train
   batch = train_config.global_batch_size
   steps_per_epoch = len(splits.train) // batch
-  dataset_fn = pipeline.training_dataset_fn(
-      splits.train, batch, seed=train_config.seed,
-      shuffle_buffer=config.data.shuffle_buffer)
+  steps_per_loop = min(train_config.steps_per_loop, steps_per_epoch)
   evaluator = Evaluator(model, config.loss, batch_size=max(batch, 256),
                         jit_compile=train_config.jit_compile)
   with strategy.scope():
@@ -102,6 +132,8 @@ def train(model: keras.Model, splits: Splits, config,
     if train_config.mixed_precision == 'mixed_float16':
       optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
   if engine == 'keras_fit':
+    dataset_fn = pipeline.training_dataset_fn(splits.train, batch,
+                                              seed=train_config.seed)
     _fit(model, optimizer, config, strategy, dataset_fn, steps_per_epoch,
          evaluator, splits, run_log)
     return
@@ -109,16 +141,18 @@ def train(model: keras.Model, splits: Splits, config,
   loop = StepLoop(model, optimizer, config.loss, strategy,
                   global_batch_size=batch,
                   jit_compile=train_config.jit_compile)
+  dataset_fn = pipeline.training_dataset_fn(
+      splits.train, batch, seed=train_config.seed,
+      steps_per_block=steps_per_loop)
   iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
-  steps_per_loop = min(train_config.steps_per_loop, steps_per_epoch)
   step = 0
   for epoch in range(1, train_config.epochs + 1):
     done = 0
     while done < steps_per_epoch:
-      num_steps = min(steps_per_loop, steps_per_epoch - done)
       start = time.perf_counter()
-      losses, waited = loop.run(iterator, num_steps)
+      losses, waited = loop.run(iterator)
       seconds = time.perf_counter() - start
+      num_steps = len(losses)
       done += num_steps
       step += num_steps
       if not np.all(np.isfinite(losses)):

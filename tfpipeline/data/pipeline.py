@@ -1,11 +1,17 @@
 """tf.data input pipelines built per `tf.distribute.InputContext`.
 
-Training batches are cut from one seeded, shuffled stream of global batches
-that every input pipeline builds alike; pipeline i keeps the i-th slice of
-each global batch. So the examples of step s are the same whatever the
-number of workers and replicas: one device, MirroredStrategy and multi-worker
-runs see identical global batches, which is what makes their weights equal.
-Sharding is done here, explicitly, so tf.data's auto-sharding is turned off.
+Each epoch is a stateless random permutation of the training rows, drawn
+from (seed, epoch) and cut into global batches of row indices (the last
+partial batch is dropped); one vectorised gather per batch then reads the
+rows. Batching indices rather than examples keeps the pipeline far ahead of
+small models (element-wise batching of tiny rows was the bottleneck, see
+BUILD_NOTES.md), and makes the examples of step s a pure function of
+(seed, s): the same on every pipeline, and reproducible after a restart.
+
+Every input pipeline cuts the same global batches and keeps its own slice,
+so one device, MirroredStrategy and multi-worker runs see identical global
+batches: what makes their weights equal. Sharding is done here, explicitly,
+so tf.data's auto-sharding is turned off.
 """
 
 from typing import Callable
@@ -25,37 +31,67 @@ def _options() -> tf.data.Options:
   return options
 
 
+def global_batch_indices(num_rows: int, global_batch_size: int, seed: int,
+                         steps_per_block: int | None = None) -> tf.data.Dataset:
+  """Row indices of every global batch, epoch after epoch, endlessly.
+
+  Elements are (global_batch_size,) index vectors, or with `steps_per_block`
+  (k, global_batch_size) blocks of k consecutive steps that never straddle
+  an epoch (an epoch's last block may be shorter).
+  """
+  steps_per_epoch = num_rows // global_batch_size
+  used = steps_per_epoch * global_batch_size
+
+  def epoch_batches(epoch):
+    order = tf.random.experimental.stateless_shuffle(
+        tf.range(num_rows, dtype=tf.int64),
+        seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+    batches = tf.data.Dataset.from_tensor_slices(
+        tf.reshape(order[:used], [steps_per_epoch, global_batch_size]))
+    return batches.batch(steps_per_block) if steps_per_block else batches
+
+  return tf.data.Dataset.counter().flat_map(epoch_batches)
+
+
 def training_dataset_fn(split: Split, global_batch_size: int, *, seed: int,
-                        shuffle_buffer: int = 0) -> DatasetFn:
-  """Infinite, reshuffled-per-epoch training batches for one input pipeline.
+                        steps_per_block: int | None = None) -> DatasetFn:
+  """Endless training batches for one input pipeline.
 
   Args:
     split: the training split (features and labels in memory).
     global_batch_size: examples per step across all replicas.
-    seed: shuffle seed; the order repeats exactly for the same seed.
-    shuffle_buffer: 0 shuffles the whole split (uniform), else a window.
+    seed: the shuffling seed; the order repeats exactly for the same seed.
+    steps_per_block: None for one batch per element (Keras fit); k for
+      blocks of k steps' batches, (k, per_replica_batch, ...), so that a
+      device call of k steps reads its input once.
 
   Returns:
-    A function of an InputContext giving per-replica batches, as
+    A function of an InputContext giving per-replica elements, as
     `strategy.distribute_datasets_from_function` expects.
   """
-  buffer = shuffle_buffer or len(split)
 
   def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
     per_replica = context.get_per_replica_batch_size(global_batch_size)
-    pipelines, index = context.num_input_pipelines, context.input_pipeline_id
-    per_pipeline = global_batch_size // pipelines
-    dataset = tf.data.Dataset.from_tensor_slices((split.features, split.labels))
-    dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.repeat().batch(global_batch_size, drop_remainder=True)
-    if pipelines > 1:
-      start = index * per_pipeline
-      dataset = dataset.map(
-          lambda x, y: (x[start:start + per_pipeline],
-                        y[start:start + per_pipeline]),
-          num_parallel_calls=tf.data.AUTOTUNE)
-    if per_replica != per_pipeline:
-      dataset = dataset.rebatch(per_replica, drop_remainder=True)
+    per_pipeline = global_batch_size // context.num_input_pipelines
+    local_replicas = per_pipeline // per_replica
+    start = context.input_pipeline_id * per_pipeline
+    features = tf.constant(split.features)
+    labels = tf.constant(split.labels)
+    indices = global_batch_indices(len(split), global_batch_size, seed,
+                                   steps_per_block)
+
+    def local_slices(rows):
+      """This pipeline's columns, then one element per local replica."""
+      rows = rows[..., start:start + per_pipeline]
+      if steps_per_block:  # (k, R * b) -> (R, k, b)
+        return tf.transpose(tf.reshape(
+            rows, [-1, local_replicas, per_replica]), [1, 0, 2])
+      return tf.reshape(rows, [local_replicas, per_replica])
+
+    indices = indices.map(local_slices).unbatch()
+    dataset = indices.map(
+        lambda rows: (tf.gather(features, rows), tf.gather(labels, rows)),
+        num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.with_options(_options()).prefetch(tf.data.AUTOTUNE)
 
   return dataset_fn

@@ -1,0 +1,256 @@
+"""Throughput benchmark: `python -m tfpipeline.bench`.
+
+Runs every (case, engine setting) in its own process, side by side in one
+invocation, and prints a table (and writes JSON): examples/s, median ms/step,
+time to the first step and compile time, input stall %, and each engine's
+ratio to Keras fit's best setting on the same data, model and batch.
+
+    python -m tfpipeline.bench                       # every CPU case
+    python -m tfpipeline.bench --cases=seed_b256 --out=/tmp/bench.json
+    python -m tfpipeline.bench --device=gpu --mixed_precision=mixed_bfloat16
+
+Each timing unit is `steps` training steps: one device call of the own loop,
+or one Keras epoch with `steps_per_epoch=steps`. The first unit (tracing and
+compilation included) gives the time to first step; the median of the others
+gives ms/step.
+"""
+
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+_CASES = flags.DEFINE_list('cases', None, 'Cases to run (default: all).')
+_DEVICE = flags.DEFINE_enum('device', 'cpu', ['cpu', 'gpu'],
+                            'cpu: one CPU / 2 logical CPUs; gpu: one GPU / '
+                            'every GPU.')
+_MIXED_PRECISION = flags.DEFINE_enum(
+    'mixed_precision', 'float32', ['float32', 'mixed_bfloat16',
+                                   'mixed_float16'], 'Keras dtype policy.')
+_UNITS = flags.DEFINE_integer('units', 12, 'Timed units per setting, after '
+                              'the first.', lower_bound=3)
+_OUT = flags.DEFINE_string('out', 'bench.json', 'Where to write the JSON.')
+_WORKER = flags.DEFINE_string('worker', None, 'Internal: run one setting '
+                              '(JSON) in this process and print its result.')
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+  features: int
+  hidden_units: tuple[int, ...]
+  batch: int
+  steps: int  # steps per timing unit
+  replicas: int = 1
+
+
+CASES = {
+    'seed_b32': Case(10, (64,), 32, steps=200),
+    'seed_b256': Case(10, (64,), 256, steps=200),
+    'mirrored_b256': Case(10, (64,), 256, steps=200, replicas=2),
+    'wide_b512': Case(1024, (1024, 1024, 1024), 512, steps=10),
+}
+
+
+def _settings(case: Case) -> list[dict]:
+  """The own loop with and without XLA, and fit's settings that work."""
+  own = [{'engine': 'tfpipeline', 'jit_compile': True},
+         {'engine': 'tfpipeline', 'jit_compile': False}]
+  if case.replicas > 1:  # fit fails with more (see BUILD_NOTES.md)
+    fit = [{'engine': 'keras_fit', 'jit_compile': False,
+            'steps_per_execution': 1}]
+  else:
+    fit = [{'engine': 'keras_fit', 'jit_compile': jit,
+            'steps_per_execution': spe}
+           for jit in (False, True) for spe in (1, case.steps)]
+  return own + fit
+
+
+def _flops_per_example(case: Case) -> float:
+  """Training FLOPs per example of the Dense stack: 3 x forward (2 per MAC)."""
+  widths = (case.features,) + case.hidden_units + (1,)
+  return 3 * 2 * sum(a * b for a, b in zip(widths, widths[1:]))
+
+
+def _measure(case_name: str, setting: dict, device: str, mixed_precision: str,
+             units: int) -> dict:
+  """Runs one setting in this process (which must be fresh)."""
+  case = CASES[case_name]
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  from tfpipeline import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
+  name = ('mirrored' if case.replicas > 1 else device)
+  strategy = strategy_lib.create(
+      name, cpu_devices=case.replicas if device == 'cpu' else 1)
+  import keras  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tfpipeline import config, models, trainer  # pylint: disable=g-import-not-at-top
+  from tfpipeline.data import pipeline, sources  # pylint: disable=g-import-not-at-top
+
+  c = config.load('seed_keras_mlp')
+  c.data.num_examples = 2 * case.steps * case.batch  # two blocks an epoch
+  c.data.num_features = case.features
+  c.model.hidden_units = case.hidden_units
+  splits = sources.load(c.data, loss=c.loss)
+  keras.utils.set_random_seed(0)
+  keras.mixed_precision.set_global_policy(mixed_precision)
+  with strategy.scope():
+    model = models.build(c, splits.train)
+    optimizer = models.optimizer(c.optimizer)
+  jit = setting['jit_compile']
+
+  unit_seconds, stall = [], []
+  if setting['engine'] == 'tfpipeline':
+    loop = trainer.StepLoop(model, optimizer, c.loss, strategy,
+                            global_batch_size=case.batch, jit_compile=jit)
+    dataset_fn = pipeline.training_dataset_fn(
+        splits.train, case.batch, seed=0, steps_per_block=case.steps)
+    iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
+    for _ in range(units + 1):
+      start = time.perf_counter()
+      _, waited = loop.run(iterator)
+      unit_seconds.append(time.perf_counter() - start)
+      stall.append(100.0 * waited / unit_seconds[-1])
+  else:
+    dataset_fn = pipeline.training_dataset_fn(splits.train, case.batch, seed=0)
+    with strategy.scope():
+      model.compile(optimizer, models.loss_fn(c.loss), jit_compile=jit,
+                    steps_per_execution=setting['steps_per_execution'])
+    stamps = []
+    callback = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda *_: stamps.append(time.perf_counter()),
+        on_epoch_end=lambda *_: unit_seconds.append(
+            time.perf_counter() - stamps[-1]))
+    model.fit(strategy.distribute_datasets_from_function(dataset_fn),
+              epochs=units + 1, steps_per_epoch=case.steps, verbose=0,
+              callbacks=[callback])
+
+  steady = statistics.median(unit_seconds[1:])
+  step_s = steady / case.steps
+  result = {
+      'case': case_name, **setting, 'device': device,
+      'mixed_precision': mixed_precision,
+      'replicas': strategy.num_replicas_in_sync, 'global_batch': case.batch,
+      'examples_per_sec': case.batch / step_s,
+      'ms_per_step': 1000 * step_s,
+      'ms_per_step_min': 1000 * min(unit_seconds[1:]) / case.steps,
+      'ms_per_step_max': 1000 * max(unit_seconds[1:]) / case.steps,
+      'first_step_s': unit_seconds[0] - steady + step_s,
+      'compile_s': max(unit_seconds[0] - steady, 0.0),
+      'input_stall_pct': statistics.median(stall[1:]) if stall else None,
+      'gflops': _flops_per_example(case) * case.batch / step_s / 1e9,
+  }
+  if case_name.startswith('wide'):
+    result['matmul_peak_gflops'] = _matmul_peak(tf, np)
+  return result
+
+
+def _matmul_peak(tf, np) -> float:
+  """This device's float32 matmul rate, 2048 x 2048 (median of 10)."""
+  n = 2048
+  a = tf.constant(np.random.default_rng(0).random((n, n), np.float32))
+  matmul = tf.function(lambda x: tf.matmul(x, x), jit_compile=True)
+  matmul(a).numpy()
+  times = []
+  for _ in range(10):
+    start = time.perf_counter()
+    matmul(a).numpy()
+    times.append(time.perf_counter() - start)
+  return 2 * n ** 3 / statistics.median(times) / 1e9
+
+
+def _run_worker(case_name: str, setting: dict) -> dict:
+  """Runs one setting in a child process; returns its result."""
+  command = [sys.executable, '-m', 'tfpipeline.bench',
+             f'--worker={json.dumps({"case": case_name, **setting})}',
+             f'--device={_DEVICE.value}',
+             f'--mixed_precision={_MIXED_PRECISION.value}',
+             f'--units={_UNITS.value}']
+  completed = subprocess.run(command, capture_output=True, text=True,
+                             check=False)
+  for line in reversed(completed.stdout.splitlines()):
+    if line.startswith('{'):
+      return json.loads(line)
+  tail = completed.stderr.strip().splitlines()[-1:] or ['no output']
+  return {'case': case_name, **setting, 'error': tail[0]}
+
+
+def _label(result: dict) -> str:
+  label = result['engine'] + (' xla' if result['jit_compile'] else '')
+  if 'steps_per_execution' in result:
+    label += f' spe={result["steps_per_execution"]}'
+  return label
+
+
+def _print_table(results: list[dict]) -> None:
+  header = (f'{"case":<14}{"setting":<26}{"ex/s":>12}{"ms/step":>9}'
+            f'{"first s":>9}{"compile s":>10}{"stall %":>9}{"GFLOP/s":>9}'
+            f'{"vs fit":>8}')
+  print(header)
+  print('-' * len(header))
+  for r in results:
+    if 'error' in r:
+      print(f'{r["case"]:<14}{_label(r):<26}  failed: {r["error"][:80]}')
+      continue
+    stall = '-' if r['input_stall_pct'] is None else (
+        f'{r["input_stall_pct"]:.1f}')
+    print(f'{r["case"]:<14}{_label(r):<26}{r["examples_per_sec"]:>12,.0f}'
+          f'{r["ms_per_step"]:>9.3f}{r["first_step_s"]:>9.2f}'
+          f'{r["compile_s"]:>10.2f}{stall:>9}{r["gflops"]:>9.1f}'
+          f'{r["vs_fit_best"]:>7.2f}x')
+  for r in results:
+    if 'matmul_peak_gflops' in r and r['engine'] == 'tfpipeline':
+      print(f'{r["case"]} {_label(r)}: {r["gflops"]:.1f} GFLOP/s = '
+            f'{100 * r["gflops"] / r["matmul_peak_gflops"]:.0f}% of the '
+            f'measured matmul peak ({r["matmul_peak_gflops"]:.1f} GFLOP/s)')
+
+
+def main(argv):
+  del argv
+  if _WORKER.value:
+    setting = json.loads(_WORKER.value)
+    print(json.dumps(_measure(setting.pop('case'), setting, _DEVICE.value,
+                              _MIXED_PRECISION.value, _UNITS.value)))
+    return
+  names = _CASES.value or list(CASES)
+  unknown = sorted(set(names) - set(CASES))
+  if unknown:
+    print(f'error: --cases: unknown {", ".join(unknown)}; choose from '
+          f'{", ".join(CASES)}', file=sys.stderr)
+    sys.exit(2)
+  results = []
+  for name in names:
+    case_results = []
+    for setting in _settings(CASES[name]):
+      print(f'{name}: {setting}', file=sys.stderr, flush=True)
+      case_results.append(_run_worker(name, setting))
+    fit_best = max((r['examples_per_sec'] for r in case_results
+                    if r.get('engine') == 'keras_fit' and 'error' not in r),
+                   default=float('nan'))
+    for r in case_results:
+      if 'error' not in r:
+        r['vs_fit_best'] = r['examples_per_sec'] / fit_best
+    results += case_results
+  _print_table(results)
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import keras  # pylint: disable=g-import-not-at-top
+  report = {'machine': {'platform': platform.platform(),
+                        'processor': platform.processor(),
+                        'cpus': os.cpu_count(),
+                        'python': platform.python_version(),
+                        'tensorflow': tf.__version__,
+                        'keras': keras.__version__},
+            'results': results}
+  with open(_OUT.value, 'w', encoding='utf-8') as f:
+    json.dump(report, f, indent=2)
+  print(f'wrote {_OUT.value}')
+
+
+if __name__ == '__main__':
+  app.run(main)
