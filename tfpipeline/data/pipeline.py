@@ -41,14 +41,23 @@ def global_batch_indices(num_rows: int, global_batch_size: int, seed: int,
   """
   steps_per_epoch = num_rows // global_batch_size
   used = steps_per_epoch * global_batch_size
+  block = steps_per_block or 1
+  full_blocks, last_block = divmod(steps_per_epoch, block)
 
   def epoch_batches(epoch):
     order = tf.random.experimental.stateless_shuffle(
         tf.range(num_rows, dtype=tf.int64),
         seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
-    batches = tf.data.Dataset.from_tensor_slices(
-        tf.reshape(order[:used], [steps_per_epoch, global_batch_size]))
-    return batches.batch(steps_per_block) if steps_per_block else batches
+    batches = tf.reshape(order[:used], [steps_per_epoch, global_batch_size])
+    if not steps_per_block:
+      return tf.data.Dataset.from_tensor_slices(batches)
+    # Blocks cut by reshaping, not by batching step elements one by one.
+    blocks = tf.data.Dataset.from_tensor_slices(tf.reshape(
+        batches[:full_blocks * block], [full_blocks, block, -1]))
+    if last_block:
+      blocks = blocks.concatenate(tf.data.Dataset.from_tensors(
+          batches[full_blocks * block:]))
+    return blocks
 
   return tf.data.Dataset.counter().flat_map(epoch_batches)
 
