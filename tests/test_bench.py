@@ -1,0 +1,55 @@
+"""tfpipeline.bench: what it measures and reports (never how fast)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+from tfpipeline import bench
+
+
+def test_flops_count_the_dense_layers():
+  seed = bench.CASES['seed_b256']
+  assert bench._flops_per_example(seed) == 3 * 2 * (10 * 64 + 64 * 1)
+  wide = bench.CASES['wide_b512']
+  assert bench._flops_per_example(wide) == 3 * 2 * (3 * 1024 * 1024 + 1024)
+
+
+def test_settings_compare_fit_only_where_it_runs():
+  single = bench._settings(bench.CASES['seed_b256'])
+  assert {s['engine'] for s in single} == {'tfpipeline', 'keras_fit'}
+  assert {s['steps_per_execution'] for s in single
+          if s['engine'] == 'keras_fit'} == {1, 200}
+  mirrored = bench._settings(bench.CASES['mirrored_b256'])
+  assert [s for s in mirrored if s['engine'] == 'keras_fit'] == [
+      {'engine': 'keras_fit', 'jit_compile': False, 'steps_per_execution': 1}]
+
+
+def test_worker_reports_one_setting():
+  setting = {'case': 'seed_b32', 'engine': 'tfpipeline', 'jit_compile': True}
+  completed = subprocess.run(
+      [sys.executable, '-m', 'tfpipeline.bench', '--units=3',
+       f'--worker={json.dumps(setting)}'], cwd=REPO, capture_output=True,
+      text=True, timeout=300, check=True)
+  result = json.loads(completed.stdout.strip().splitlines()[-1])
+  assert (result['case'], result['engine'], result['replicas'],
+          result['global_batch']) == ('seed_b32', 'tfpipeline', 1, 32)
+  assert result['examples_per_sec'] == pytest.approx(
+      result['global_batch'] / (result['ms_per_step'] / 1000))
+  assert result['ms_per_step_min'] <= result['ms_per_step'] <= (
+      result['ms_per_step_max'])
+  assert 0 <= result['input_stall_pct'] <= 100
+  assert result['compile_s'] >= 0 and result['first_step_s'] > 0
+  assert result['gflops'] == pytest.approx(bench._flops_per_example(
+      bench.CASES['seed_b32']) * 32 / (result['ms_per_step'] / 1000) / 1e9)
+
+
+def test_unknown_case_is_bad_input():
+  completed = subprocess.run(
+      [sys.executable, '-m', 'tfpipeline.bench', '--cases=nope'], cwd=REPO,
+      capture_output=True, text=True, timeout=60)
+  assert completed.returncode == 2
+  assert 'unknown nope' in completed.stderr.strip().splitlines()[-1]
