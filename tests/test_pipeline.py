@@ -77,3 +77,22 @@ def test_blocks_per_replica_hold_that_replicas_slice_of_each_step():
       np.testing.assert_array_equal(
           replica_blocks[replica][0][step],
           steps[step][0][16 * replica:16 * (replica + 1)])
+
+
+def test_starting_mid_epoch_continues_at_the_exact_next_batch():
+  split = _split(100)  # 3 steps per epoch
+  steps = _batches(pipeline.training_dataset_fn(split, 32, seed=5)(
+      tf.distribute.InputContext()), 9)
+  for start in (1, 3, 4, 8):
+    resumed = _batches(pipeline.training_dataset_fn(
+        split, 32, seed=5, start_step=start)(tf.distribute.InputContext()),
+                       9 - start)
+    for (x, _), (want, _) in zip(resumed, steps[start:]):
+      np.testing.assert_array_equal(x, want)
+  # Blocks of 2 from step 4 (epoch 1, offset 1): steps 4-5, then 6-7, 8.
+  blocks = _batches(pipeline.training_dataset_fn(
+      split, 32, seed=5, steps_per_block=2, start_step=4)(
+          tf.distribute.InputContext()), 3)
+  assert [len(x) for x, _ in blocks] == [2, 2, 1]
+  np.testing.assert_array_equal(np.concatenate([x for x, _ in blocks]),
+                                np.stack([x for x, _ in steps[4:9]]))

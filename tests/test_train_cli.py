@@ -225,6 +225,6 @@ def test_existing_run_is_left_untouched(tmp_path):
   (model_dir / 'metrics.json').write_text('{"r2": 0.5}')
   result = run_cli('--config=seed_keras_mlp', f'--model_dir={model_dir}')
   assert result.returncode == 2
-  assert 'already holds files' in result.last_line
+  assert 'holds files but no run' in result.last_line
   assert [p.name for p in model_dir.iterdir()] == ['metrics.json']
   assert (model_dir / 'metrics.json').read_text() == '{"r2": 0.5}'

@@ -82,9 +82,9 @@ def test_mixed_precision_computes_in_half_and_tracks_float32():
       c, model, dataset_fn = _setup(steps_per_block=7)
       assert model.get_layer('hidden_0').compute_dtype == dtype
       assert model.get_layer('output').compute_dtype == 'float32'
-      optimizer = models.optimizer(c.optimizer)
-      if policy == 'mixed_float16':
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+      optimizer = models.optimizer(c.optimizer, policy)
+      assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer) == (
+          policy == 'mixed_float16')
       loop = trainer.StepLoop(model, optimizer, c.loss,
                               tf.distribute.get_strategy(),
                               global_batch_size=32, jit_compile=True)

@@ -25,6 +25,12 @@ SCHEDULES = ('constant', 'exponential_decay', 'cosine_decay')
 LOSSES = ('mse', 'mae', 'huber', 'binary_crossentropy',
           'categorical_crossentropy', 'sparse_categorical_crossentropy')
 MIXED_PRECISION = ('float32', 'mixed_bfloat16', 'mixed_float16')
+NAN_POLICIES = ('stop', 'rollback')
+# Keys a resumed run may change: they do not change what the steps compute.
+RESUMABLE_CHANGES = frozenset({
+    'train.epochs', 'train.steps_per_loop', 'train.checkpoint_every_steps',
+    'train.keep_checkpoints', 'train.nan_policy', 'data.data_dir',
+    'data.download'})
 
 # Where bare experiment names are looked up, in this order.
 _EXPERIMENT_DIRS = (
@@ -80,6 +86,9 @@ def get_config() -> config_dict.ConfigDict:
   c.train.mixed_precision = 'float32'  # float32 | mixed_bfloat16 | mixed_float16
   c.train.seed = 0
   c.train.deterministic = False  # op determinism: bit-identical reruns
+  c.train.checkpoint_every_steps = 1000  # also at the end and on preemption
+  c.train.keep_checkpoints = 3
+  c.train.nan_policy = 'stop'  # stop | rollback (to the last checkpoint, lr / 2)
 
   c.optimizer = config_dict.ConfigDict()
   c.optimizer.name = 'adam'  # adam | adamw | sgd | rmsprop
@@ -214,9 +223,11 @@ def validate(config: config_dict.ConfigDict) -> config_dict.ConfigDict:
          'model.hidden_units', units, 'a tuple of positive ints, e.g. (64, 32)')
   _check_positive(config, 'model.output_units')
 
-  for key in ('train.epochs', 'train.global_batch_size', 'train.steps_per_loop'):
+  for key in ('train.epochs', 'train.global_batch_size', 'train.steps_per_loop',
+              'train.checkpoint_every_steps', 'train.keep_checkpoints'):
     _check_positive(config, key)
   _check_choice(config, 'train.mixed_precision', MIXED_PRECISION)
+  _check_choice(config, 'train.nan_policy', NAN_POLICIES)
 
   _check_choice(config, 'optimizer.name', OPTIMIZERS)
   _check_choice(config, 'optimizer.schedule', SCHEDULES)
@@ -226,6 +237,10 @@ def validate(config: config_dict.ConfigDict) -> config_dict.ConfigDict:
   _check_positive(config, 'optimizer.momentum', float, allow_zero=True)
   _check_positive(config, 'optimizer.weight_decay', float, allow_zero=True)
 
+  if config.train.nan_policy == 'rollback':
+    _check(config.optimizer.schedule == 'constant', 'optimizer.schedule',
+           config.optimizer.schedule, "'constant' with train.nan_policy="
+           "rollback (it halves the learning rate)")
   _check_choice(config, 'loss', LOSSES)
   classification = 'crossentropy' in config.loss
   if config.loss == 'binary_crossentropy':
@@ -258,3 +273,25 @@ def to_json(config: config_dict.ConfigDict) -> str:
   """The resolved config as stable, human-readable JSON."""
   return json.dumps(config.to_dict(), indent=2, sort_keys=True) + '\n'
 
+
+
+def _flatten(tree: dict, prefix: str = '') -> dict:
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f'{prefix}{key}.'))
+    else:
+      flat[prefix + key] = value
+  return flat
+
+
+def result_changes(saved_json: str, config: config_dict.ConfigDict) -> list:
+  """Keys whose new value would change what a resumed run computes.
+
+  Returns (key, saved value, new value) triples, RESUMABLE_CHANGES excluded.
+  """
+  saved = _flatten(json.loads(saved_json))
+  new = _flatten(json.loads(to_json(config)))
+  return [(key, saved.get(key), new.get(key))
+          for key in sorted(set(saved) | set(new))
+          if key not in RESUMABLE_CHANGES and saved.get(key) != new.get(key)]

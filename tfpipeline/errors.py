@@ -8,3 +8,8 @@ class UserError(Exception):
   says what to do. The command line turns it into exit code 2 with no
   traceback; raising it before anything is written keeps `--model_dir` intact.
   """
+
+
+class Preempted(Exception):
+  """The run was asked to stop (SIGTERM, SIGINT, a preemption notice) and
+  saved a checkpoint; the same command resumes it. Exit code 3."""

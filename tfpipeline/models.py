@@ -73,18 +73,27 @@ def learning_rate(optimizer_config):
   return rate
 
 
-def optimizer(optimizer_config) -> keras.optimizers.Optimizer:
-  """The configured optimizer with its learning-rate schedule."""
+def optimizer(optimizer_config,
+              mixed_precision: str = 'float32') -> keras.optimizers.Optimizer:
+  """The configured optimizer with its learning-rate schedule.
+
+  Under mixed_float16 it is wrapped in a LossScaleOptimizer (float16
+  gradients underflow without loss scaling; bfloat16 needs none).
+  """
   rate = learning_rate(optimizer_config)
   name = optimizer_config.name
   if name == 'sgd':
-    return keras.optimizers.SGD(rate, momentum=optimizer_config.momentum)
-  if name == 'rmsprop':
-    return keras.optimizers.RMSprop(rate, momentum=optimizer_config.momentum)
-  if name == 'adamw':
-    return keras.optimizers.AdamW(rate,
-                                  weight_decay=optimizer_config.weight_decay)
-  return keras.optimizers.Adam(rate)
+    result = keras.optimizers.SGD(rate, momentum=optimizer_config.momentum)
+  elif name == 'rmsprop':
+    result = keras.optimizers.RMSprop(rate, momentum=optimizer_config.momentum)
+  elif name == 'adamw':
+    result = keras.optimizers.AdamW(rate,
+                                    weight_decay=optimizer_config.weight_decay)
+  else:
+    result = keras.optimizers.Adam(rate)
+  if mixed_precision == 'mixed_float16':
+    result = keras.optimizers.LossScaleOptimizer(result)
+  return result
 
 
 def metrics(loss: str, output_units: int) -> dict[str, keras.metrics.Metric]:

@@ -8,6 +8,8 @@ import time
 from absl import logging
 import tensorflow as tf
 
+from tfpipeline import artifacts
+
 
 class RunLog:
   """Logs one record per training loop (device call) and per epoch end.
@@ -17,9 +19,17 @@ class RunLog:
   epoch.
   """
 
-  def __init__(self, model_dir: pathlib.Path, epochs: int):
+  def __init__(self, model_dir: pathlib.Path, epochs: int,
+               start_step: int = 0):
+    """Appends to `model_dir`'s logs; on a resume from `start_step`, drops
+    the records written after that checkpoint (they will be redone)."""
     self._epochs = epochs
-    self._jsonl = open(model_dir / 'metrics.jsonl', 'a', encoding='utf-8')
+    path = model_dir / 'metrics.jsonl'
+    if path.exists():
+      artifacts.write_text(path, ''.join(
+          line + '\n' for line in path.read_text().splitlines()
+          if _step_of(line) is not None and _step_of(line) <= start_step))
+    self._jsonl = open(path, 'a', encoding='utf-8')
     self._writer = tf.summary.create_file_writer(str(model_dir / 'tensorboard'))
     self._start = time.perf_counter()
 
@@ -42,6 +52,14 @@ class RunLog:
     self._writer.flush()
     self._writer.close()
     self._jsonl.close()
+
+
+def _step_of(line: str) -> int | None:
+  """The step of a metrics.jsonl line; None for a torn or foreign line."""
+  try:
+    return int(json.loads(line)['step'])
+  except (ValueError, KeyError, TypeError):
+    return None
 
 
 def _format(name: str, value) -> str:

@@ -1,8 +1,9 @@
 """One run, start to finish: config -> strategy -> data -> model -> train ->
 evaluate -> export. Importable from a notebook as `tfpipeline.run`.
 
-Everything the user controls is checked before `model_dir` is created, so bad
-input leaves no trace.
+Everything the user controls is checked before `model_dir` is created or
+changed, so bad input leaves no trace. A `model_dir` that holds a run is
+resumed from its newest readable checkpoint.
 """
 
 import json
@@ -20,8 +21,8 @@ ENGINES = ('tfpipeline', 'keras_fit')
 
 
 def run(config=None, model_dir='/tmp/tfpipeline', *, strategy='auto',
-        tpu: str = 'local', cpu_devices: int = 1,
-        engine: str = 'tfpipeline') -> dict[str, float]:
+        tpu: str = 'local', cpu_devices: int = 1, engine: str = 'tfpipeline',
+        allow_config_change: bool = False) -> dict[str, float]:
   """Trains, evaluates and exports one experiment.
 
   Args:
@@ -33,12 +34,16 @@ def run(config=None, model_dir='/tmp/tfpipeline', *, strategy='auto',
     tpu: TPU address for strategy='tpu'.
     cpu_devices: logical CPU devices (mirrored on a CPU-only machine).
     engine: 'tfpipeline' (own XLA multi-step loop) or 'keras_fit'.
+    allow_config_change: resume a run even if the config changes what its
+      steps compute (model, data, optimizer...); see config.RESUMABLE_CHANGES
+      for the changes that are always accepted.
 
   Returns:
     The test-split metrics, as written to metrics.json.
 
   Raises:
     UserError: bad config, data, strategy or model_dir; nothing was written.
+    Preempted: stopped by a signal after saving a checkpoint.
   """
   if config is None or isinstance(config, str):
     config = config_lib.load(config)
@@ -48,7 +53,7 @@ def run(config=None, model_dir='/tmp/tfpipeline', *, strategy='auto',
   chief = cluster.is_chief()
   model_dir = pathlib.Path(model_dir)
   if chief:
-    _check_model_dir(model_dir)
+    _check_model_dir(model_dir, config, allow_config_change)
 
   # TensorFlow is imported only once the cheap checks have passed.
   from tfpipeline import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
@@ -59,26 +64,29 @@ def run(config=None, model_dir='/tmp/tfpipeline', *, strategy='auto',
   splits = sources.load(config.data, loss=config.loss)
   _check_batch(config, len(splits.train), strategy.num_replicas_in_sync)
 
+  checkpoints = model_dir / 'checkpoints'
   if chief:
     model_dir.mkdir(parents=True, exist_ok=True)
     test_metrics = _train_and_export(config, model_dir, strategy, splits,
-                                     engine)
+                                     engine, checkpoints)
     logging.info('wrote %s', model_dir)
     return test_metrics
-  # Other workers take every step too, but write to a scratch directory.
+  # Other workers take every step too, but write to a scratch directory (as
+  # TensorFlow Model Garden does); they resume from the chief's checkpoints.
   with tempfile.TemporaryDirectory(prefix='tfpipeline-worker-') as scratch:
     test_metrics = _train_and_export(config, pathlib.Path(scratch), strategy,
-                                     splits, engine)
+                                     splits, engine, checkpoints)
   logging.info('done; only the chief writes %s', model_dir)
   return test_metrics
 
 
 def _train_and_export(config, model_dir: pathlib.Path, strategy, splits,
-                      engine: str) -> dict[str, float]:
-  """Builds, trains, evaluates and saves; writes only under `model_dir`."""
+                      engine: str, restore_from: pathlib.Path
+                      ) -> dict[str, float]:
+  """Builds, restores, trains, evaluates and saves; writes under `model_dir`."""
   import keras  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tfpipeline import export, models, trainer  # pylint: disable=g-import-not-at-top
+  from tfpipeline import checkpointing, export, models, trainer  # pylint: disable=g-import-not-at-top
   from tfpipeline.evaluation import Evaluator  # pylint: disable=g-import-not-at-top
   from tfpipeline.run_log import RunLog  # pylint: disable=g-import-not-at-top
 
@@ -89,14 +97,24 @@ def _train_and_export(config, model_dir: pathlib.Path, strategy, splits,
   keras.mixed_precision.set_global_policy(config.train.mixed_precision)
   with strategy.scope():
     model = models.build(config, splits.train)
+    optimizer = models.optimizer(config.optimizer,
+                                 config.train.mixed_precision)
+    optimizer.build(model.trainable_variables)
   logging.info('%s: %d training, %d validation, %d test examples; %d '
                'parameters', config.data.name or config.data.source,
                len(splits.train), len(splits.validation), len(splits.test),
                model.count_params())
+  checkpoints = checkpointing.Checkpoints(
+      model_dir / 'checkpoints', model, optimizer,
+      keep=config.train.keep_checkpoints, restore_from=restore_from)
+  start_step = checkpoints.restore()
+  if start_step:
+    logging.info('resuming from the checkpoint at step %d', start_step)
 
-  run_log = RunLog(model_dir, config.train.epochs)
+  run_log = RunLog(model_dir, config.train.epochs, start_step=start_step)
   try:
-    trainer.train(model, splits, config, strategy, run_log, engine=engine)
+    trainer.train(model, optimizer, splits, config, strategy, run_log,
+                  checkpoints, start_step=start_step, engine=engine)
   finally:
     run_log.close()
 
@@ -111,13 +129,24 @@ def _train_and_export(config, model_dir: pathlib.Path, strategy, splits,
   return test_metrics
 
 
-def _check_model_dir(model_dir: pathlib.Path) -> None:
+def _check_model_dir(model_dir: pathlib.Path, config,
+                     allow_config_change: bool) -> None:
+  """A new or empty directory, or an earlier run of a compatible config."""
   if model_dir.exists() and not model_dir.is_dir():
     raise UserError(f'--model_dir={model_dir} is a file; give a directory')
-  if model_dir.is_dir() and any(model_dir.iterdir()):
-    raise UserError(f'--model_dir={model_dir} already holds files; resuming '
-                    f'a run is not available yet: give a new or empty '
-                    f'directory')
+  if not model_dir.is_dir() or not any(model_dir.iterdir()):
+    return
+  saved = model_dir / 'config.json'
+  if not saved.is_file():
+    raise UserError(f'--model_dir={model_dir} holds files but no run '
+                    f'(no config.json); give a new or empty directory')
+  changes = config_lib.result_changes(saved.read_text(), config)
+  if changes and not allow_config_change:
+    key, was, now = changes[0]
+    more = f' and {len(changes) - 1} more' if len(changes) > 1 else ''
+    raise UserError(f'--model_dir={model_dir} holds a run with {key}={was!r}, '
+                    f'now {now!r}{more}; use a new --model_dir, or pass '
+                    f'--allow_config_change to resume anyway')
 
 
 def _check_batch(config, train_rows: int, replicas: int) -> None:

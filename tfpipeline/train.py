@@ -3,7 +3,10 @@
     python -m tfpipeline.train --model_dir=/tmp/runs/diabetes
     python -m tfpipeline.train --config=seed_keras_mlp --config.train.epochs=3
 
-Exit codes: 0 done; 2 bad input (one-line message, nothing written); 1 any
+A --model_dir that holds a run is resumed from its newest checkpoint.
+
+Exit codes: 0 done; 2 bad input (one-line message, nothing written); 3
+preempted (SIGTERM/SIGINT; checkpoint saved, rerun the same command); 1 any
 other failure.
 """
 
@@ -13,10 +16,10 @@ import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 from tfpipeline import config as config_lib
+from tfpipeline.errors import Preempted
 from tfpipeline.errors import UserError
 
 # No default here: ml_collections would parse it, overrides included, while
@@ -33,7 +36,8 @@ _CONFIG = config_flags.DEFINE_config_file(
 _MODEL_DIR = flags.DEFINE_string(
     'model_dir', '/tmp/tfpipeline',
     'Directory for every output: config.json, metrics, checkpoints, '
-    'TensorBoard logs, model.keras, saved_model/. Must be new or empty.')
+    'TensorBoard logs, model.keras, saved_model/. New or empty, or a run '
+    'to resume.')
 _STRATEGY = flags.DEFINE_enum(
     'strategy', 'auto', ['auto', 'cpu', 'gpu', 'mirrored', 'multi_worker',
                          'tpu'],
@@ -45,6 +49,11 @@ _TPU = flags.DEFINE_string(
 _CPU_DEVICES = flags.DEFINE_integer(
     'cpu_devices', 1, 'Split the CPU into this many logical devices, so '
     '--strategy=mirrored runs on a CPU-only machine.', lower_bound=1)
+_ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
+    'allow_config_change', False,
+    'Resume a run in --model_dir even if the config changes what its steps '
+    'compute (model, data, optimizer...). Changing epochs, steps_per_loop, '
+    'checkpointing or nan_policy is always allowed.')
 _ENGINE = flags.DEFINE_enum(
     'engine', 'tfpipeline', ['tfpipeline', 'keras_fit'],
     "Training engine: tfpipeline's XLA multi-step loop, or Keras model.fit "
@@ -98,14 +107,19 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     _exit_bad_input(f'unexpected arguments {argv[1:]}; flags look like '
                     f'--name=value')
+  from tfpipeline.checkpointing import CheckpointError  # pylint: disable=g-import-not-at-top
   from tfpipeline.runner import run  # pylint: disable=g-import-not-at-top
   try:
     run(_CONFIG.value, _MODEL_DIR.value, strategy=_STRATEGY.value,
-        tpu=_TPU.value, cpu_devices=_CPU_DEVICES.value, engine=_ENGINE.value)
+        tpu=_TPU.value, cpu_devices=_CPU_DEVICES.value, engine=_ENGINE.value,
+        allow_config_change=_ALLOW_CONFIG_CHANGE.value)
   except UserError as e:
     _exit_bad_input(str(e))
-  except FloatingPointError as e:
-    logging.error('training diverged: %s', e)
+  except Preempted as e:
+    print(f'preempted: {e}', file=sys.stderr)
+    sys.exit(3)
+  except (FloatingPointError, CheckpointError) as e:
+    print(f'error: {e}', file=sys.stderr)
     sys.exit(1)
 
 

@@ -11,10 +11,12 @@ step per call.
 
 import time
 
+from absl import logging
 import keras
 import numpy as np
 import tensorflow as tf
 
+from tfpipeline import checkpointing
 from tfpipeline import models
 from tfpipeline.data import pipeline
 from tfpipeline.data.sources import Splits
@@ -25,7 +27,8 @@ class StepLoop:
   """Compiled training steps of one model under one strategy.
 
   Each call reads one block of k batches from the iterator (one input read
-  per device call) and runs k steps. With one replica and XLA, the whole
+  per device call, in its own small function so the wait is timed) and runs
+  k steps. With one replica and XLA, the whole
   block (forward, backward and optimizer for every step) is one XLA
   computation. With several replicas, each step is a `strategy.run` with XLA
   on the forward and backward pass and the optimizer, whose gradient
@@ -43,8 +46,9 @@ class StepLoop:
     # Slot variables made here, not lazily inside the compiled loop: creating
     # variables in a tf.function under MirroredStrategy fails ("You must feed
     # a value for placeholder tensor ... cond/Placeholder").
-    with strategy.scope():
-      optimizer.build(model.trainable_variables)
+    if not optimizer.built:
+      with strategy.scope():
+        optimizer.build(model.trainable_variables)
     self._fused = jit_compile and strategy.num_replicas_in_sync == 1
     if self._fused:
       self._replica_block = tf.function(self._steps_of_block,
@@ -52,6 +56,7 @@ class StepLoop:
     else:
       self._gradients = tf.function(self._replica_gradients,
                                     jit_compile=jit_compile)
+    self._next = tf.function(lambda iterator: next(iterator))
     self._loop = tf.function(self._call)
 
   def _replica_gradients(self, features, labels):
@@ -83,17 +88,12 @@ class StepLoop:
       losses = tf.tensor_scatter_nd_update(losses, [[i]], [loss])
     return losses
 
-  def _call(self, iterator):
-    """One device call: read a block, run its steps; losses, input wait."""
-    before = tf.timestamp()
-    with tf.control_dependencies([before]):
-      features, labels = next(iterator)
-    local = self._strategy.experimental_local_results(features)
-    with tf.control_dependencies(local):
-      waited = tf.timestamp() - before
+  def _call(self, features, labels):
+    """Runs every step of one block; the loss of each step."""
     if self._fused:
       losses = self._strategy.run(self._replica_block, (features, labels))
-      return self._strategy.experimental_local_results(losses)[0], waited
+      return self._strategy.experimental_local_results(losses)[0]
+    local = self._strategy.experimental_local_results(features)
     num_steps = tf.shape(local[0])[0]
     losses = tf.TensorArray(tf.float32, size=num_steps)
     for i in tf.range(num_steps):
@@ -101,85 +101,120 @@ class StepLoop:
           lambda x, y: self._replica_step(x[i], y[i]), (features, labels))
       losses = losses.write(i, self._strategy.reduce(
           tf.distribute.ReduceOp.SUM, per_replica, axis=None))
-    return losses.stack(), waited
+    return losses.stack()
 
   def run(self, iterator) -> tuple[np.ndarray, float]:
-    """Runs the next block's steps on the device in one call.
+    """Reads the next block and runs its steps on the device.
 
     Args:
       iterator: over `strategy.distribute_datasets_from_function` of a
         `pipeline.training_dataset_fn(..., steps_per_block=k)`.
 
     Returns:
-      The loss of each step, and the seconds spent waiting for input.
+      The loss of each step, and the seconds spent blocked on the input
+      iterator (timed on the host: `tf.timestamp` is refused under op
+      determinism).
     """
-    losses, waited = self._loop(iterator)
-    return losses.numpy(), float(waited)
+    start = time.perf_counter()
+    features, labels = self._next(iterator)
+    waited = time.perf_counter() - start
+    return self._loop(features, labels).numpy(), waited
 
 
-def train(model: keras.Model, splits: Splits, config,
+def train(model: keras.Model, optimizer, splits: Splits, config,
           strategy: tf.distribute.Strategy, run_log: RunLog,
+          checkpoints: checkpointing.Checkpoints, *, start_step: int = 0,
           engine: str = 'tfpipeline') -> None:
-  """Trains `model` (built in `strategy.scope()`) for `train.epochs`."""
+  """Trains `model` (built in `strategy.scope()`) to `train.epochs`.
+
+  Starts at `start_step` (a restored checkpoint's), logs and may checkpoint
+  after every device call, and stops cleanly on SIGTERM/SIGINT (Preempted).
+  """
   train_config = config.train
   batch = train_config.global_batch_size
   steps_per_epoch = len(splits.train) // batch
-  steps_per_loop = min(train_config.steps_per_loop, steps_per_epoch)
+  total_steps = train_config.epochs * steps_per_epoch
   evaluator = Evaluator(model, config.loss, batch_size=max(batch, 256),
                         jit_compile=train_config.jit_compile)
-  with strategy.scope():
-    optimizer = models.optimizer(config.optimizer)
-    if train_config.mixed_precision == 'mixed_float16':
-      optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
   if engine == 'keras_fit':
-    dataset_fn = pipeline.training_dataset_fn(splits.train, batch,
-                                              seed=train_config.seed)
-    _fit(model, optimizer, config, strategy, dataset_fn, steps_per_epoch,
-         evaluator, splits, run_log)
+    _fit(model, optimizer, config, strategy, steps_per_epoch, evaluator,
+         splits, run_log, checkpoints, start_step)
     return
 
   loop = StepLoop(model, optimizer, config.loss, strategy,
                   global_batch_size=batch,
                   jit_compile=train_config.jit_compile)
-  dataset_fn = pipeline.training_dataset_fn(
-      splits.train, batch, seed=train_config.seed,
-      steps_per_block=steps_per_loop)
-  iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
-  step = 0
-  for epoch in range(1, train_config.epochs + 1):
-    done = 0
-    while done < steps_per_epoch:
+
+  def batches_from(step: int):
+    dataset_fn = pipeline.training_dataset_fn(
+        splits.train, batch, seed=train_config.seed,
+        steps_per_block=min(train_config.steps_per_loop, steps_per_epoch),
+        start_step=step)
+    return iter(strategy.distribute_datasets_from_function(dataset_fn))
+
+  step, saved, rollbacks = start_step, start_step, 0
+  if not checkpoints.manager.checkpoints:
+    checkpoints.save(step)  # The initial weights: a state to roll back to.
+  iterator = batches_from(step)
+  with checkpointing.PreemptionWatch() as watch:
+    while step < total_steps:
       start = time.perf_counter()
       losses, waited = loop.run(iterator)
       seconds = time.perf_counter() - start
-      num_steps = len(losses)
-      done += num_steps
-      step += num_steps
-      if not np.all(np.isfinite(losses)):
-        first = int(np.argmax(~np.isfinite(losses)))
-        raise FloatingPointError(
-            f'loss became {losses[first]} at step {step - num_steps + first + 1}'
-            f'; lower optimizer.learning_rate or check the data')
-      epoch_end = done == steps_per_epoch
+      finite = np.isfinite(losses)
+      if not (finite.all() and _finite_weights(model)):
+        bad = step + (int(np.argmin(finite)) + 1 if not finite.all()
+                      else len(losses))
+        if (train_config.nan_policy != 'rollback' or rollbacks == 3 or
+            not checkpoints.manager.checkpoints):
+          raise FloatingPointError(
+              f'loss or weights became NaN or Inf by step {bad}; lower '
+              f'optimizer.learning_rate or check the data (no checkpoint '
+              f'was written from these weights)')
+        rollbacks += 1
+        # The rate before restoring: the checkpoint holds an older one.
+        rate = float(optimizer.learning_rate) / 2
+        step = saved = checkpoints.restore()
+        optimizer.learning_rate.assign(rate)
+        logging.warning('non-finite loss by step %d: rolled back to step %d, '
+                        'learning rate now %g', bad, step, rate)
+        run_log.record(step=step, epoch=step // steps_per_epoch,
+                       console=False, event='rollback', learning_rate=rate)
+        iterator = batches_from(step)
+        continue
+      step += len(losses)
+      epoch, into_epoch = divmod(step, steps_per_epoch)
+      epoch_end = into_epoch == 0
       run_log.record(
-          step=step, epoch=epoch, console=epoch_end,
-          loss=float(np.mean(losses)),
+          step=step, epoch=epoch if epoch_end else epoch + 1,
+          console=epoch_end, loss=float(np.mean(losses)),
           **(_validation(evaluator, splits) if epoch_end else {}),
-          examples_per_sec=num_steps * batch / seconds,
+          examples_per_sec=len(losses) * batch / seconds,
           input_stall_pct=100.0 * waited / seconds)
+      if (step - saved >= train_config.checkpoint_every_steps or
+          step == total_steps):
+        checkpoints.save(step)
+        saved = step
+      watch.check(checkpoints.save, step)
+
+
+def _finite_weights(model: keras.Model) -> bool:
+  return all(bool(tf.reduce_all(tf.math.is_finite(v)))
+             for v in model.trainable_variables)
 
 
 def _validation(evaluator: Evaluator, splits: Splits) -> dict[str, float]:
   return {f'val_{k}': v for k, v in evaluator.evaluate(splits.validation).items()}
 
 
-def _fit(model, optimizer, config, strategy, dataset_fn, steps_per_epoch,
-         evaluator, splits, run_log) -> None:
+def _fit(model, optimizer, config, strategy, steps_per_epoch, evaluator,
+         splits, run_log, checkpoints, start_step) -> None:
   """Keras `model.fit` with its best working settings under `strategy`.
 
   Under a tf.distribute strategy with several replicas, fit fails with
   steps_per_execution > 1 and with jit_compile=True (TF 2.21, Keras 3.15),
-  so those run with one step per call and without XLA.
+  so those run with one step per call and without XLA. Checkpoints and
+  preemption act at epoch ends; a resume starts at the checkpoint's epoch.
   """
   single = strategy.num_replicas_in_sync == 1
   with strategy.scope():
@@ -188,30 +223,40 @@ def _fit(model, optimizer, config, strategy, dataset_fn, steps_per_epoch,
         jit_compile=bool(config.train.jit_compile and single),
         steps_per_execution=(min(config.train.steps_per_loop, steps_per_epoch)
                              if single else 1))
+  first_epoch = start_step // steps_per_epoch
   # The same per-replica batches as the own loop, under any strategy.
-  dataset = strategy.distribute_datasets_from_function(dataset_fn)
-  model.fit(dataset, epochs=config.train.epochs,
-            steps_per_epoch=steps_per_epoch, verbose=0,
-            callbacks=[_FitLog(run_log, evaluator, splits, steps_per_epoch,
-                               config.train.global_batch_size)])
+  dataset = strategy.distribute_datasets_from_function(
+      pipeline.training_dataset_fn(
+          splits.train, config.train.global_batch_size,
+          seed=config.train.seed, start_step=first_epoch * steps_per_epoch))
+  with checkpointing.PreemptionWatch() as watch:
+    model.fit(dataset, initial_epoch=first_epoch, epochs=config.train.epochs,
+              steps_per_epoch=steps_per_epoch, verbose=0,
+              callbacks=[_FitLog(run_log, evaluator, splits, steps_per_epoch,
+                                 config.train.global_batch_size, checkpoints,
+                                 watch)])
 
 
 class _FitLog(keras.callbacks.Callback):
-  """Writes fit's epochs to the same RunLog as the own loop."""
+  """Writes fit's epochs to the same RunLog as the own loop; checkpoints."""
 
-  def __init__(self, run_log, evaluator, splits, steps_per_epoch, batch):
+  def __init__(self, run_log, evaluator, splits, steps_per_epoch, batch,
+               checkpoints, watch):
     super().__init__()
     self._run_log, self._evaluator, self._splits = run_log, evaluator, splits
     self._steps_per_epoch, self._batch = steps_per_epoch, batch
+    self._checkpoints, self._watch = checkpoints, watch
 
   def on_epoch_begin(self, epoch, logs=None):
     self._start = time.perf_counter()
 
   def on_epoch_end(self, epoch, logs=None):
     seconds = time.perf_counter() - self._start
+    step = (epoch + 1) * self._steps_per_epoch
     self._run_log.record(
-        step=(epoch + 1) * self._steps_per_epoch, epoch=epoch + 1,
-        console=True, loss=float(logs['loss']),
+        step=step, epoch=epoch + 1, console=True, loss=float(logs['loss']),
         **_validation(self._evaluator, self._splits),
         examples_per_sec=self._steps_per_epoch * self._batch / seconds,
         input_stall_pct=None)
+    self._checkpoints.save(step)
+    self._watch.check(self._checkpoints.save, step)

@@ -32,38 +32,41 @@ def _options() -> tf.data.Options:
 
 
 def global_batch_indices(num_rows: int, global_batch_size: int, seed: int,
-                         steps_per_block: int | None = None) -> tf.data.Dataset:
-  """Row indices of every global batch, epoch after epoch, endlessly.
+                         steps_per_block: int | None = None,
+                         start_step: int = 0) -> tf.data.Dataset:
+  """Row indices of every global batch from `start_step` on, endlessly.
 
   Elements are (global_batch_size,) index vectors, or with `steps_per_block`
   (k, global_batch_size) blocks of k consecutive steps that never straddle
-  an epoch (an epoch's last block may be shorter).
+  an epoch (an epoch's last block may be shorter). Starting at step s costs
+  nothing: step s's batch depends only on (seed, s).
   """
   steps_per_epoch = num_rows // global_batch_size
   used = steps_per_epoch * global_batch_size
-  block = steps_per_block or 1
-  full_blocks, last_block = divmod(steps_per_epoch, block)
+  first_epoch, first_offset = divmod(start_step, steps_per_epoch)
 
   def epoch_batches(epoch):
     order = tf.random.experimental.stateless_shuffle(
         tf.range(num_rows, dtype=tf.int64),
         seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
     batches = tf.reshape(order[:used], [steps_per_epoch, global_batch_size])
+    batches = batches[tf.where(epoch == first_epoch, first_offset, 0):]
     if not steps_per_block:
       return tf.data.Dataset.from_tensor_slices(batches)
     # Blocks cut by reshaping, not by batching step elements one by one.
+    full = tf.shape(batches)[0] // steps_per_block * steps_per_block
     blocks = tf.data.Dataset.from_tensor_slices(tf.reshape(
-        batches[:full_blocks * block], [full_blocks, block, -1]))
-    if last_block:
-      blocks = blocks.concatenate(tf.data.Dataset.from_tensors(
-          batches[full_blocks * block:]))
-    return blocks
+        batches[:full], [-1, steps_per_block, global_batch_size]))
+    rest = tf.data.Dataset.from_tensors(batches[full:]).filter(
+        lambda rows: tf.shape(rows)[0] > 0)
+    return blocks.concatenate(rest)
 
-  return tf.data.Dataset.counter().flat_map(epoch_batches)
+  return tf.data.Dataset.counter(start=first_epoch).flat_map(epoch_batches)
 
 
 def training_dataset_fn(split: Split, global_batch_size: int, *, seed: int,
-                        steps_per_block: int | None = None) -> DatasetFn:
+                        steps_per_block: int | None = None,
+                        start_step: int = 0) -> DatasetFn:
   """Endless training batches for one input pipeline.
 
   Args:
@@ -73,6 +76,7 @@ def training_dataset_fn(split: Split, global_batch_size: int, *, seed: int,
     steps_per_block: None for one batch per element (Keras fit); k for
       blocks of k steps' batches, (k, per_replica_batch, ...), so that a
       device call of k steps reads its input once.
+    start_step: the first step's batch (resuming mid-epoch).
 
   Returns:
     A function of an InputContext giving per-replica elements, as
@@ -87,7 +91,7 @@ def training_dataset_fn(split: Split, global_batch_size: int, *, seed: int,
     features = tf.constant(split.features)
     labels = tf.constant(split.labels)
     indices = global_batch_indices(len(split), global_batch_size, seed,
-                                   steps_per_block)
+                                   steps_per_block, start_step)
 
     def local_slices(rows):
       """This pipeline's columns, then one element per local replica."""

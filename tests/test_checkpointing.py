@@ -1,0 +1,223 @@
+"""Fault tolerance: exact resume after SIGKILL, preemption, corrupt files."""
+
+import hashlib
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import REPO, read_jsonl, run_cli
+
+# seeds' model, 3,200 rows: 100 steps an epoch, 6 epochs, a device call
+# every 10 steps (one metrics.jsonl record each) and a checkpoint every 20.
+RUN = ('--config=seed_keras_mlp', '--config.data.num_examples=3200',
+       '--config.train.epochs=6', '--config.train.steps_per_loop=10',
+       '--config.train.checkpoint_every_steps=20',
+       '--config.train.deterministic=True')
+STRATEGIES = {'cpu': ('--strategy=cpu',),
+              'mirrored': ('--strategy=mirrored', '--cpu_devices=2')}
+
+
+def _start(model_dir, *args):
+  return subprocess.Popen(
+      [sys.executable, '-m', 'tfpipeline.train', f'--model_dir={model_dir}',
+       *RUN, *args], cwd=REPO, stdout=subprocess.DEVNULL,
+      stderr=subprocess.PIPE, text=True,
+      env={**os.environ, 'PYTHONPATH': str(REPO)})
+
+
+def _stop_after(process, model_dir, records, signum):
+  """Sends `signum` once metrics.jsonl holds `records` lines."""
+  log = model_dir / 'metrics.jsonl'
+  deadline = time.monotonic() + 300
+  while time.monotonic() < deadline and process.poll() is None:
+    if log.exists() and len(log.read_text().splitlines()) >= records:
+      process.send_signal(signum)
+      break
+    time.sleep(0.02)
+  _, stderr = process.communicate(timeout=300)
+  return process.returncode, stderr
+
+
+def _weights(model_dir):
+  import keras
+  return keras.saving.load_model(model_dir / 'model.keras').get_weights()
+
+
+def _assert_bit_identical(model_dir, reference_dir):
+  for got, want in zip(_weights(model_dir), _weights(reference_dir)):
+    np.testing.assert_array_equal(got, want)
+  steps = [r['step'] for r in read_jsonl(model_dir / 'metrics.jsonl')]
+  assert steps == sorted(set(steps)) and steps[-1] == 600
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(tmp_path_factory):
+  """The uninterrupted run's model_dir under a strategy, run once each."""
+  runs = {}
+
+  def reference(strategy):
+    if strategy not in runs:
+      model_dir = tmp_path_factory.mktemp(strategy) / 'run'
+      result = run_cli(f'--model_dir={model_dir}', *RUN,
+                       *STRATEGIES[strategy])
+      assert result.returncode == 0, result.stderr[-3000:]
+      runs[strategy] = model_dir
+    return runs[strategy]
+
+  return reference
+
+
+@pytest.mark.parametrize('strategy', sorted(STRATEGIES))
+@pytest.mark.parametrize('records', [3, 22, 47])
+def test_sigkill_then_rerun_is_bit_identical(tmp_path, uninterrupted,
+                                             strategy, records):
+  reference = uninterrupted(strategy)
+  model_dir = tmp_path / 'run'
+  returncode, _ = _stop_after(_start(model_dir, *STRATEGIES[strategy]),
+                              model_dir, records, signal.SIGKILL)
+  assert returncode == -signal.SIGKILL
+  assert not (model_dir / 'model.keras').exists()
+  result = run_cli(f'--model_dir={model_dir}', *RUN, *STRATEGIES[strategy])
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'resuming from the checkpoint at step' in result.stderr
+  _assert_bit_identical(model_dir, reference)
+
+
+@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
+def test_preemption_saves_exits_3_and_resumes(tmp_path, uninterrupted,
+                                              signum):
+  reference = uninterrupted('cpu')
+  model_dir = tmp_path / 'run'
+  returncode, stderr = _stop_after(_start(model_dir, '--strategy=cpu'),
+                                   model_dir, 10, signum)
+  assert returncode == 3, stderr[-3000:]
+  last = stderr.strip().splitlines()[-1]
+  assert last.startswith(f'preempted: {signal.Signals(signum).name} at step ')
+  assert 'rerun the same command' in last
+  step = int(last.split(' at step ')[1].split(':')[0])
+  assert f'ckpt-{step}.index' in os.listdir(model_dir / 'checkpoints')
+  assert read_jsonl(model_dir / 'metrics.jsonl')[-1]['step'] == step
+  result = run_cli(f'--model_dir={model_dir}', *RUN, '--strategy=cpu')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f'resuming from the checkpoint at step {step}' in result.stderr
+  _assert_bit_identical(model_dir, reference)
+
+
+def _interrupted_run(tmp_path):
+  model_dir = tmp_path / 'run'
+  returncode, stderr = _stop_after(_start(model_dir, '--strategy=cpu'),
+                                   model_dir, 15, signal.SIGTERM)
+  assert returncode == 3, stderr[-3000:]
+  return model_dir
+
+
+def _snapshot(directory):
+  return {str(p.relative_to(directory)): hashlib.sha256(
+      p.read_bytes()).hexdigest() for p in sorted(directory.rglob('*'))
+          if p.is_file()}
+
+
+def test_result_changing_config_is_refused_and_nothing_changes(tmp_path):
+  model_dir = _interrupted_run(tmp_path)
+  before = _snapshot(model_dir)
+  result = run_cli(f'--model_dir={model_dir}', *RUN,
+                   '--config.model.hidden_units=(32,)')
+  assert result.returncode == 2
+  assert 'holds a run with model.hidden_units=[64], now [32]' in (
+      result.last_line)
+  assert '--allow_config_change' in result.last_line
+  assert _snapshot(model_dir) == before
+
+
+def test_harmless_and_allowed_changes_resume(tmp_path):
+  model_dir = _interrupted_run(tmp_path)
+  result = run_cli(f'--model_dir={model_dir}', *RUN,
+                   '--config.train.epochs=7', '--config.loss=mae',
+                   '--allow_config_change')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'resuming from the checkpoint at step' in result.stderr
+  written = json.loads((model_dir / 'config.json').read_text())
+  assert (written['train']['epochs'], written['loss']) == (7, 'mae')
+  assert read_jsonl(model_dir / 'metrics.jsonl')[-1]['step'] == 700
+
+
+def test_corrupt_latest_checkpoint_is_skipped(tmp_path, uninterrupted):
+  reference = uninterrupted('cpu')
+  model_dir = _interrupted_run(tmp_path)
+  checkpoints = model_dir / 'checkpoints'
+  steps = sorted(int(p.name[5:-6]) for p in checkpoints.glob('ckpt-*.index'))
+  data = next(checkpoints.glob(f'ckpt-{steps[-1]}.data-*'))
+  corrupted = bytearray(data.read_bytes())
+  corrupted[len(corrupted) // 2] ^= 0xFF
+  data.write_bytes(bytes(corrupted))
+  result = run_cli(f'--model_dir={model_dir}', *RUN, '--strategy=cpu')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f'ckpt-{steps[-1]} is unreadable' in result.stderr
+  assert f'resuming from the checkpoint at step {steps[-2]}' in result.stderr
+  _assert_bit_identical(model_dir, reference)
+
+
+def test_checkpoint_write_failure_is_one_line_and_keeps_earlier_ones(
+    tmp_path):
+  model_dir = _interrupted_run(tmp_path)
+  before = {name: digest for name, digest in _snapshot(model_dir).items()
+            if name.startswith('checkpoints/ckpt-')}
+  limit = min((model_dir / 'checkpoints' / name[len('checkpoints/'):]).stat(
+  ).st_size for name in before if '.data-' in name) // 2
+
+  def small_files():  # Files past `limit` bytes fail to write (EFBIG).
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+  completed = subprocess.run(
+      [sys.executable, '-m', 'tfpipeline.train', f'--model_dir={model_dir}',
+       *RUN, '--strategy=cpu'], cwd=REPO, capture_output=True, text=True,
+      timeout=300, preexec_fn=small_files,
+      env={**os.environ, 'PYTHONPATH': str(REPO)})
+  assert completed.returncode == 1, completed.stderr[-3000:]
+  last = completed.stderr.strip().splitlines()[-1]
+  assert last.startswith('error: cannot write a checkpoint to ')
+  assert 'earlier checkpoints are intact' in last
+  after = _snapshot(model_dir)
+  assert all(after[name] == digest for name, digest in before.items())
+
+
+def test_nan_stops_with_the_step_and_writes_no_nan_weights(tmp_path):
+  model_dir = tmp_path / 'run'
+  result = run_cli('--config=seed_keras_mlp', f'--model_dir={model_dir}',
+                   '--config.optimizer.name=sgd',
+                   '--config.optimizer.learning_rate=3.0',
+                   '--config.train.epochs=20')
+  assert result.returncode == 1
+  assert 'NaN or Inf by step' in result.last_line
+  assert 'Traceback' not in result.stderr
+  assert not (model_dir / 'model.keras').exists()
+  import tensorflow as tf
+  for path in tf.train.get_checkpoint_state(
+      str(model_dir / 'checkpoints')).all_model_checkpoint_paths:
+    reader = tf.train.load_checkpoint(path)
+    for name in reader.get_variable_to_shape_map():
+      value = reader.get_tensor(name)
+      if np.issubdtype(np.asarray(value).dtype, np.floating):
+        assert np.all(np.isfinite(value)), (path, name)
+
+
+def test_nan_rollback_halves_the_rate_and_finishes(tmp_path):
+  model_dir = tmp_path / 'run'
+  result = run_cli('--config=seed_keras_mlp', f'--model_dir={model_dir}',
+                   '--config.optimizer.name=sgd',
+                   '--config.optimizer.learning_rate=3.0',
+                   '--config.train.epochs=20',
+                   '--config.train.nan_policy=rollback')
+  assert result.returncode == 0, result.stderr[-3000:]
+  events = [r for r in read_jsonl(model_dir / 'metrics.jsonl')
+            if r.get('event') == 'rollback']
+  assert [e['learning_rate'] for e in events] == [1.5, 0.75]
+  metrics = json.loads((model_dir / 'metrics.json').read_text())
+  assert np.isfinite(metrics['loss'])

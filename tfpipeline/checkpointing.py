@@ -1,0 +1,114 @@
+"""Checkpoints, resume and preemption.
+
+A checkpoint holds the model, the optimizer (its slots, step counter and
+learning rate) and the global step. The input pipeline needs nothing more:
+the examples of step s are a pure function of (seed, s), so a resumed run
+rebuilds its pipeline at the checkpoint's step and reads the exact next batch
+(tf.data iterator checkpoints would also carry prefetch buffers, and are not
+supported for every distributed iterator). The only other randomness after
+initialisation lives in layers' seed generators, which are model variables.
+
+TensorFlow writes a checkpoint's files before it updates the `checkpoint`
+index file, so a crash while saving leaves the previous checkpoint current;
+a corrupt or truncated latest checkpoint fails its checksum on restore and
+the one before it is used.
+"""
+
+import pathlib
+import signal
+
+from absl import logging
+import tensorflow as tf
+
+from tfpipeline.errors import Preempted
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint could not be written (disk full, permissions...)."""
+
+
+class Checkpoints:
+  """`tf.train.CheckpointManager` over model, optimizer and step.
+
+  Args:
+    directory: where checkpoints are written (`model_dir/checkpoints`).
+    model, optimizer: what to save; build the optimizer first.
+    keep: how many recent checkpoints to keep.
+    restore_from: where to read from, if not `directory` (a multi-worker
+      non-chief reads the chief's checkpoints and writes to scratch).
+  """
+
+  def __init__(self, directory: pathlib.Path, model, optimizer, *, keep: int,
+               restore_from: pathlib.Path | None = None):
+    self._step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')
+    self._checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer,
+                                           step=self._step)
+    self.manager = tf.train.CheckpointManager(self._checkpoint, str(directory),
+                                              max_to_keep=keep)
+    self._restore_from = restore_from or directory
+
+  def restore(self) -> int:
+    """Restores the newest readable checkpoint; returns its step (0: none)."""
+    state = tf.train.get_checkpoint_state(str(self._restore_from))
+    paths = list(state.all_model_checkpoint_paths) if state else []
+    for path in reversed(paths):
+      try:
+        self._checkpoint.restore(path).assert_existing_objects_matched()
+      except (tf.errors.OpError, ValueError, AssertionError) as e:
+        logging.warning('checkpoint %s is unreadable (%s); trying the one '
+                        'before it', path, str(e).splitlines()[0][:200])
+        continue
+      return int(self._step.numpy())
+    if paths:
+      logging.warning('no readable checkpoint in %s; starting from step 0',
+                      self._restore_from)
+    return 0
+
+  def save(self, step: int) -> None:
+    """Saves at `step`; raises CheckpointError, earlier ones left intact."""
+    self._step.assign(step)
+    try:
+      self.manager.save(checkpoint_number=step)
+    except (OSError, tf.errors.OpError) as e:
+      raise CheckpointError(
+          f'cannot write a checkpoint to {self.manager.directory}: '
+          f'{str(e).splitlines()[0]}; free disk space or fix permissions '
+          f'(earlier checkpoints are intact)') from None
+
+
+class PreemptionWatch:
+  """Turns SIGTERM and SIGINT into a request to stop at the next loop end.
+
+  Use as a context manager around training; `check(save)` saves and raises
+  Preempted once a signal has arrived. A second signal is left to its
+  original handler, so a stuck run can still be interrupted.
+  """
+
+  _SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+  def __init__(self):
+    self.signal = None
+    self._previous = {}
+
+  def _handle(self, signum, frame):
+    del frame
+    self.signal = signal.Signals(signum).name
+    logging.warning('%s received: stopping after the current loop',
+                    self.signal)
+    for signum_, handler in self._previous.items():
+      signal.signal(signum_, handler)
+
+  def __enter__(self):
+    for signum in self._SIGNALS:
+      self._previous[signum] = signal.signal(signum, self._handle)
+    return self
+
+  def __exit__(self, *exc):
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
+
+  def check(self, save, step: int) -> None:
+    if self.signal:
+      save(step)
+      raise Preempted(f'{self.signal} at step {step}: checkpoint saved; '
+                      f'rerun the same command to resume')
