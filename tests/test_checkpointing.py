@@ -5,6 +5,7 @@ import json
 import os
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -221,3 +222,38 @@ def test_nan_rollback_halves_the_rate_and_finishes(tmp_path):
   assert [e['learning_rate'] for e in events] == [1.5, 0.75]
   metrics = json.loads((model_dir / 'metrics.json').read_text())
   assert np.isfinite(metrics['loss'])
+
+
+def test_multi_worker_preemption_stops_every_worker_and_resumes(
+    tmp_path, uninterrupted):
+  reference = uninterrupted('cpu')
+  model_dir = tmp_path / 'run'
+  sockets = [socket.socket() for _ in range(2)]
+  for s in sockets:
+    s.bind(('127.0.0.1', 0))
+  workers = [f'127.0.0.1:{s.getsockname()[1]}' for s in sockets]
+  for s in sockets:
+    s.close()
+
+  def start_workers():
+    return [subprocess.Popen(
+        [sys.executable, '-m', 'tfpipeline.train', f'--model_dir={model_dir}',
+         *RUN, '--strategy=multi_worker'], cwd=REPO,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, 'PYTHONPATH': str(REPO), 'TF_CONFIG': json.dumps(
+            {'cluster': {'worker': workers},
+             'task': {'type': 'worker', 'index': index}})})
+            for index in range(2)]
+
+  chief, other = start_workers()
+  other_code, other_stderr = _stop_after(other, model_dir, 12, signal.SIGTERM)
+  _, chief_stderr = chief.communicate(timeout=300)
+  assert (chief.returncode, other_code) == (3, 3), (chief_stderr[-3000:],
+                                                    other_stderr[-3000:])
+  for stderr in (chief_stderr, other_stderr):
+    assert 'a worker was preempted at step' in stderr.splitlines()[-1]
+  for process in start_workers():
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-3000:]
+  for got, want in zip(_weights(model_dir), _weights(reference)):
+    np.testing.assert_allclose(got, want, atol=1e-5)

@@ -76,6 +76,46 @@ class Checkpoints:
           f'(earlier checkpoints are intact)') from None
 
 
+def preemption_watch(strategy: tf.distribute.Strategy,
+                     checkpoints: Checkpoints):
+  """A context manager whose `check(save, step)` saves and stops if asked.
+
+  Multi-worker: TensorFlow's PreemptionCheckpointHandler, which tells every
+  worker when one is signalled, so all save at the same step and stop.
+  Elsewhere: PreemptionWatch, on this process's SIGTERM and SIGINT.
+  """
+  if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    return _ClusterPreemptionWatch(strategy, checkpoints)
+  return PreemptionWatch()
+
+
+class _ClusterPreemptionWatch:
+  """PreemptionCheckpointHandler behind PreemptionWatch's interface."""
+
+  def __init__(self, strategy, checkpoints: Checkpoints):
+    self._step = None
+
+    def stop():
+      raise Preempted(f'a worker was preempted at step {self._step}: '
+                      f'checkpoint saved; rerun the same command to resume')
+
+    self._handler = tf.distribute.experimental.PreemptionCheckpointHandler(
+        strategy.cluster_resolver, checkpoints.manager,
+        termination_config=tf.distribute.experimental.TerminationConfig(
+            exit_fn=stop, save_fn=checkpoints.save))
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    pass
+
+  def check(self, save, step: int) -> None:
+    del save  # The handler saves through Checkpoints.save itself.
+    self._step = step
+    self._handler.save_checkpoint_if_preempted(step)
+
+
 class PreemptionWatch:
   """Turns SIGTERM and SIGINT into a request to stop at the next loop end.
 

@@ -156,7 +156,7 @@ def train(model: keras.Model, optimizer, splits: Splits, config,
   if not checkpoints.manager.checkpoints:
     checkpoints.save(step)  # The initial weights: a state to roll back to.
   iterator = batches_from(step)
-  with checkpointing.PreemptionWatch() as watch:
+  with checkpointing.preemption_watch(strategy, checkpoints) as watch:
     while step < total_steps:
       start = time.perf_counter()
       losses, waited = loop.run(iterator)
