@@ -116,3 +116,13 @@ def test_json_is_the_resolved_config_with_overrides():
   assert written['data']['group'] == 'sex' and written['data']['path'] is None
   assert set(written) == {'data', 'model', 'train', 'optimizer', 'loss',
                           'privacy'}
+
+
+def test_result_changes_ignore_what_a_resume_may_change():
+  saved = config.to_json(config.validate(config.get_config()))
+  c = config.validate(config.get_config())
+  c.train.epochs, c.train.steps_per_loop, c.data.data_dir = 99, 7, '/elsewhere'
+  assert config.result_changes(saved, c) == []
+  c.model.hidden_units, c.loss = (32,), 'mae'
+  assert config.result_changes(saved, c) == [
+      ('loss', 'mse', 'mae'), ('model.hidden_units', [64], [32])]

@@ -1,10 +1,13 @@
 """tfpipeline.data.pipeline: batches per InputContext, seeded order."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from tfpipeline.data import pipeline
 from tfpipeline.data.sources import Split
+
+pytestmark = pytest.mark.smoke  # Also run on TF 2.20 in CI.
 
 
 def _split(rows=100):

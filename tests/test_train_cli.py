@@ -7,6 +7,8 @@ import pytest
 
 from conftest import read_jsonl, run_cli
 
+pytestmark = pytest.mark.smoke  # Also run on TF 2.20 in CI.
+
 ARTEFACTS = {'config.json', 'metrics.jsonl', 'metrics.json', 'tensorboard',
              'model.keras', 'saved_model'}
 RECORD_KEYS = {'step', 'epoch', 'loss', 'examples_per_sec', 'input_stall_pct',

@@ -2,10 +2,13 @@
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from tfpipeline import config, models, trainer
 from tfpipeline.data import pipeline, sources
+
+pytestmark = pytest.mark.smoke  # Also run on TF 2.20 in CI.
 
 STEPS = 20
 

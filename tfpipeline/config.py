@@ -13,6 +13,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import sys
 
 from ml_collections import config_dict
 
@@ -32,10 +33,12 @@ RESUMABLE_CHANGES = frozenset({
     'train.keep_checkpoints', 'train.nan_policy', 'data.data_dir',
     'data.download'})
 
-# Where bare experiment names are looked up, in this order.
+# Where bare experiment names are looked up, in this order: the working
+# directory, a source checkout, an installed package's data files.
 _EXPERIMENT_DIRS = (
     pathlib.Path.cwd() / 'experiments',
     pathlib.Path(__file__).resolve().parent.parent / 'experiments',
+    pathlib.Path(sys.prefix) / 'share' / 'tfpipeline' / 'experiments',
 )
 
 

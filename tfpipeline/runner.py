@@ -62,7 +62,8 @@ def run(config=None, model_dir='/tmp/tfpipeline', *, strategy='auto',
   if isinstance(strategy, str):
     strategy = strategy_lib.create(strategy, tpu=tpu, cpu_devices=cpu_devices)
   splits = sources.load(config.data, loss=config.loss)
-  _check_batch(config, len(splits.train), strategy.num_replicas_in_sync)
+  _check_batch(config, len(splits.train), strategy.num_replicas_in_sync,
+               per_replica_multiple=8 if strategy_lib.is_tpu(strategy) else 1)
 
   checkpoints = model_dir / 'checkpoints'
   if chief:
@@ -149,12 +150,18 @@ def _check_model_dir(model_dir: pathlib.Path, config,
                     f'--allow_config_change to resume anyway')
 
 
-def _check_batch(config, train_rows: int, replicas: int) -> None:
+def _check_batch(config, train_rows: int, replicas: int, *,
+                 per_replica_multiple: int = 1) -> None:
+  """One full batch of training rows, split evenly (TPUs: 8 per core)."""
   batch = config.train.global_batch_size
   if train_rows < batch:
     raise UserError(f'data: {train_rows} training rows are fewer than one '
                     f'batch (train.global_batch_size={batch}); lower '
                     f'--config.train.global_batch_size or add rows')
-  if batch % replicas:
+  multiple = replicas * per_replica_multiple
+  if batch % multiple:
+    per_core = (f' ({per_replica_multiple} per TPU core)'
+                if per_replica_multiple > 1 else '')
     raise UserError(f'train.global_batch_size={batch} does not divide evenly '
-                    f'over {replicas} replicas; use a multiple of {replicas}')
+                    f'over {replicas} replicas{per_core}; use a multiple of '
+                    f'{multiple}, e.g. {multiple * max(1, round(batch / multiple))}')

@@ -73,6 +73,10 @@ def create(name: str = 'auto', *, tpu: str = 'local',
   return strategy
 
 
+def is_tpu(strategy: tf.distribute.Strategy) -> bool:
+  return isinstance(strategy, tf.distribute.TPUStrategy)
+
+
 def _tpu_present() -> bool:
   """Whether this host has a TPU, without probing cloud metadata servers."""
   return bool(os.environ.get('TPU_NAME') or os.environ.get('COLAB_TPU_ADDR') or

@@ -1,0 +1,24 @@
+"""experiments/colab_tpu.ipynb runs top to bottom here (no TPU: fallback)."""
+
+import nbclient
+import nbformat
+
+from conftest import REPO
+
+
+def test_colab_notebook_runs_on_cpu(tmp_path, monkeypatch):
+  monkeypatch.setenv('TFDS_DATA_DIR', str(tmp_path / 'tfds'))
+  monkeypatch.setenv('PYTHONPATH', str(REPO))
+  notebook = nbformat.read(REPO / 'experiments' / 'colab_tpu.ipynb',
+                           as_version=4)
+  nbclient.NotebookClient(notebook, timeout=600, kernel_name='python3',
+                          resources={'metadata': {'path': str(tmp_path)}}
+                          ).execute()
+  outputs = [o for cell in notebook.cells if cell.cell_type == 'code'
+             for o in cell.get('outputs', [])]
+  text = ''.join(o.get('text', '') for o in outputs)
+  assert 'no TPU: CPU/GPU fallback' in text
+  assert 'OneDeviceStrategy: 1 replica(s) on 1 CPU device(s)' in text
+  assert "diabetes {'loss'" in text and "wide MLP {'loss'" in text
+  assert any('image/png' in o.get('data', {}) for o in outputs)
+  assert not [o for o in outputs if o.get('output_type') == 'error']

@@ -1,0 +1,27 @@
+"""tfpipeline.runner checks that need no training."""
+
+import pytest
+
+from tfpipeline import config, runner
+from tfpipeline.errors import UserError
+
+
+def test_batch_must_fit_the_data_and_split_over_replicas():
+  c = config.get_config()
+  c.train.global_batch_size = 32
+  runner._check_batch(c, 309, 2)
+  with pytest.raises(UserError, match='20 training rows are fewer than one '
+                     'batch'):
+    runner._check_batch(c, 20, 1)
+  with pytest.raises(UserError, match='over 3 replicas; use a multiple of 3'):
+    runner._check_batch(c, 309, 3)
+
+
+def test_tpu_batches_need_8_examples_per_core():
+  c = config.get_config()
+  c.train.global_batch_size = 32
+  with pytest.raises(UserError, match=r'over 8 replicas \(8 per TPU core\); '
+                     r'use a multiple of 64, e.g. 64'):
+    runner._check_batch(c, 1000, 8, per_replica_multiple=8)
+  c.train.global_batch_size = 128
+  runner._check_batch(c, 1000, 8, per_replica_multiple=8)
