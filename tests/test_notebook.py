@@ -1,12 +1,12 @@
 """experiments/colab_tpu.ipynb runs top to bottom here (no TPU: fallback)."""
 
-import nbclient
-import nbformat
-
 from conftest import REPO
 
 
 def test_colab_notebook_runs_on_cpu(tmp_path, monkeypatch):
+  # Imported here: the TF 2.20 smoke environment collects this module too.
+  import nbclient
+  import nbformat
   monkeypatch.setenv('TFDS_DATA_DIR', str(tmp_path / 'tfds'))
   monkeypatch.setenv('PYTHONPATH', str(REPO))
   notebook = nbformat.read(REPO / 'experiments' / 'colab_tpu.ipynb',
