@@ -126,3 +126,19 @@ def test_result_changes_ignore_what_a_resume_may_change():
   c.model.hidden_units, c.loss = (32,), 'mae'
   assert config.result_changes(saved, c) == [
       ('loss', 'mse', 'mae'), ('model.hidden_units', [64], [32])]
+
+
+def test_device_defaults_resolve_for_tpus_and_the_rest():
+  c = config.validate(config.get_config())
+  assert (c.train.mixed_precision, c.train.steps_per_loop) == ('auto', 0)
+  tpu = config.resolve_for_device(c, on_tpu=True)
+  assert (tpu.train.mixed_precision, tpu.train.steps_per_loop) == (
+      'mixed_bfloat16', 1000)
+  other = config.resolve_for_device(c, on_tpu=False)
+  assert (other.train.mixed_precision, other.train.steps_per_loop) == (
+      'float32', 100)
+  assert c.train.mixed_precision == 'auto'  # The caller's config is unchanged.
+  c.train.mixed_precision, c.train.steps_per_loop = 'mixed_float16', 7
+  explicit = config.resolve_for_device(c, on_tpu=True)
+  assert (explicit.train.mixed_precision, explicit.train.steps_per_loop) == (
+      'mixed_float16', 7)

@@ -32,6 +32,9 @@ def test_default_run_writes_every_artefact(diabetes_run):
   written = json.loads((model_dir / 'config.json').read_text())
   assert written['data']['name'] == 'diabetes'
   assert written['train']['epochs'] == 50
+  # Device-dependent defaults are recorded as resolved on this CPU.
+  assert written['train']['mixed_precision'] == 'float32'
+  assert written['train']['steps_per_loop'] == 100
   assert 'epoch 50/50' in result.stderr
 
 

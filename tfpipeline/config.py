@@ -25,7 +25,7 @@ OPTIMIZERS = ('adam', 'adamw', 'sgd', 'rmsprop')
 SCHEDULES = ('constant', 'exponential_decay', 'cosine_decay')
 LOSSES = ('mse', 'mae', 'huber', 'binary_crossentropy',
           'categorical_crossentropy', 'sparse_categorical_crossentropy')
-MIXED_PRECISION = ('float32', 'mixed_bfloat16', 'mixed_float16')
+MIXED_PRECISION = ('auto', 'float32', 'mixed_bfloat16', 'mixed_float16')
 NAN_POLICIES = ('stop', 'rollback')
 # Keys a resumed run may change: they do not change what the steps compute.
 RESUMABLE_CHANGES = frozenset({
@@ -84,9 +84,9 @@ def get_config() -> config_dict.ConfigDict:
   c.train = config_dict.ConfigDict()
   c.train.epochs = 50
   c.train.global_batch_size = 32
-  c.train.steps_per_loop = 100  # steps per device call (capped at one epoch)
+  c.train.steps_per_loop = 0  # steps per device call; 0: 100, 1000 on a TPU
   c.train.jit_compile = True  # XLA on the forward and backward pass
-  c.train.mixed_precision = 'float32'  # float32 | mixed_bfloat16 | mixed_float16
+  c.train.mixed_precision = 'auto'  # auto (float32; TPU: mixed_bfloat16) | float32 | mixed_bfloat16 | mixed_float16
   c.train.seed = 0
   c.train.deterministic = False  # op determinism: bit-identical reruns
   c.train.checkpoint_every_steps = 1000  # also at the end and on preemption
@@ -226,9 +226,10 @@ def validate(config: config_dict.ConfigDict) -> config_dict.ConfigDict:
          'model.hidden_units', units, 'a tuple of positive ints, e.g. (64, 32)')
   _check_positive(config, 'model.output_units')
 
-  for key in ('train.epochs', 'train.global_batch_size', 'train.steps_per_loop',
+  for key in ('train.epochs', 'train.global_batch_size',
               'train.checkpoint_every_steps', 'train.keep_checkpoints'):
     _check_positive(config, key)
+  _check_positive(config, 'train.steps_per_loop', allow_zero=True)
   _check_choice(config, 'train.mixed_precision', MIXED_PRECISION)
   _check_choice(config, 'train.nan_policy', NAN_POLICIES)
 
@@ -259,6 +260,21 @@ def validate(config: config_dict.ConfigDict) -> config_dict.ConfigDict:
   _check(config.privacy.dp is False, 'privacy.dp', config.privacy.dp,
          'False: DP-SGD training is not available yet (it arrives with the '
          'responsibility report)')
+  return config
+
+
+def resolve_for_device(config: config_dict.ConfigDict, *,
+                       on_tpu: bool) -> config_dict.ConfigDict:
+  """A copy with the device-dependent defaults made concrete.
+
+  TPUs get bfloat16 and many steps per device call (each call has a high
+  fixed cost there); other devices float32 and 100 steps per call.
+  """
+  config = config.copy_and_resolve_references()
+  if config.train.mixed_precision == 'auto':
+    config.train.mixed_precision = 'mixed_bfloat16' if on_tpu else 'float32'
+  if not config.train.steps_per_loop:
+    config.train.steps_per_loop = 1000 if on_tpu else 100
   return config
 
 

@@ -53,7 +53,7 @@ def run(config=None, model_dir='/tmp/tfpipeline', *, strategy='auto',
   chief = cluster.is_chief()
   model_dir = pathlib.Path(model_dir)
   if chief:
-    _check_model_dir(model_dir, config, allow_config_change)
+    _check_model_dir(model_dir)
 
   # TensorFlow is imported only once the cheap checks have passed.
   from tfpipeline import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
@@ -61,6 +61,10 @@ def run(config=None, model_dir='/tmp/tfpipeline', *, strategy='auto',
 
   if isinstance(strategy, str):
     strategy = strategy_lib.create(strategy, tpu=tpu, cpu_devices=cpu_devices)
+  config = config_lib.resolve_for_device(
+      config, on_tpu=strategy_lib.is_tpu(strategy))
+  if chief:
+    _check_resume(model_dir, config, allow_config_change)
   splits = sources.load(config.data, loss=config.loss)
   _check_batch(config, len(splits.train), strategy.num_replicas_in_sync,
                per_replica_multiple=8 if strategy_lib.is_tpu(strategy) else 1)
@@ -130,17 +134,22 @@ def _train_and_export(config, model_dir: pathlib.Path, strategy, splits,
   return test_metrics
 
 
-def _check_model_dir(model_dir: pathlib.Path, config,
-                     allow_config_change: bool) -> None:
-  """A new or empty directory, or an earlier run of a compatible config."""
+def _check_model_dir(model_dir: pathlib.Path) -> None:
+  """A new or empty directory, or one holding a run (config.json)."""
   if model_dir.exists() and not model_dir.is_dir():
     raise UserError(f'--model_dir={model_dir} is a file; give a directory')
-  if not model_dir.is_dir() or not any(model_dir.iterdir()):
-    return
-  saved = model_dir / 'config.json'
-  if not saved.is_file():
+  if (model_dir.is_dir() and any(model_dir.iterdir()) and
+      not (model_dir / 'config.json').is_file()):
     raise UserError(f'--model_dir={model_dir} holds files but no run '
                     f'(no config.json); give a new or empty directory')
+
+
+def _check_resume(model_dir: pathlib.Path, config,
+                  allow_config_change: bool) -> None:
+  """A run in `model_dir` may be resumed only by a compatible config."""
+  saved = model_dir / 'config.json'
+  if not saved.is_file():
+    return
   changes = config_lib.result_changes(saved.read_text(), config)
   if changes and not allow_config_change:
     key, was, now = changes[0]
