@@ -188,12 +188,13 @@ def validate(config: config_dict.ConfigDict) -> config_dict.ConfigDict:
   if not isinstance(config, config_dict.ConfigDict):
     raise UserError(f'get_config() must return an ml_collections.ConfigDict, '
                     f'got {type(config).__name__}')
-  default = get_config()
-  unknown = _unknown_keys(config, default)
+  keys = _flatten(config.to_dict())
+  default_keys = _flatten(get_config().to_dict())
+  unknown = [key for key in keys if key not in default_keys]
   if unknown:
     raise UserError(f'unknown config key {unknown[0]}: not in the embedded '
                     f'default; check the spelling (see README, "Config keys")')
-  missing = _unknown_keys(default, config)
+  missing = [key for key in default_keys if key not in keys]
   if missing:
     raise UserError(f'config key {missing[0]} is missing: build experiments '
                     f'on tfpipeline.config.get_config()')
@@ -276,16 +277,6 @@ def resolve_for_device(config: config_dict.ConfigDict, *,
   if not config.train.steps_per_loop:
     config.train.steps_per_loop = 1000 if on_tpu else 100
   return config
-
-
-def _unknown_keys(config, reference, prefix='') -> list[str]:
-  unknown = []
-  for key, value in config.items():
-    if key not in reference:
-      unknown.append(prefix + key)
-    elif isinstance(value, config_dict.ConfigDict):
-      unknown += _unknown_keys(value, reference[key], f'{prefix}{key}.')
-  return unknown
 
 
 def to_json(config: config_dict.ConfigDict) -> str:
