@@ -116,16 +116,19 @@ def _train_and_export(config, model_dir: pathlib.Path, strategy, splits,
   if start_step:
     logging.info('resuming from the checkpoint at step %d', start_step)
 
+  # One evaluator (one compiled predict function) for validation and test.
+  evaluator = Evaluator(
+      model, config.loss, batch_size=max(config.train.global_batch_size, 256),
+      jit_compile=config.train.jit_compile)
   run_log = RunLog(model_dir, config.train.epochs, start_step=start_step)
   try:
     trainer.train(model, optimizer, splits, config, strategy, run_log,
-                  checkpoints, start_step=start_step, engine=engine)
+                  checkpoints, evaluator, start_step=start_step,
+                  engine=engine)
   finally:
     run_log.close()
 
-  test_metrics = Evaluator(model, config.loss, batch_size=256,
-                           jit_compile=config.train.jit_compile).evaluate(
-                               splits.test)
+  test_metrics = evaluator.evaluate(splits.test)
   artifacts.write_text(model_dir / 'metrics.json',
                        json.dumps(test_metrics, indent=2) + '\n')
   export.save(model, model_dir)

@@ -123,8 +123,8 @@ class StepLoop:
 
 def train(model: keras.Model, optimizer, splits: Splits, config,
           strategy: tf.distribute.Strategy, run_log: RunLog,
-          checkpoints: checkpointing.Checkpoints, *, start_step: int = 0,
-          engine: str = 'tfpipeline') -> None:
+          checkpoints: checkpointing.Checkpoints, evaluator: Evaluator, *,
+          start_step: int = 0, engine: str = 'tfpipeline') -> None:
   """Trains `model` (built in `strategy.scope()`) to `train.epochs`.
 
   Starts at `start_step` (a restored checkpoint's), logs and may checkpoint
@@ -134,8 +134,6 @@ def train(model: keras.Model, optimizer, splits: Splits, config,
   batch = train_config.global_batch_size
   steps_per_epoch = len(splits.train) // batch
   total_steps = train_config.epochs * steps_per_epoch
-  evaluator = Evaluator(model, config.loss, batch_size=max(batch, 256),
-                        jit_compile=train_config.jit_compile)
   if engine == 'keras_fit':
     _fit(model, optimizer, config, strategy, steps_per_epoch, evaluator,
          splits, run_log, checkpoints, start_step)
