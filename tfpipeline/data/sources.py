@@ -10,6 +10,7 @@ sources are tabular, so the splits fit in memory; the tf.data pipelines in
 
 import csv
 import dataclasses
+import hashlib
 import pathlib
 
 import numpy as np
@@ -36,6 +37,9 @@ class Splits:
   feature_names: tuple[str, ...]
   label_name: str
   group_name: str | None
+  # What the rows were read from, for provenance: the source and its
+  # identity (file sha256; TFDS name, version and splits; synthetic seed).
+  origin: dict = dataclasses.field(default_factory=dict)
 
 
 def load(data_config, *, loss: str) -> Splits:
@@ -122,7 +126,17 @@ def _table_splits(columns: dict, row_count: int, data_config,
                  None if whole.groups is None else whole.groups[rows])
            for rows in _split_rows(row_count, data_config)]
   return Splits(*parts, feature_names=features, label_name=data_config.label,
-                group_name=data_config.group)
+                group_name=data_config.group, origin=_file_origin(
+                    data_config.source, pathlib.Path(data_config.path)))
+
+
+def _file_origin(source: str, path: pathlib.Path) -> dict:
+  digest = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for block in iter(lambda: f.read(1 << 20), b''):
+      digest.update(block)
+  return {'source': source, 'path': str(path.resolve()),
+          'sha256': digest.hexdigest()}
 
 
 def _synthetic(data_config) -> Splits:
@@ -140,7 +154,9 @@ def _synthetic(data_config) -> Splits:
       split(data_config.num_examples), split(data_config.num_eval_examples),
       split(data_config.num_eval_examples),
       feature_names=tuple(f'x{i}' for i in range(data_config.num_features)),
-      label_name='y', group_name=None)
+      label_name='y', group_name=None,
+      origin={'source': 'synthetic', 'seed': data_config.split_seed,
+              'distribution': data_config.distribution})
 
 
 def _open(path: pathlib.Path, mode: str):
@@ -255,4 +271,8 @@ def _tfds(data_config) -> Splits:
               for key in ('train_split', 'validation_split', 'test_split')]
   return Splits(*(split for split, _ in selected),
                 feature_names=selected[0][1], label_name=data_config.label,
-                group_name=data_config.group)
+                group_name=data_config.group,
+                origin={'source': 'tfds', 'name': name,
+                        'version': str(builder.info.version),
+                        'splits': [data_config[key] for key in (
+                            'train_split', 'validation_split', 'test_split')]})
