@@ -75,7 +75,12 @@ def test_unknown_experiment_lists_the_available_ones():
     ('data.test_fraction', 0.9, 'data.test_fraction=0.9'),
     ('model.hidden_units', (64, 0), 'model.hidden_units=(64, 0)'),
     ('train.mixed_precision', 'float16', "train.mixed_precision='float16'"),
-    ('privacy.dp', True, 'privacy.dp=True'),
+    ('privacy.noise_multiplier', 0.0, 'privacy.noise_multiplier=0.0'),
+    ('privacy.delta', 1.0, 'privacy.delta=1.0'),
+    ('report.ig_baseline', 'median', "report.ig_baseline='median'"),
+    ('report.pue', 0.5, 'report.pue=0.5'),
+    ('report.country', 'France', "report.country='France'"),
+    ('report.fairness_min_ratio', 1.5, 'report.fairness_min_ratio=1.5'),
 ])
 def test_invalid_values_name_their_key(key, value, fragment):
   c = config.get_config()
@@ -115,7 +120,7 @@ def test_json_is_the_resolved_config_with_overrides():
   assert written['model']['hidden_units'] == [64]
   assert written['data']['group'] == 'sex' and written['data']['path'] is None
   assert set(written) == {'data', 'model', 'train', 'optimizer', 'loss',
-                          'privacy'}
+                          'privacy', 'report'}
 
 
 def test_result_changes_ignore_what_a_resume_may_change():
@@ -142,3 +147,21 @@ def test_device_defaults_resolve_for_tpus_and_the_rest():
   explicit = config.resolve_for_device(c, on_tpu=True)
   assert (explicit.train.mixed_precision, explicit.train.steps_per_loop) == (
       'mixed_float16', 7)
+
+
+def test_dp_refuses_float16_loss_scaling():
+  c = config.get_config()
+  c.privacy.dp = True
+  c.train.mixed_precision = 'mixed_float16'
+  with pytest.raises(UserError, match='with privacy.dp'):
+    config.validate(c)
+
+
+def test_report_keys_may_change_on_resume_training_keys_may_not():
+  c = config.get_config()
+  saved = config.to_json(c)
+  c.report.ig_steps = 20
+  c.report.country = 'FRA'
+  assert config.result_changes(saved, c) == []
+  c.privacy.dp = True
+  assert config.result_changes(saved, c) == [('privacy.dp', False, True)]

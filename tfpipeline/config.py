@@ -32,6 +32,10 @@ RESUMABLE_CHANGES = frozenset({
     'train.epochs', 'train.steps_per_loop', 'train.checkpoint_every_steps',
     'train.keep_checkpoints', 'train.nan_policy', 'data.data_dir',
     'data.download'})
+# Prefixes of keys a resumed run may change: they act after training.
+RESUMABLE_PREFIXES = ('report.',)
+IG_BASELINES = ('mean', 'zeros')
+ENERGY_METHODS = ('auto', 'codecarbon', 'estimate')
 
 # Where bare experiment names are looked up, in this order: the working
 # directory, a source checkout, an installed package's data files.
@@ -105,7 +109,26 @@ def get_config() -> config_dict.ConfigDict:
   c.loss = 'mse'
 
   c.privacy = config_dict.ConfigDict()
-  c.privacy.dp = False  # DP-SGD training
+  c.privacy.dp = False  # DP-SGD: per-example clipping and Gaussian noise
+  c.privacy.l2_norm_clip = 1.0  # each example's gradient L2 norm, at most
+  c.privacy.noise_multiplier = 1.1  # noise std / l2_norm_clip
+  c.privacy.target_epsilon = 0.0  # > 0: calibrate noise_multiplier to it
+  c.privacy.delta = 1e-5  # the (epsilon, delta) guarantee's delta
+
+  c.report = config_dict.ConfigDict()
+  c.report.attribution_examples = 100  # test examples explained (IG)
+  c.report.ig_steps = 50  # Integrated Gradients: trapezoid intervals
+  c.report.ig_baseline = 'mean'  # mean (training split) | zeros
+  c.report.fairness_min_ratio = 0.8  # flag a metric whose worst/best group ratio is lower
+  c.report.energy_method = 'auto'  # auto (codecarbon if installed) | codecarbon | estimate
+  c.report.cpu_watts = 0.0  # whole CPU at full load; 0: 4 W per thread (codecarbon's fallback)
+  c.report.gpu_watts = 300.0  # per GPU at full load (a datacentre GPU's typical TDP)
+  c.report.tpu_watts = 200.0  # per TPU chip at full load
+  c.report.pue = 1.0  # datacentre power usage effectiveness; 1.0: the machine alone
+  c.report.country = ''  # ISO 3166 alpha-3 code (FRA, USA...): grid intensity via codecarbon
+  c.report.grid_gco2_per_kwh = 475.0  # used when country is ''; 475: world average
+  c.report.intended_use = ''  # model card: stated by the owner; '' is reported as not stated
+  c.report.owners = ''  # model card: who is responsible for the model
   return c
 
 
@@ -258,9 +281,36 @@ def validate(config: config_dict.ConfigDict) -> config_dict.ConfigDict:
     _check(False, 'loss', config.loss,
            'a regression loss with data.source=synthetic (random targets)')
 
-  _check(config.privacy.dp is False, 'privacy.dp', config.privacy.dp,
-         'False: DP-SGD training is not available yet (it arrives with the '
-         'responsibility report)')
+  _check(isinstance(config.privacy.dp, bool), 'privacy.dp', config.privacy.dp,
+         'True or False')
+  for key in ('privacy.l2_norm_clip', 'privacy.noise_multiplier'):
+    _check_positive(config, key, float)
+  _check_positive(config, 'privacy.target_epsilon', float, allow_zero=True)
+  delta = config.privacy.delta
+  _check(isinstance(delta, float) and 0 < delta < 1, 'privacy.delta', delta,
+         'a probability between 0 and 1')
+  if config.privacy.dp:
+    _check(config.train.mixed_precision != 'mixed_float16',
+           'train.mixed_precision', config.train.mixed_precision,
+           'float32 or mixed_bfloat16 with privacy.dp (loss scaling would '
+           'scale the clipped per-example gradients)')
+
+  for key in ('report.attribution_examples', 'report.ig_steps'):
+    _check_positive(config, key)
+  _check_choice(config, 'report.ig_baseline', IG_BASELINES)
+  _check_choice(config, 'report.energy_method', ENERGY_METHODS)
+  ratio = config.report.fairness_min_ratio
+  _check(isinstance(ratio, float) and 0 <= ratio <= 1,
+         'report.fairness_min_ratio', ratio, 'a ratio between 0 and 1')
+  for key in ('report.cpu_watts', 'report.gpu_watts', 'report.tpu_watts',
+              'report.grid_gco2_per_kwh'):
+    _check_positive(config, key, float, allow_zero=True)
+  _check(isinstance(config.report.pue, float) and config.report.pue >= 1,
+         'report.pue', config.report.pue, 'a number >= 1.0')
+  country = config.report.country
+  _check(isinstance(country, str) and (country == '' or (
+      len(country) == 3 and country.isalpha())), 'report.country', country,
+         "an ISO 3166 alpha-3 code such as 'FRA', or ''")
   return config
 
 
@@ -304,4 +354,6 @@ def result_changes(saved_json: str, config: config_dict.ConfigDict) -> list:
   new = _flatten(json.loads(to_json(config)))
   return [(key, saved.get(key), new.get(key))
           for key in sorted(set(saved) | set(new))
-          if key not in RESUMABLE_CHANGES and saved.get(key) != new.get(key)]
+          if key not in RESUMABLE_CHANGES and
+          not key.startswith(RESUMABLE_PREFIXES) and
+          saved.get(key) != new.get(key)]
