@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfpipeline import checkpointing
+from tfpipeline import dp_sgd
 from tfpipeline import models
 from tfpipeline.data import pipeline
 from tfpipeline.data.sources import Splits
@@ -32,17 +33,19 @@ class StepLoop:
   block (forward, backward and optimizer for every step) is one XLA
   computation. With several replicas, each step is a `strategy.run` with XLA
   on the forward and backward pass and the optimizer, whose gradient
-  all-reduce runs across devices, applied outside XLA.
+  all-reduce runs across devices, applied outside XLA. With `dp`, the
+  gradients are DP-SGD's (clipped per example, noised; see `dp_sgd`).
   """
 
   def __init__(self, model: keras.Model, optimizer, loss: str,
                strategy: tf.distribute.Strategy, *, global_batch_size: int,
-               jit_compile: bool):
+               jit_compile: bool, dp: dp_sgd.DpSgd | None = None):
     self._model = model
     self._optimizer = optimizer
     self._loss_fn = models.loss_fn(loss)
     self._strategy = strategy
     self._global_batch_size = global_batch_size
+    self._dp = dp
     # Slot variables made here, not lazily inside the compiled loop: creating
     # variables in a tf.function under MirroredStrategy fails ("You must feed
     # a value for placeholder tensor ... cond/Placeholder").
@@ -60,6 +63,12 @@ class StepLoop:
     self._loop = tf.function(self._call)
 
   def _replica_gradients(self, features, labels):
+    if self._dp:
+      losses, gradients = dp_sgd.gradients(
+          self._model, self._loss_fn, features, labels, self._dp,
+          global_batch_size=self._global_batch_size,
+          step=self._optimizer.iterations)
+      return tf.reduce_sum(losses) / self._global_batch_size, gradients
     variables = self._model.trainable_variables
     with tf.GradientTape() as tape:
       predictions = self._model(features, training=True)
@@ -141,7 +150,8 @@ def train(model: keras.Model, optimizer, splits: Splits, config,
 
   loop = StepLoop(model, optimizer, config.loss, strategy,
                   global_batch_size=batch,
-                  jit_compile=train_config.jit_compile)
+                  jit_compile=train_config.jit_compile,
+                  dp=dp_sgd.DpSgd.from_config(config))
 
   def batches_from(step: int):
     dataset_fn = pipeline.training_dataset_fn(
@@ -215,9 +225,13 @@ def _fit(model, optimizer, config, strategy, steps_per_epoch, evaluator,
   preemption act at epoch ends; a resume starts at the checkpoint's epoch.
   """
   single = strategy.num_replicas_in_sync == 1
+  dp = dp_sgd.DpSgd.from_config(config)
   with strategy.scope():
+    if dp:
+      model = _DpSgdModel(model, config.loss, dp,
+                          config.train.global_batch_size)
     model.compile(
-        optimizer=optimizer, loss=models.loss_fn(config.loss),
+        optimizer=optimizer, loss=None if dp else models.loss_fn(config.loss),
         jit_compile=bool(config.train.jit_compile and single),
         steps_per_execution=(min(config.train.steps_per_loop, steps_per_epoch)
                              if single else 1))
@@ -233,6 +247,36 @@ def _fit(model, optimizer, config, strategy, steps_per_epoch, evaluator,
               callbacks=[_FitLog(run_log, evaluator, splits, steps_per_epoch,
                                  config.train.global_batch_size, checkpoints,
                                  watch)])
+
+
+class _DpSgdModel(keras.Model):
+  """`model` with a DP-SGD train step, for Keras fit (see `dp_sgd`)."""
+
+  def __init__(self, model: keras.Model, loss: str, dp: dp_sgd.DpSgd,
+               global_batch_size: int):
+    super().__init__(name=f'{model.name}_dp_sgd')
+    self.inner = model
+    self._loss_fn = models.loss_fn(loss)
+    self._dp, self._global_batch_size = dp, global_batch_size
+    self._loss_mean = keras.metrics.Mean(name='loss')
+
+  def call(self, inputs, training=False):
+    return self.inner(inputs, training=training)
+
+  def train_step(self, data):
+    features, labels = data
+    losses, gradients = dp_sgd.gradients(
+        self.inner, self._loss_fn, features, labels, self._dp,
+        global_batch_size=self._global_batch_size,
+        step=self.optimizer.iterations)
+    self.optimizer.apply_gradients(
+        zip(gradients, self.inner.trainable_variables))
+    self._loss_mean.update_state(losses)
+    return {'loss': self._loss_mean.result()}
+
+  @property
+  def metrics(self):
+    return [self._loss_mean]
 
 
 class _FitLog(keras.callbacks.Callback):
