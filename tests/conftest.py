@@ -26,6 +26,17 @@ def tfds_dir(tmp_path_factory) -> pathlib.Path:
   return data_dir
 
 
+@pytest.fixture(scope='session')
+def diabetes_run(tmp_path_factory, tfds_dir):
+  """The embedded default at its full default settings, run once: its
+  model_dir and CLI result. Tests that change files must copy it first."""
+  model_dir = tmp_path_factory.mktemp('diabetes') / 'run'
+  result = run_cli(f'--model_dir={model_dir}',
+                   f'--config.data.data_dir={tfds_dir}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  return model_dir, result
+
+
 @pytest.fixture
 def regression_csv(tmp_path) -> pathlib.Path:
   """120 rows: y = 3 a - 2 b + 1 and a text group column."""

@@ -47,8 +47,8 @@ def _stop_after(process, model_dir, records, signum):
 
 
 def _weights(model_dir):
-  import keras
-  return keras.saving.load_model(model_dir / 'model.keras').get_weights()
+  import tfpipeline
+  return tfpipeline.load_model(model_dir).get_weights()
 
 
 def _assert_bit_identical(model_dir, reference_dir):

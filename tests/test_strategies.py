@@ -15,8 +15,8 @@ EPOCHS = 3  # 27 steps of the diabetes default
 
 
 def _weights(model_dir):
-  import keras
-  return keras.saving.load_model(model_dir / 'model.keras').get_weights()
+  import tfpipeline
+  return tfpipeline.load_model(model_dir).get_weights()
 
 
 def _assert_same_training(model_dir, reference_dir):

@@ -10,19 +10,10 @@ from conftest import read_jsonl, run_cli
 pytestmark = pytest.mark.smoke  # Also run on TF 2.20 in CI.
 
 ARTEFACTS = {'config.json', 'metrics.jsonl', 'metrics.json', 'tensorboard',
-             'model.keras', 'saved_model'}
+             'model.keras', 'saved_model', 'checkpoints', 'report',
+             'MANIFEST.json', 'audit.jsonl'}
 RECORD_KEYS = {'step', 'epoch', 'loss', 'examples_per_sec', 'input_stall_pct',
                'wall_s'}
-
-
-@pytest.fixture(scope='module')
-def diabetes_run(tmp_path_factory, tfds_dir):
-  """The embedded default at its full default settings."""
-  model_dir = tmp_path_factory.mktemp('diabetes') / 'run'
-  result = run_cli(f'--model_dir={model_dir}',
-                   f'--config.data.data_dir={tfds_dir}')
-  assert result.returncode == 0, result.stderr[-3000:]
-  return model_dir, result
 
 
 def test_default_run_writes_every_artefact(diabetes_run):
@@ -70,15 +61,15 @@ def test_tensorboard_reads_the_scalars(diabetes_run):
 
 
 def test_saved_models_take_raw_features_and_agree(diabetes_run, tfds_dir):
-  import keras
   import tensorflow as tf
+  import tfpipeline
   from tfpipeline import config
   from tfpipeline.data import sources
   model_dir, _ = diabetes_run
   data_config = config.get_config().data
   data_config.data_dir = str(tfds_dir)
   test = sources.load(data_config, loss='mse').test
-  model = keras.saving.load_model(model_dir / 'model.keras')
+  model = tfpipeline.load_model(model_dir)  # Verified, safe mode.
   predictions = model.predict(test.features, verbose=0)
   serving = tf.saved_model.load(str(model_dir / 'saved_model'))
   served = serving.signatures['serving_default'](

@@ -31,7 +31,10 @@ class Evaluator:
 
   def evaluate(self, split: Split) -> dict[str, float]:
     """{'loss': ..., metric: ...} as Python floats."""
-    predictions = self.predict(split)
+    return self.metrics(split, self.predict(split))
+
+  def metrics(self, split: Split, predictions: np.ndarray) -> dict[str, float]:
+    """`evaluate`'s result from predictions already made on `split`."""
     result = {'loss': float(np.mean(self._loss_fn(split.labels, predictions)))}
     for name, metric in self._metrics.items():
       metric.reset_state()

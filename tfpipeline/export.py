@@ -1,10 +1,12 @@
 """The trained model on disk: `model.keras` and a serving `saved_model/`."""
 
+import json
 import pathlib
 
 import keras
 
 from tfpipeline import artifacts
+from tfpipeline import integrity
 
 
 def save(model: keras.Model, model_dir: pathlib.Path) -> None:
@@ -14,3 +16,28 @@ def save(model: keras.Model, model_dir: pathlib.Path) -> None:
   with artifacts.replacing(model_dir / 'saved_model') as path:
     # A SavedModel with a 'serving_default' signature taking raw features.
     model.export(str(path), format='tf_saved_model', verbose=False)
+
+
+def load(model_dir) -> keras.Model:
+  """A finished run's `model.keras`, checked and loaded safely.
+
+  The file's sha256 must be the one MANIFEST.json lists, and Keras loads it
+  in safe mode, which refuses to deserialise code (Lambda layers, pickled
+  functions) that could run on load.
+
+  Raises:
+    ValueError: no manifest entry, or the file changed since the run.
+  """
+  model_dir = pathlib.Path(model_dir)
+  path = model_dir / 'model.keras'
+  try:
+    listed = json.loads((model_dir / integrity.MANIFEST).read_text())[
+        'files']['model.keras']
+  except (OSError, ValueError, KeyError) as e:
+    raise ValueError(f'{model_dir}: no MANIFEST.json entry for model.keras '
+                     f'({type(e).__name__}); not a finished run') from None
+  if integrity.sha256_file(path) != listed:
+    raise ValueError(f'{path} changed since the run wrote it (sha256 differs '
+                     f'from MANIFEST.json); run python -m tfpipeline.verify '
+                     f'{model_dir}')
+  return keras.saving.load_model(path, safe_mode=True)

@@ -1,20 +1,26 @@
 """One run, start to finish: config -> strategy -> data -> model -> train ->
-evaluate -> export. Importable from a notebook as `tfpipeline.run`.
+evaluate -> export -> report -> manifest. Importable from a notebook as
+`tfpipeline.run`.
 
 Everything the user controls is checked before `model_dir` is created or
 changed, so bad input leaves no trace. A `model_dir` that holds a run is
-resumed from its newest readable checkpoint.
+resumed from its newest readable checkpoint. Every attempt that writes to
+`model_dir` appends its outcome to the audit log.
 """
 
 import json
 import pathlib
+import sys
 import tempfile
+import time
 
 from absl import logging
 
 from tfpipeline import artifacts
 from tfpipeline import cluster
 from tfpipeline import config as config_lib
+from tfpipeline import integrity
+from tfpipeline.errors import Preempted
 from tfpipeline.errors import UserError
 
 ENGINES = ('tfpipeline', 'keras_fit')
@@ -23,7 +29,7 @@ ENGINES = ('tfpipeline', 'keras_fit')
 def run(config=None, model_dir='/tmp/tfpipeline', *, strategy='auto',
         tpu: str = 'local', cpu_devices: int = 1, engine: str = 'tfpipeline',
         allow_config_change: bool = False) -> dict[str, float]:
-  """Trains, evaluates and exports one experiment.
+  """Trains, evaluates, exports and reports one experiment.
 
   Args:
     config: an ml_collections ConfigDict, an experiment name or path, or None
@@ -52,9 +58,28 @@ def run(config=None, model_dir='/tmp/tfpipeline', *, strategy='auto',
     raise UserError(f'--engine={engine}: expected one of {", ".join(ENGINES)}')
   chief = cluster.is_chief()
   model_dir = pathlib.Path(model_dir)
+  meter = None
   if chief:
     _check_model_dir(model_dir)
+    from tfpipeline.report import compute  # pylint: disable=g-import-not-at-top
+    compute.grid_intensity(config.report)  # A bad country is bad input.
+    meter = compute.EnergyMeter(config.report)  # The run's time and energy.
 
+  try:
+    return _run_checked(config, model_dir, strategy, tpu=tpu,
+                        cpu_devices=cpu_devices, engine=engine,
+                        allow_config_change=allow_config_change, meter=meter)
+  finally:
+    if meter:
+      meter.stop()  # Also on errors: codecarbon's tracker has a thread.
+
+
+def _run_checked(config, model_dir: pathlib.Path, strategy, *, tpu: str,
+                 cpu_devices: int, engine: str, allow_config_change: bool,
+                 meter) -> dict[str, float]:
+  """`run` after the cheap checks: device, data, then training (chief: with
+  the energy `meter`; other workers: None)."""
+  chief = meter is not None
   # TensorFlow is imported only once the cheap checks have passed.
   from tfpipeline import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
   from tfpipeline.data import sources  # pylint: disable=g-import-not-at-top
@@ -63,36 +88,67 @@ def run(config=None, model_dir='/tmp/tfpipeline', *, strategy='auto',
     strategy = strategy_lib.create(strategy, tpu=tpu, cpu_devices=cpu_devices)
   config = config_lib.resolve_for_device(
       config, on_tpu=strategy_lib.is_tpu(strategy))
-  if chief:
-    _check_resume(model_dir, config, allow_config_change)
   splits = sources.load(config.data, loss=config.loss)
   _check_batch(config, len(splits.train), strategy.num_replicas_in_sync,
                per_replica_multiple=8 if strategy_lib.is_tpu(strategy) else 1)
+  config = _calibrate_noise(config, len(splits.train))
+  if chief:
+    _check_resume(model_dir, config, allow_config_change)
 
   checkpoints = model_dir / 'checkpoints'
   if chief:
     model_dir.mkdir(parents=True, exist_ok=True)
-    test_metrics = _train_and_export(config, model_dir, strategy, splits,
-                                     engine, checkpoints)
+    test_metrics = _audited(model_dir, config, lambda: _train_and_export(
+        config, model_dir, strategy, splits, engine, checkpoints,
+        meter=meter))
     logging.info('wrote %s', model_dir)
     return test_metrics
   # Other workers take every step too, but write to a scratch directory (as
   # TensorFlow Model Garden does); they resume from the chief's checkpoints.
   with tempfile.TemporaryDirectory(prefix='tfpipeline-worker-') as scratch:
     test_metrics = _train_and_export(config, pathlib.Path(scratch), strategy,
-                                     splits, engine, checkpoints)
+                                     splits, engine, checkpoints,
+                                     meter=None)
   logging.info('done; only the chief writes %s', model_dir)
   return test_metrics
 
 
+def _audited(model_dir: pathlib.Path, config, train_and_export):
+  """Runs `train_and_export`, then writes MANIFEST.json; logs the outcome."""
+  from tfpipeline.report import provenance  # pylint: disable=g-import-not-at-top
+  entry = {'user': provenance.user(), 'host': provenance.host(),
+           'command': sys.argv, 'config_sha256': provenance.sha256_text(
+               config_lib.to_json(config)), 'started_utc': provenance.utc_now()}
+  try:
+    test_metrics = train_and_export()
+    manifest_sha256 = integrity.write_manifest(model_dir)
+  except Preempted as e:
+    integrity.append_audit(model_dir, {**entry, 'outcome': f'preempted: {e}',
+                                       'finished_utc': provenance.utc_now()})
+    raise
+  except BaseException as e:
+    integrity.append_audit(model_dir, {
+        **entry, 'outcome': f'failed: {type(e).__name__}: {e}'.splitlines()[0],
+        'finished_utc': provenance.utc_now()})
+    raise
+  integrity.append_audit(model_dir, {**entry, 'outcome': 'completed',
+                                     'manifest_sha256': manifest_sha256,
+                                     'finished_utc': provenance.utc_now()})
+  logging.info('MANIFEST.json sha256 %s (python -m tfpipeline.verify %s)',
+               manifest_sha256, model_dir)
+  return test_metrics
+
+
 def _train_and_export(config, model_dir: pathlib.Path, strategy, splits,
-                      engine: str, restore_from: pathlib.Path
-                      ) -> dict[str, float]:
-  """Builds, restores, trains, evaluates and saves; writes under `model_dir`."""
+                      engine: str, restore_from: pathlib.Path, *,
+                      meter) -> dict[str, float]:
+  """Builds, restores, trains, evaluates, saves and, given the run's energy
+  `meter` (the chief's), reports; writes under `model_dir`."""
   import keras  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tfpipeline import checkpointing, export, models, trainer  # pylint: disable=g-import-not-at-top
   from tfpipeline.evaluation import Evaluator  # pylint: disable=g-import-not-at-top
+  from tfpipeline.report import provenance  # pylint: disable=g-import-not-at-top
   from tfpipeline.run_log import RunLog  # pylint: disable=g-import-not-at-top
 
   artifacts.write_text(model_dir / 'config.json', config_lib.to_json(config))
@@ -121,20 +177,51 @@ def _train_and_export(config, model_dir: pathlib.Path, strategy, splits,
       model, config.loss, batch_size=max(config.train.global_batch_size, 256),
       jit_compile=config.train.jit_compile)
   run_log = RunLog(model_dir, config.train.epochs, start_step=start_step)
+  train_start = time.perf_counter()
   try:
     trainer.train(model, optimizer, splits, config, strategy, run_log,
                   checkpoints, evaluator, start_step=start_step,
                   engine=engine)
   finally:
     run_log.close()
+  train_seconds = time.perf_counter() - train_start
 
-  test_metrics = evaluator.evaluate(splits.test)
+  test_predictions = evaluator.predict(splits.test)
+  test_metrics = evaluator.metrics(splits.test, test_predictions)
   artifacts.write_text(model_dir / 'metrics.json',
                        json.dumps(test_metrics, indent=2) + '\n')
   export.save(model, model_dir)
   logging.info('test: %s', '  '.join(f'{k} {v:.4g}'
                                      for k, v in test_metrics.items()))
+  if meter:
+    report_start = time.perf_counter()
+    from tfpipeline import report as report_lib  # pylint: disable=g-import-not-at-top
+    report_lib.write(
+        model_dir, config=config, splits=splits, model=model,
+        strategy=strategy, test_predictions=test_predictions,
+        test_metrics=test_metrics, times=meter.stop(),
+        train_seconds=train_seconds, start_step=start_step)
+    logging.info('report: %s (%.2f s)', model_dir / 'report' / 'report.html',
+                 time.perf_counter() - report_start)
   return test_metrics
+
+
+def _calibrate_noise(config, train_rows: int):
+  """With privacy.target_epsilon, the noise multiplier that reaches it."""
+  if not (config.privacy.dp and config.privacy.target_epsilon):
+    return config
+  from tfpipeline.report import privacy  # pylint: disable=g-import-not-at-top
+  batch = config.train.global_batch_size
+  config = config.copy_and_resolve_references()
+  config.privacy.noise_multiplier = privacy.calibrate_noise_multiplier(
+      target_epsilon=config.privacy.target_epsilon,
+      sampling_probability=batch / train_rows,
+      steps=config.train.epochs * (train_rows // batch),
+      delta=config.privacy.delta)
+  logging.info('privacy: noise multiplier %.4g reaches epsilon %g at delta %g',
+               config.privacy.noise_multiplier, config.privacy.target_epsilon,
+               config.privacy.delta)
+  return config
 
 
 def _check_model_dir(model_dir: pathlib.Path) -> None:

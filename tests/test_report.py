@@ -1,0 +1,217 @@
+"""The default run's report, predictions, manifest and audit log, end to end;
+`python -m tfpipeline.report` and `python -m tfpipeline.verify`."""
+
+import csv
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+
+pytestmark = pytest.mark.smoke  # Also run on TF 2.20 in CI.
+
+SECTIONS = {'compute', 'fairness', 'attributions', 'privacy', 'provenance',
+            'model_card'}
+MODEL_CARD = ['model_details', 'intended_use', 'factors', 'metrics',
+              'evaluation_data', 'training_data', 'ethical_considerations',
+              'caveats_and_recommendations']
+
+
+def _module(name, *args):
+  return subprocess.run([sys.executable, '-m', name, *map(str, args)],
+                        cwd=REPO, capture_output=True, text=True, timeout=300,
+                        env={**os.environ, 'PYTHONPATH': str(REPO)})
+
+
+def _sha256(path):
+  return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope='module')
+def report(diabetes_run):
+  model_dir, _ = diabetes_run
+  return json.loads((model_dir / 'report' / 'report.json').read_text())
+
+
+def test_report_files_and_sections(diabetes_run, report):
+  model_dir, result = diabetes_run
+  names = {p.name for p in (model_dir / 'report').iterdir()}
+  assert names == {'report.json', 'report.md', 'report.html', 'loss.png',
+                   'groups.png', 'attributions.png', 'predictions.csv'}
+  for png in ('loss.png', 'groups.png', 'attributions.png'):
+    assert (model_dir / 'report' / png).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+  assert SECTIONS | {'schema_version'} == set(report)
+  assert list(report['model_card']) == MODEL_CARD
+  assert 'report: ' in result.stderr and 'report.html' in result.stderr
+
+
+def test_html_is_one_self_contained_page(diabetes_run):
+  model_dir, _ = diabetes_run
+  page = (model_dir / 'report' / 'report.html').read_text()
+  sources = re.findall(r'(?:src|href)="([^"]*)"', page)
+  assert len(sources) == 3
+  assert all(s.startswith('data:image/png;base64,') for s in sources)
+  for heading in ('Compute and carbon', 'Fairness', 'Feature attributions',
+                  'Privacy', 'Provenance and integrity', 'Model card'):
+    assert f'>{heading}</h' in page
+  markdown = (model_dir / 'report' / 'report.md').read_text()
+  assert '![loss curves](loss.png)' in markdown
+
+
+def test_predictions_csv_is_the_models_test_predictions(diabetes_run,
+                                                         tfds_dir):
+  import tfpipeline
+  from tfpipeline import config
+  from tfpipeline.data import sources
+  model_dir, _ = diabetes_run
+  with open(model_dir / 'report' / 'predictions.csv') as f:
+    rows = list(csv.DictReader(f))
+  data_config = config.get_config().data
+  data_config.data_dir = str(tfds_dir)
+  test = sources.load(data_config, loss='mse').test
+  assert len(rows) == len(test) == 67
+  assert list(rows[0]) == ['age', 'sex', 'bmi', 'bp', 's1', 's2', 's3', 's4',
+                           's5', 's6', 'progression', 'group:sex',
+                           'prediction']
+  np.testing.assert_array_equal(
+      [[float(r[c]) for c in list(rows[0])[:10]] for r in rows], test.features)
+  np.testing.assert_array_equal([float(r['progression']) for r in rows],
+                                test.labels[:, 0])
+  model = tfpipeline.load_model(model_dir)
+  np.testing.assert_allclose([float(r['prediction']) for r in rows],
+                             model.predict(test.features, verbose=0)[:, 0],
+                             rtol=1e-5)
+
+
+def test_fairness_by_sex_recomputes_from_predictions_csv(diabetes_run, report):
+  model_dir, _ = diabetes_run
+  with open(model_dir / 'report' / 'predictions.csv') as f:
+    rows = list(csv.DictReader(f))
+  fairness = report['fairness']
+  assert fairness['group'] == 'sex' and set(fairness['by_group']) == {'1', '2'}
+  for group, metrics in fairness['by_group'].items():
+    errors = np.array([float(r['prediction']) - float(r['progression'])
+                       for r in rows if r['group:sex'] == group])
+    assert metrics['count'] == len(errors)
+    assert metrics['mse'] == pytest.approx(np.mean(errors ** 2), rel=1e-5)
+    assert metrics['mae'] == pytest.approx(np.mean(np.abs(errors)), rel=1e-5)
+  mse = [m['mse'] for m in fairness['by_group'].values()]
+  assert fairness['gaps']['mse']['ratio'] == pytest.approx(min(mse) / max(mse))
+  assert fairness['gaps']['mse']['flagged'] == (min(mse) / max(mse) < 0.8)
+
+
+def test_compute_section(report):
+  compute = report['compute']
+  assert compute['trainable_parameters'] == 10 * 64 + 64 + 64 + 1
+  flops = compute['forward_flops_per_example']
+  assert flops['matmul_agrees'] and flops['graph_matmul'] == 2 * (640 + 64)
+  assert compute['examples_seen'] == 50 * (309 // 32) * 32
+  assert compute['training_flops'] == 3 * flops['graph_total'] * 14400
+  assert compute['achieved_flops_per_s'] == pytest.approx(
+      compute['training_flops'] / compute['train_wall_s'])
+  assert compute['devices']['kind'] == 'CPU'
+  assert 0 < compute['train_wall_s'] < compute['run_wall_s']
+  energy = compute['energy']
+  assert energy['method'] in ('codecarbon', 'estimate') and energy['kwh'] > 0
+  assert energy['co2e_kg'] == pytest.approx(energy['kwh'] * 475 / 1000)
+  assert energy['uncertainty']
+
+
+def test_attributions_section(report):
+  attributions = report['attributions']
+  assert attributions['examples'] == 67 and attributions['steps'] == 50
+  assert attributions['completeness_error'] < 0.05
+  features = {r['feature'] for r in attributions['ranking']}
+  assert features == {'age', 'sex', 'bmi', 'bp', 's1', 's2', 's3', 's4', 's5',
+                      's6'}
+  importance = [r['mean_abs_attribution'] for r in attributions['ranking']]
+  assert importance == sorted(importance, reverse=True)
+  assert np.asarray(attributions['per_example']).shape == (67, 10)
+
+
+def test_provenance_and_model_card(diabetes_run, report):
+  model_dir, _ = diabetes_run
+  provenance = report['provenance']
+  assert provenance['config_sha256'] == _sha256(model_dir / 'config.json')
+  assert provenance['data']['name'] == 'diabetes'
+  assert provenance['data']['version'] == '1.0.0'
+  assert provenance['data']['test']['rows'] == 67
+  assert provenance['packages']['tensorflow'].startswith('2.')
+  assert provenance['seeds'] == {'train.seed': 0, 'data.split_seed': 0}
+  for name, sha in provenance['artefacts_sha256'].items():
+    assert _sha256(model_dir / name) == sha
+  assert report['privacy']['dp_sgd'] is False
+  card = report['model_card']
+  assert card['intended_use'].startswith('Not known to the run')
+  assert card['metrics']['test'] == json.loads(
+      (model_dir / 'metrics.json').read_text())
+
+
+def test_manifest_and_audit_log_of_the_run(diabetes_run):
+  model_dir, _ = diabetes_run
+  files = json.loads((model_dir / 'MANIFEST.json').read_text())['files']
+  assert {'model.keras', 'config.json', 'report/report.html',
+          'saved_model/saved_model.pb'} <= set(files)
+  assert files['model.keras'] == _sha256(model_dir / 'model.keras')
+  entries = [json.loads(l) for l in
+             (model_dir / 'audit.jsonl').read_text().splitlines()]
+  assert len(entries) == 1 and entries[0]['outcome'] == 'completed'
+  assert entries[0]['manifest_sha256'] == _sha256(model_dir / 'MANIFEST.json')
+  assert entries[0]['config_sha256'] == _sha256(model_dir / 'config.json')
+  verified = _module('tfpipeline.verify', model_dir)
+  assert verified.returncode == 0, verified.stdout + verified.stderr
+  assert verified.stdout.startswith(f'OK: {len(files)} files')
+
+
+def test_verify_names_every_changed_missing_and_added_file(diabetes_run,
+                                                           tmp_path):
+  model_dir = tmp_path / 'copy'
+  shutil.copytree(diabetes_run[0], model_dir)
+  with open(model_dir / 'model.keras', 'r+b') as f:  # One flipped byte.
+    f.seek(100)
+    byte = f.read(1)
+    f.seek(100)
+    f.write(bytes([byte[0] ^ 1]))
+  (model_dir / 'report' / 'groups.png').unlink()
+  (model_dir / 'notes.txt').write_text('added')
+  result = _module('tfpipeline.verify', model_dir)
+  assert result.returncode == 1
+  assert result.stdout.splitlines() == [
+      f'{model_dir}: changed: model.keras',
+      f'{model_dir}: missing: report/groups.png',
+      f'{model_dir}: added: notes.txt',
+      f'FAILED: 3 problem(s) in {model_dir}']
+  import tfpipeline
+  with pytest.raises(ValueError, match='model.keras changed since the run'):
+    tfpipeline.load_model(model_dir)
+
+
+def test_verify_without_a_run_is_bad_input(tmp_path):
+  result = _module('tfpipeline.verify', tmp_path)
+  assert result.returncode == 2
+  assert result.stderr.strip() == (f'error: {tmp_path} has no MANIFEST.json; '
+                                   f'give the --model_dir of a finished run')
+
+
+def test_report_command_renders_the_same_bytes(diabetes_run, tmp_path):
+  model_dir = tmp_path / 'copy'
+  shutil.copytree(diabetes_run[0], model_dir)
+  before = {p.name: p.read_bytes() for p in (model_dir / 'report').iterdir()}
+  for p in (model_dir / 'report').glob('*.png'):
+    p.unlink()
+  (model_dir / 'report' / 'report.html').unlink()
+  result = _module('tfpipeline.report', model_dir)
+  assert result.returncode == 0, result.stderr
+  after = {p.name: p.read_bytes() for p in (model_dir / 'report').iterdir()}
+  assert after == before
+  assert _module('tfpipeline.verify', model_dir).returncode == 0
+  missing = _module('tfpipeline.report', tmp_path / 'nothing')
+  assert missing.returncode == 2 and 'report.json does not exist' in (
+      missing.stderr)

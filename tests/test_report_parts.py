@@ -1,0 +1,233 @@
+"""The report's parts on known inputs: IG, fairness, privacy, FLOPs, energy,
+manifest and audit log."""
+
+import hashlib
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from tfpipeline import config, integrity
+from tfpipeline.report import attributions, compute, fairness, privacy
+
+
+def _mlp(activation, seed=0, inputs=4):
+  keras.utils.set_random_seed(seed)
+  return keras.Sequential([keras.Input((inputs,)),
+                           keras.layers.Dense(16, activation),
+                           keras.layers.Dense(1)])
+
+
+def test_integrated_gradients_are_complete_on_a_smooth_model():
+  model = _mlp('tanh')
+  x = np.random.default_rng(0).normal(size=(40, 4)).astype(np.float32)
+  baseline = np.zeros(4, np.float32)
+  result = attributions.IntegratedGradients(model, steps=50)(x, baseline)
+  error = attributions.completeness_error(
+      result, model(x).numpy()[:, 0], model(baseline[None]).numpy()[0, 0])
+  assert error <= 1e-3
+
+
+def test_a_feature_the_model_ignores_gets_zero():
+  model = _mlp('tanh')
+  kernel, bias = model.layers[0].get_weights()
+  kernel[2] = 0.0  # Feature 2 reaches nothing.
+  model.layers[0].set_weights([kernel, bias])
+  x = np.random.default_rng(1).normal(size=(10, 4)).astype(np.float32)
+  result = attributions.IntegratedGradients(model)(x, x.mean(axis=0))
+  assert np.all(result[:, 2] == 0.0)
+  assert np.all(np.abs(result[:, [0, 1, 3]]).sum(axis=0) > 0)
+
+
+def test_linear_model_attributions_are_weight_times_displacement():
+  keras.utils.set_random_seed(3)
+  model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(1)])
+  w = model.layers[0].get_weights()[0][:, 0]
+  x = np.random.default_rng(2).normal(size=(8, 5)).astype(np.float32)
+  baseline = np.linspace(-1, 1, 5).astype(np.float32)
+  result = attributions.IntegratedGradients(model, steps=7)(x, baseline)
+  np.testing.assert_allclose(result, w * (x - baseline), rtol=1e-5,
+                             atol=1e-6)
+
+
+def test_attribution_section_ranks_the_features_that_matter():
+  keras.utils.set_random_seed(0)
+  model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+  model.layers[0].set_weights([np.array([[0.1], [5.0], [0.0]], np.float32),
+                               np.zeros(1, np.float32)])
+  x = np.random.default_rng(0).normal(size=(30, 3)).astype(np.float32)
+  section = attributions.section(model, x, ['a', 'b', 'c'],
+                                 train_mean=np.zeros(3), baseline_kind='mean',
+                                 steps=50, classification=False)
+  assert [r['feature'] for r in section['ranking']] == ['b', 'a', 'c']
+  assert section['ranking'][2]['mean_abs_attribution'] == 0.0
+  assert section['completeness_error'] < 1e-5
+  assert not section['completeness_warning']
+
+
+def test_regression_fairness_matches_per_group_errors():
+  rng = np.random.default_rng(0)
+  labels = rng.normal(size=(50, 1)).astype(np.float32)
+  predictions = labels + rng.normal(size=(50, 1)).astype(np.float32)
+  groups = np.array([1.0, 2.0] * 25)
+  predictions[groups == 2] += 3.0  # Group 2 is predicted badly.
+  section = fairness.section(labels, predictions, groups, group_name='sex',
+                             loss='mse', min_ratio=0.8)
+  for name, value in (('1', 1.0), ('2', 2.0)):
+    rows = groups == value
+    error = predictions[rows] - labels[rows]
+    assert section['by_group'][name]['count'] == 25
+    assert section['by_group'][name]['mse'] == pytest.approx(
+        float(np.mean(error ** 2)), rel=1e-5)
+    assert section['by_group'][name]['mae'] == pytest.approx(
+        float(np.mean(np.abs(error))), rel=1e-5)
+  mse = [section['by_group'][g]['mse'] for g in ('1', '2')]
+  assert section['gaps']['mse']['ratio'] == pytest.approx(min(mse) / max(mse))
+  assert section['gaps']['mse']['difference'] == pytest.approx(
+      max(mse) - min(mse), rel=1e-5)
+  assert section['gaps']['mse']['max_group'] == '2'
+  assert section['flagged'] == ['mae', 'mse']
+  assert section['small_groups'] == ['1', '2']
+
+
+def test_binary_fairness_rates():
+  labels = np.array([1, 1, 0, 0, 1, 1, 0, 0], np.float32)[:, None]
+  probabilities = np.array([.9, .2, .7, .1, .8, .6, .3, .4],
+                           np.float32)[:, None]
+  groups = np.array(['a'] * 4 + ['b'] * 4)
+  section = fairness.section(labels, probabilities, groups, group_name='g',
+                             loss='binary_crossentropy', min_ratio=0.8)
+  a, b = section['by_group']['a'], section['by_group']['b']
+  assert (a['tpr'], a['fpr'], a['selection_rate'], a['accuracy']) == (
+      0.5, 0.5, 0.5, 0.5)
+  assert (b['tpr'], b['fpr'], b['selection_rate'], b['accuracy']) == (
+      1.0, 0.0, 0.5, 1.0)
+  assert section['gaps']['selection_rate']['flagged'] is False
+  assert section['gaps']['tpr']['flagged'] is True
+
+
+def test_no_group_no_fairness_section():
+  section = fairness.section(np.zeros((3, 1)), np.zeros((3, 1)), None,
+                             group_name=None, loss='mse', min_ratio=0.8)
+  assert section == {'evaluated': False, 'reason': section['reason']}
+  assert 'data.group' in section['reason']
+
+
+def test_epsilon_matches_dp_accounting_rdp():
+  import dp_accounting
+  q, sigma, steps, delta = 256 / 60000, 1.1, 14062, 1e-5
+  accountant = dp_accounting.rdp.RdpAccountant()
+  accountant.compose(dp_accounting.SelfComposedDpEvent(
+      dp_accounting.PoissonSampledDpEvent(
+          q, dp_accounting.GaussianDpEvent(sigma)), steps))
+  ours = privacy.epsilon(noise_multiplier=sigma, sampling_probability=q,
+                         steps=steps, delta=delta)
+  assert ours == accountant.get_epsilon(delta)
+  assert ours == pytest.approx(2.60, abs=0.01)
+
+
+def test_calibrated_noise_reaches_the_target_epsilon():
+  q, steps, delta = 32 / 309, 450, 1e-5
+  sigma = privacy.calibrate_noise_multiplier(
+      target_epsilon=8.0, sampling_probability=q, steps=steps, delta=delta)
+  reached = privacy.epsilon(noise_multiplier=sigma, sampling_probability=q,
+                            steps=steps, delta=delta)
+  assert reached <= 8.0
+  assert reached == pytest.approx(8.0, rel=0.01)
+  assert privacy.epsilon(noise_multiplier=sigma * 0.95,
+                         sampling_probability=q, steps=steps,
+                         delta=delta) > 8.0
+
+
+def test_privacy_section_without_dp_says_so():
+  section = privacy.section(config.get_config().privacy, batch_size=32,
+                            train_rows=309, steps=450)
+  assert section['dp_sgd'] is False and 'without differential' in (
+      section['statement'])
+
+
+def test_graph_flops_agree_with_the_dense_formula():
+  model = keras.Sequential([
+      keras.Input((10,)),
+      keras.layers.Normalization(mean=np.zeros(10), variance=np.ones(10)),
+      keras.layers.Dense(64, 'relu'), keras.layers.Dense(1)])
+  flops = compute.forward_flops(model)
+  assert flops['graph_matmul'] == flops['dense_analytic_matmul'] == (
+      2 * (10 * 64 + 64 * 1))
+  assert flops['dense_analytic'] == 2 * (10 * 64 + 64) + 64 + 1
+  assert flops['matmul_agrees']
+  # Dense plus the normalisation's few element-wise ops, nothing more.
+  assert flops['dense_analytic'] <= flops['graph_total'] <= (
+      flops['dense_analytic'] + 3 * 10)
+
+
+def test_energy_estimate_is_power_times_utilisation_times_time():
+  report_config = config.get_config().report
+  report_config.cpu_watts = 100.0
+  report_config.pue = 1.5
+  device = {'kind': 'CPU', 'count': 2}
+  import os
+  threads = os.cpu_count()
+  times = {'wall_s': 36.0, 'process_cpu_s': 36.0 * threads / 2}
+  energy = compute._energy(report_config, device, times)
+  assert energy['method'] == 'estimate'
+  assert energy['detail']['cpu_utilisation'] == pytest.approx(0.5)
+  assert energy['kwh'] == pytest.approx(100 * 0.5 * 36 * 1.5 / 3.6e6)
+  report_config.gpu_watts = 300.0
+  gpus = compute._energy(report_config, {'kind': 'GPU', 'count': 4}, times)
+  assert gpus['kwh'] == pytest.approx((50 + 1200) * 36 * 1.5 / 3.6e6)
+
+
+def test_country_grid_intensity_comes_from_codecarbon_and_bad_codes_fail():
+  from tfpipeline.errors import UserError
+  report_config = config.get_config().report
+  assert compute.grid_intensity(report_config)['g_per_kwh'] == 475.0
+  report_config.country = 'FRA'
+  france = compute.grid_intensity(report_config)
+  assert 0 < france['g_per_kwh'] < 475 and 'France' in france['source']
+  report_config.country = 'XYZ'
+  with pytest.raises(UserError, match="report.country='XYZ'"):
+    compute.grid_intensity(report_config)
+
+
+def test_manifest_names_changed_missing_and_added_files(tmp_path):
+  (tmp_path / 'a.txt').write_text('a')
+  (tmp_path / 'sub').mkdir()
+  (tmp_path / 'sub' / 'b.bin').write_bytes(b'\0b')
+  (tmp_path / 'c.txt').write_text('c')
+  manifest_sha256 = integrity.write_manifest(tmp_path)
+  integrity.append_audit(tmp_path, {'outcome': 'completed',
+                                    'manifest_sha256': manifest_sha256})
+  assert integrity.verify(tmp_path) == (3, [])
+  listed = json.loads((tmp_path / 'MANIFEST.json').read_text())['files']
+  assert listed['sub/b.bin'] == hashlib.sha256(b'\0b').hexdigest()
+
+  (tmp_path / 'a.txt').write_text('A')
+  (tmp_path / 'c.txt').unlink()
+  (tmp_path / 'sub' / 'new').write_text('')
+  assert integrity.verify(tmp_path)[1] == [
+      'changed: a.txt', 'missing: c.txt', 'added: sub/new']
+
+
+def test_audit_log_chain_and_manifest_hash_catch_edits(tmp_path):
+  (tmp_path / 'a.txt').write_text('a')
+  integrity.append_audit(tmp_path, {'outcome': 'preempted'})
+  sha = integrity.write_manifest(tmp_path)
+  integrity.append_audit(tmp_path, {'outcome': 'completed',
+                                    'manifest_sha256': sha})
+  assert integrity.verify(tmp_path)[1] == []
+  log = tmp_path / 'audit.jsonl'
+  lines = log.read_text().splitlines()
+  log.write_text(lines[0].replace('preempted', 'completed') + '\n' +
+                 lines[1] + '\n')
+  assert integrity.verify(tmp_path)[1] == [
+      'audit.jsonl line 2: the hash chain is broken (a line before it was '
+      'changed or removed)']
+  log.write_text('\n'.join(lines) + '\n')
+  # A manifest rewritten to hide a change no longer matches the log.
+  (tmp_path / 'a.txt').write_text('forged')
+  integrity.write_manifest(tmp_path)
+  problems = integrity.verify(tmp_path)[1]
+  assert problems == [problems[0]] and problems[0].startswith(
+      'changed: MANIFEST.json')

@@ -1,0 +1,103 @@
+"""Tamper evidence for a model_dir: MANIFEST.json and the audit log.
+
+MANIFEST.json holds the sha256 of every file in the run directory, written
+last. `audit.jsonl` gets one line per run attempt (who, when, config hash,
+outcome, the manifest's hash); each line carries the hash of the line before
+it, so an edited or deleted line breaks the chain. Both are left out of the
+manifest: the log grows after it is written. Anyone who can rewrite every
+file can rewrite these too: record the manifest hash the run prints
+somewhere else (a registry, a signed tag) for stronger guarantees.
+"""
+
+import hashlib
+import json
+import os
+import pathlib
+
+from tfpipeline import artifacts
+
+MANIFEST = 'MANIFEST.json'
+AUDIT_LOG = 'audit.jsonl'
+_UNLISTED = frozenset({MANIFEST, AUDIT_LOG})
+_GENESIS = '0' * 64
+
+
+def sha256_file(path: pathlib.Path) -> str:
+  digest = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for block in iter(lambda: f.read(1 << 20), b''):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def _files(model_dir: pathlib.Path) -> dict[str, str]:
+  """sha256 of every file under `model_dir`, by relative POSIX path."""
+  return {path.relative_to(model_dir).as_posix(): sha256_file(path)
+          for path in sorted(model_dir.rglob('*'))
+          if path.is_file() and
+          path.relative_to(model_dir).as_posix() not in _UNLISTED}
+
+
+def write_manifest(model_dir: pathlib.Path) -> str:
+  """Writes MANIFEST.json for `model_dir`'s files; returns its sha256."""
+  text = json.dumps({'algorithm': 'sha256', 'files': _files(model_dir),
+                     'not_listed': sorted(_UNLISTED)}, indent=2) + '\n'
+  artifacts.write_text(model_dir / MANIFEST, text)
+  return hashlib.sha256(text.encode()).hexdigest()
+
+
+def verify(model_dir: pathlib.Path) -> tuple[int, list[str]]:
+  """Checks `model_dir` against its manifest and audit log.
+
+  Returns:
+    The number of files the manifest lists, and one line per problem:
+    'changed: PATH', 'missing: PATH', 'added: PATH', or an audit-log fault.
+
+  Raises:
+    FileNotFoundError: no MANIFEST.json (not a finished run).
+  """
+  manifest_text = (model_dir / MANIFEST).read_text()
+  listed = json.loads(manifest_text)['files']
+  present = _files(model_dir)
+  problems = [f'changed: {path}' for path in sorted(listed)
+              if path in present and present[path] != listed[path]]
+  problems += [f'missing: {path}' for path in sorted(set(listed) - set(present))]
+  problems += [f'added: {path}' for path in sorted(set(present) - set(listed))]
+  problems += _audit_problems(
+      model_dir, hashlib.sha256(manifest_text.encode()).hexdigest())
+  return len(listed), problems
+
+
+def append_audit(model_dir: pathlib.Path, entry: dict) -> None:
+  """Appends one chained line to the audit log (flushed and synced)."""
+  path = model_dir / AUDIT_LOG
+  lines = path.read_text().splitlines() if path.exists() else []
+  previous = (hashlib.sha256(lines[-1].encode()).hexdigest() if lines
+              else _GENESIS)
+  line = json.dumps({**entry, 'previous_sha256': previous}, sort_keys=True)
+  with open(path, 'a', encoding='utf-8') as f:
+    f.write(line + '\n')
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def _audit_problems(model_dir: pathlib.Path, manifest_sha256: str) -> list[str]:
+  path = model_dir / AUDIT_LOG
+  if not path.exists():
+    return [f'missing: {AUDIT_LOG}']
+  problems, previous, last_manifest = [], _GENESIS, None
+  for number, line in enumerate(path.read_text().splitlines(), start=1):
+    try:
+      entry = json.loads(line)
+    except ValueError:
+      problems.append(f'{AUDIT_LOG} line {number}: not JSON')
+      break
+    if entry.get('previous_sha256') != previous:
+      problems.append(f'{AUDIT_LOG} line {number}: the hash chain is broken '
+                      f'(a line before it was changed or removed)')
+    previous = hashlib.sha256(line.encode()).hexdigest()
+    last_manifest = entry.get('manifest_sha256') or last_manifest
+  if last_manifest != manifest_sha256:
+    problems.append(f'changed: {MANIFEST} (its sha256 is not the one the '
+                    f'last completed run logged in {AUDIT_LOG})')
+  return problems

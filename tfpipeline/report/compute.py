@@ -1,0 +1,266 @@
+"""Compute, energy and carbon of a run.
+
+FLOPs come from the model's graph (the TF profiler's float-operation count
+of the frozen forward pass) and are checked against the analytic count for
+Dense layers. Energy is measured by codecarbon's offline tracker where it is
+installed, else estimated as power x utilisation x time x PUE; both are
+turned into CO2e with the same grid intensity (a country's, from
+codecarbon's energy-mix table, or `report.grid_gco2_per_kwh`).
+"""
+
+import datetime
+import os
+import pathlib
+import platform
+import threading
+import time
+
+from absl import logging
+
+from tfpipeline.errors import UserError
+
+# codecarbon's fallback for a CPU it does not know: 4 W per thread.
+WATTS_PER_CPU_THREAD = 4.0
+JOULES_PER_KWH = 3.6e6
+
+
+class EnergyMeter:
+  """Wall time, process CPU time and (with codecarbon) measured energy.
+
+  Start it when the run starts and `stop()` it before the report. codecarbon
+  spends about 1.7 s detecting hardware when it starts, so it starts on a
+  background thread while the run loads data and builds the model.
+  """
+
+  def __init__(self, report_config):
+    self._tracker, self._result = None, None
+    self._started_utc = datetime.datetime.now(datetime.timezone.utc)
+    self._wall = time.perf_counter()
+    self._cpu = time.process_time()
+    if energy_method(report_config.energy_method) == 'codecarbon':
+      from codecarbon import OfflineEmissionsTracker  # pylint: disable=g-import-not-at-top
+      self._tracker = OfflineEmissionsTracker(
+          # Offline mode needs a country; CO2e is computed here, not by it.
+          country_iso_code=report_config.country or 'USA',
+          tracking_mode='process', pue=report_config.pue,
+          force_cpu_power=report_config.cpu_watts or None,
+          save_to_file=False, log_level='error',
+          allow_multiple_runs=True)
+      self._starting = threading.Thread(target=self._tracker.start,
+                                        daemon=True)
+      self._starting.start()
+
+  def stop(self) -> dict:
+    """Start time, seconds of wall and CPU time, and codecarbon's energy
+    when it measured. Later calls return the first call's result."""
+    if self._result is not None:
+      return self._result
+    result = {'started_utc': self._started_utc.isoformat(timespec='seconds'),
+              'wall_s': time.perf_counter() - self._wall,
+              'process_cpu_s': time.process_time() - self._cpu}
+    if self._tracker is not None:
+      self._starting.join()
+      self._tracker.stop()
+      data = self._tracker.final_emissions_data
+      result['codecarbon'] = {
+          'version': data.codecarbon_version,
+          'tracking_mode': data.tracking_mode,
+          'cpu_model': data.cpu_model, 'gpu_model': data.gpu_model,
+          'cpu_power_w': data.cpu_power, 'gpu_power_w': data.gpu_power,
+          'ram_power_w': data.ram_power,
+          'energy_kwh': {'cpu': data.cpu_energy, 'gpu': data.gpu_energy,
+                         'ram': data.ram_energy,
+                         'total': data.energy_consumed},
+          'duration_s': data.duration}
+    self._result = result
+    return result
+
+
+def energy_method(requested: str) -> str:
+  """'codecarbon' or 'estimate' for `report.energy_method`."""
+  if requested == 'estimate':
+    return 'estimate'
+  try:
+    import codecarbon  # pylint: disable=g-import-not-at-top,unused-import
+  except ImportError:
+    if requested == 'codecarbon':
+      raise UserError('report.energy_method=codecarbon: codecarbon is not '
+                      'installed; pip install codecarbon, or use auto or '
+                      'estimate') from None
+    return 'estimate'
+  return 'codecarbon'
+
+
+def forward_flops(model) -> dict:
+  """Forward-pass FLOPs per example: the graph's count and Dense's formula.
+
+  The graph count is the TF profiler's float operations of the frozen
+  inference function at batch 1 (MatMul counts 2 x m x k x n). The analytic
+  count for each Dense layer is 2 x inputs x units (multiply-adds) + units
+  (bias).
+  """
+  import keras  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tensorflow.python.framework import convert_to_constants  # pylint: disable=g-import-not-at-top,g-direct-tensorflow-import
+
+  spec = tf.TensorSpec([1, *model.input_shape[1:]], tf.float32)
+  concrete = tf.function(lambda x: model(x, training=False)
+                         ).get_concrete_function(spec)
+  frozen = convert_to_constants.convert_variables_to_constants_v2(concrete)
+  options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+  options['output'] = 'none'
+  verbosity = tf.compat.v1.logging.get_verbosity()
+  tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)  # Deprecations.
+  try:
+    profile = tf.compat.v1.profiler.profile(graph=frozen.graph,
+                                            options=options)
+  finally:
+    tf.compat.v1.logging.set_verbosity(verbosity)
+  matmul = sum(node.total_float_ops for node in profile.children
+               if node.name.endswith('MatMul'))
+  dense = [layer for layer in model.layers
+           if isinstance(layer, keras.layers.Dense)]
+  dense_matmul = sum(2 * layer.kernel.shape[0] * layer.kernel.shape[1]
+                     for layer in dense)
+  dense_total = dense_matmul + sum(
+      layer.units for layer in dense if layer.use_bias)
+  return {
+      'graph_total': int(profile.total_float_ops),
+      'graph_matmul': int(matmul),
+      'dense_analytic': int(dense_total),
+      'dense_analytic_matmul': int(dense_matmul),
+      'matmul_agrees': int(matmul) == dense_matmul,
+      'method': 'tf.compat.v1.profiler float_operation on the frozen '
+                'forward graph, batch 1',
+  }
+
+
+def devices(strategy) -> dict:
+  """The kind and count of the devices that trained."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  names = list(strategy.extended.worker_devices)
+  kinds = {name.rsplit('/', 1)[-1].split(':')[-2].upper() for name in names}
+  kind = 'TPU' if 'TPU' in kinds else 'GPU' if 'GPU' in kinds else 'CPU'
+  if kind == 'GPU':
+    details = tf.config.experimental.get_device_details(
+        tf.config.list_physical_devices('GPU')[0])
+    model = details.get('device_name', 'GPU')
+    count = len(tf.config.list_physical_devices('GPU'))
+  elif kind == 'TPU':
+    model = 'TPU'
+    count = len(tf.config.list_logical_devices('TPU'))
+  else:
+    model, count = _cpu_model(), os.cpu_count() or 1
+  return {'kind': kind, 'model': model, 'count': count,
+          'replicas': strategy.num_replicas_in_sync,
+          'host': platform.node()}
+
+
+def _cpu_model() -> str:
+  try:
+    for line in pathlib.Path('/proc/cpuinfo').read_text().splitlines():
+      if line.startswith('model name'):
+        return line.split(':', 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
+def grid_intensity(report_config) -> dict:
+  """gCO2e per kWh: the country's (codecarbon's table) or the configured."""
+  if not report_config.country:
+    return {'g_per_kwh': report_config.grid_gco2_per_kwh,
+            'source': 'report.grid_gco2_per_kwh'}
+  try:
+    from codecarbon.input import DataSource  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise UserError(f'report.country={report_config.country!r} needs '
+                    f'codecarbon (its energy-mix table); pip install '
+                    f'codecarbon, or set report.grid_gco2_per_kwh and '
+                    f"report.country=''") from None
+  mix = DataSource().get_global_energy_mix_data()
+  code = report_config.country.upper()
+  if code not in mix:
+    raise UserError(f'report.country={report_config.country!r} is not in '
+                    f"codecarbon's energy-mix table; give an ISO 3166 alpha-3 "
+                    f'code such as FRA, or set report.grid_gco2_per_kwh')
+  return {'g_per_kwh': float(mix[code]['carbon_intensity']),
+          'source': f"codecarbon's energy mix for {mix[code]['country_name']} "
+                    f"({mix[code].get('year', 'year not stated')})"}
+
+
+def section(model, strategy, report_config, times: dict, *, examples_seen: int,
+            train_seconds: float, resumed_from_step: int) -> dict:
+  """The report's `compute` section."""
+  flops = forward_flops(model)
+  device = devices(strategy)
+  training_flops = 3 * flops['graph_total'] * examples_seen
+  energy = _energy(report_config, device, times)
+  intensity = grid_intensity(report_config)
+  energy['grid_gco2_per_kwh'] = intensity['g_per_kwh']
+  energy['grid_source'] = intensity['source']
+  energy['co2e_kg'] = energy['kwh'] * intensity['g_per_kwh'] / 1000
+  return {
+      'trainable_parameters': int(sum(
+          int(v.numpy().size) for v in model.trainable_variables)),
+      'forward_flops_per_example': flops,
+      'examples_seen': examples_seen,
+      'training_flops': training_flops,
+      'training_flops_method': '3 x forward FLOPs x examples seen (forward '
+                               '+ backward ~ 2x forward)',
+      'train_wall_s': train_seconds,
+      'run_wall_s': times['wall_s'],
+      'achieved_flops_per_s': training_flops / max(train_seconds, 1e-9),
+      'devices': device,
+      'energy': energy,
+      'scope': ('this process only: resumed from step '
+                f'{resumed_from_step}' if resumed_from_step else
+                'the whole run'),
+  }
+
+
+def _energy(report_config, device: dict, times: dict) -> dict:
+  pue = report_config.pue
+  if 'codecarbon' in times:
+    measured = times['codecarbon']
+    return {
+        'method': 'codecarbon',
+        'kwh': measured['energy_kwh']['total'],
+        'pue': pue,
+        'detail': measured,
+        'uncertainty': (
+            'codecarbon measures power with RAPL (CPU), NVML (GPU) where '
+            'readable and otherwise estimates it from TDP or CPU load; '
+            'it logs which. RAM is estimated from its size. Treat the '
+            'figure as +/-30% at best, a factor of 2 when estimated.'),
+    }
+  wall, cpu_s = times['wall_s'], times['process_cpu_s']
+  threads = os.cpu_count() or 1
+  cpu_watts = report_config.cpu_watts or WATTS_PER_CPU_THREAD * threads
+  cpu_utilisation = min(1.0, cpu_s / max(wall * threads, 1e-9))
+  accelerator_watts = {'GPU': report_config.gpu_watts,
+                       'TPU': report_config.tpu_watts}.get(device['kind'], 0.0)
+  accelerators = device['count'] if device['kind'] != 'CPU' else 0
+  joules = wall * (cpu_watts * cpu_utilisation +
+                   accelerator_watts * accelerators) * pue
+  return {
+      'method': 'estimate',
+      'kwh': joules / JOULES_PER_KWH,
+      'pue': pue,
+      'detail': {
+          'cpu_watts': cpu_watts,
+          'cpu_watts_source': ('report.cpu_watts' if report_config.cpu_watts
+                               else f'{WATTS_PER_CPU_THREAD:g} W x {threads} '
+                               f'threads (codecarbon\'s fallback)'),
+          'cpu_utilisation': cpu_utilisation,
+          'accelerator_watts_each': accelerator_watts,
+          'accelerators': accelerators,
+          'formula': '(cpu_watts x cpu_utilisation + accelerator_watts x '
+                     'accelerators) x wall_s x pue / 3.6e6',
+      },
+      'uncertainty': (
+          'estimated, not measured: nominal power, CPU utilisation from this '
+          "process's CPU time, accelerators assumed fully busy; memory, "
+          'storage and network not counted. Expect a factor of 2 either '
+          'way; set report.cpu_watts / gpu_watts / pue for your machine.'),
+  }

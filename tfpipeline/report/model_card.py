@@ -1,0 +1,91 @@
+"""A model card (Mitchell et al. 2019) filled from what the run knows.
+
+Every heading of the paper is present. What a training run cannot know
+(who should use the model, for what, under which consent) is said to be
+unknown, never invented; `report.intended_use` and `report.owners` let the
+owner state it.
+"""
+
+NOT_KNOWN = 'Not known to the run'
+
+
+def _stated(value: str, key: str) -> str:
+  return value or f'{NOT_KNOWN}: not stated (set --config.{key}=...).'
+
+
+def section(config, report: dict, *, test_metrics: dict, model_summary: str
+            ) -> dict:
+  """The report's `model_card` section, from the other sections."""
+  compute, fairness = report['compute'], report['fairness']
+  privacy, provenance = report['privacy'], report['provenance']
+  attributions = report['attributions']
+  data = provenance['data']
+  source = data.get('name') or data.get('path') or data.get('source')
+  top = [row['feature'] for row in attributions['ranking'][:3]]
+
+  factors = (f"Groups by {fairness['group']!r}: "
+             f"{', '.join(sorted(fairness['by_group']))} (test split)."
+             if fairness['evaluated'] else
+             'No group attribute was given (data.group), so no factor was '
+             'evaluated.')
+  ethical = [privacy['statement'] if not privacy['dp_sgd'] else
+             f"Trained with DP-SGD: ({privacy['epsilon']:.3g}, "
+             f"{privacy['delta']:g})-differential privacy per example, "
+             f"under the stated assumption."]
+  if fairness['evaluated'] and fairness['flagged']:
+    ethical.append(f"Group gaps beyond the threshold (ratio < "
+                   f"{fairness['min_ratio']:g}) in: "
+                   f"{', '.join(fairness['flagged'])}.")
+  ethical.append(f'{NOT_KNOWN}: how the data was collected, with what '
+                 'consent, and which uses could harm people.')
+  caveats = []
+  if fairness['evaluated'] and fairness['small_groups']:
+    caveats.append(f"Groups with few test examples "
+                   f"({', '.join(fairness['small_groups'])}): their metrics "
+                   'are anecdotal.')
+  if attributions['completeness_warning']:
+    caveats.append('Integrated Gradients did not converge (completeness '
+                   'error above 5%); raise report.ig_steps.')
+  caveats.append(f"Energy and CO2e are a {compute['energy']['method']} "
+                 f"({compute['energy']['uncertainty'].split(':')[0]}).")
+  if privacy['dp_sgd']:
+    caveats.append(privacy['assumption'])
+  caveats.append('Attributions explain the model, not the world: they are '
+                 'not causal effects.')
+  return {
+      'model_details': {
+          'name': config.data.name or config.data.source,
+          'architecture': model_summary,
+          'trainable_parameters': compute['trainable_parameters'],
+          'training': (f"{config.optimizer.name}, learning rate "
+                       f"{config.optimizer.learning_rate:g} "
+                       f"({config.optimizer.schedule}), loss {config.loss}, "
+                       f"{config.train.epochs} epochs of batch "
+                       f"{config.train.global_batch_size}"),
+          'trained': provenance['finished_utc'],
+          'software': f"tfpipeline {provenance['packages']['tfpipeline']}, "
+                      f"TensorFlow {provenance['packages']['tensorflow']}, "
+                      f"Keras {provenance['packages']['keras']}",
+          'owners': _stated(config.report.owners, 'report.owners'),
+          'license': f'{NOT_KNOWN}: not stated.',
+      },
+      'intended_use': _stated(config.report.intended_use,
+                              'report.intended_use'),
+      'factors': factors,
+      'metrics': {
+          'test': test_metrics,
+          'by_group': (fairness['gaps'] if fairness['evaluated'] else None),
+          'decision_threshold': ('0.5 on the output probability'
+                                 if config.loss == 'binary_crossentropy'
+                                 else 'none'),
+      },
+      'evaluation_data': (f"The test split of {source}: "
+                          f"{data['test']['rows']} rows (sha256 "
+                          f"{data['test']['sha256'][:12]}...)."),
+      'training_data': (f"The training split of {source}: "
+                        f"{data['train']['rows']} rows; validation "
+                        f"{data['validation']['rows']} rows. Most influential "
+                        f"features (Integrated Gradients): {', '.join(top)}."),
+      'ethical_considerations': ethical,
+      'caveats_and_recommendations': caveats,
+  }

@@ -1,0 +1,97 @@
+"""What produced the model: config, data, code, packages, machine, seeds."""
+
+import datetime
+import getpass
+import hashlib
+import importlib.metadata
+import pathlib
+import platform
+import subprocess
+import sys
+
+import numpy as np
+
+PACKAGES = ('tfpipeline', 'tensorflow', 'keras', 'tensorflow-datasets',
+            'numpy', 'absl-py', 'ml-collections', 'scikit-learn', 'fairlearn',
+            'dp-accounting', 'codecarbon', 'matplotlib')
+
+
+def sha256_text(text: str) -> str:
+  return hashlib.sha256(text.encode()).hexdigest()
+
+
+def user() -> str:
+  try:
+    return getpass.getuser()
+  except (KeyError, OSError):  # No passwd entry (some containers).
+    return 'unknown'
+
+
+def host() -> str:
+  return platform.node()
+
+
+def utc_now() -> str:
+  return datetime.datetime.now(datetime.timezone.utc).isoformat(
+      timespec='seconds')
+
+
+def data_fingerprint(splits) -> dict:
+  """The source's identity and the sha256 of each split's arrays as read."""
+  result = dict(splits.origin)
+  for name in ('train', 'validation', 'test'):
+    split = getattr(splits, name)
+    digest = hashlib.sha256()
+    for array in (split.features, split.labels, split.groups):
+      if array is not None:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    result[name] = {'rows': len(split), 'sha256': digest.hexdigest()}
+  return result
+
+
+def packages() -> dict[str, str]:
+  versions = {}
+  for name in PACKAGES:
+    try:
+      versions[name] = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+      versions[name] = 'not installed'
+  return versions
+
+
+def git_commit() -> dict | None:
+  """The commit of tfpipeline's source checkout, if it runs from one."""
+  source = pathlib.Path(__file__).resolve().parents[2]
+  try:
+    commit = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=source,
+                            capture_output=True, text=True, timeout=10)
+    if commit.returncode:
+      return None
+    status = subprocess.run(['git', 'status', '--porcelain', '--', 'tfpipeline'],
+                            cwd=source, capture_output=True, text=True,
+                            timeout=10)
+  except (OSError, subprocess.TimeoutExpired):
+    return None
+  return {'commit': commit.stdout.strip(),
+          'package_modified': bool(status.stdout.strip())}
+
+
+def section(config, config_json: str, splits, *, started: str) -> dict:
+  """The report's `provenance` section; `config_json` as in config.json."""
+  return {
+      'config_sha256': sha256_text(config_json),
+      'config_file': 'config.json',
+      'data': data_fingerprint(splits),
+      'packages': packages(),
+      'python': sys.version.split()[0],
+      'platform': platform.platform(),
+      'git': git_commit(),
+      'command': sys.argv,
+      'seeds': {'train.seed': config.train.seed,
+                'data.split_seed': config.data.split_seed},
+      'deterministic_ops': config.train.deterministic,
+      'host': host(),
+      'user': user(),
+      'started_utc': started,
+      'finished_utc': utc_now(),
+  }

@@ -1,0 +1,312 @@
+"""report.json -> report.md, a self-contained report.html, and PNG plots.
+
+Both documents are rendered from one list of blocks (headings, paragraphs,
+tables, images), so they say the same thing. The HTML inlines its plots, so
+the one file opens offline; the PNGs are also written beside it.
+"""
+
+import base64
+import dataclasses
+import html
+import io
+import json
+import pathlib
+
+from tfpipeline import artifacts
+
+
+@dataclasses.dataclass
+class _Heading:
+  text: str
+  level: int = 2
+
+
+@dataclasses.dataclass
+class _Text:
+  text: str
+
+
+@dataclasses.dataclass
+class _Table:
+  header: list
+  rows: list
+
+
+@dataclasses.dataclass
+class _Image:
+  name: str
+  alt: str
+
+
+def render(model_dir: pathlib.Path) -> list[pathlib.Path]:
+  """(Re)writes report.md, report.html and the plots; returns their paths."""
+  report_dir = model_dir / 'report'
+  report = json.loads((report_dir / 'report.json').read_text())
+  history = _history(model_dir / 'metrics.jsonl')
+  images = {'loss.png': _loss_plot(history)}
+  if report['fairness']['evaluated']:
+    images['groups.png'] = _group_plot(report['fairness'])
+  images['attributions.png'] = _attribution_plot(report['attributions'])
+  written = []
+  for name, png in images.items():
+    with artifacts.replacing(report_dir / name) as tmp:
+      tmp.write_bytes(png)
+    written.append(report_dir / name)
+  blocks = _blocks(report, images)
+  artifacts.write_text(report_dir / 'report.md', _markdown(blocks))
+  artifacts.write_text(report_dir / 'report.html', _html(blocks, images,
+                                                         report))
+  return written + [report_dir / 'report.md', report_dir / 'report.html']
+
+
+def _history(path: pathlib.Path) -> list[dict]:
+  if not path.exists():
+    return []
+  return [json.loads(line) for line in path.read_text().splitlines()
+          if line.strip()]
+
+
+def _figure(left: float = 0.12):
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  figure, axes = plt.subplots(figsize=(6.4, 3.6), dpi=100)
+  # Fixed margins: tight_layout's text measuring was most of render's time.
+  figure.subplots_adjust(left=left, right=0.97, top=0.9, bottom=0.14)
+  return plt, (figure, axes)
+
+
+def _png(plt, figure) -> bytes:
+  buffer = io.BytesIO()
+  # No timestamp or version in the file: a re-render gives the same bytes.
+  figure.savefig(buffer, format='png', metadata={'Software': None})
+  plt.close(figure)
+  return buffer.getvalue()
+
+
+def _loss_plot(history: list[dict]) -> bytes:
+  plt, (figure, axes) = _figure()
+  train = [(r['step'], r['loss']) for r in history if 'loss' in r]
+  val = [(r['step'], r['val_loss']) for r in history if 'val_loss' in r]
+  for points, label in ((train, 'training loss'), (val, 'validation loss')):
+    if points:
+      axes.plot(*zip(*points), label=label)
+  axes.set_xlabel('step')
+  axes.set_ylabel('loss')
+  axes.legend()
+  axes.set_title('Loss')
+  return _png(plt, figure)
+
+
+def _group_plot(fairness: dict) -> bytes:
+  plt, (figure, axes) = _figure()
+  groups = sorted(fairness['by_group'])
+  metrics = list(fairness['gaps'])
+  width = 0.8 / max(len(groups), 1)
+  for i, group in enumerate(groups):
+    # Each metric relative to its largest group value, so they share an axis.
+    values = [fairness['by_group'][group][m] /
+              max(max(fairness['by_group'][g][m] for g in groups), 1e-12)
+              for m in metrics]
+    axes.bar([j + i * width for j in range(len(metrics))], values, width,
+             label=f"{fairness['group']}={group} "
+                   f"(n={fairness['by_group'][group]['count']:.0f})")
+  axes.axhline(fairness['min_ratio'], color='grey', linestyle='--',
+               linewidth=1)
+  axes.set_xticks([j + 0.4 - width / 2 for j in range(len(metrics))], metrics)
+  axes.set_ylabel('value / largest group value')
+  axes.legend()
+  axes.set_title('Test metrics by group')
+  return _png(plt, figure)
+
+
+def _attribution_plot(attributions: dict) -> bytes:
+  plt, (figure, axes) = _figure(left=0.2)
+  ranking = attributions['ranking'][:20][::-1]
+  axes.barh([row['feature'] for row in ranking],
+            [row['mean_abs_attribution'] for row in ranking])
+  axes.set_xlabel('mean |attribution| (output units)')
+  axes.set_title(f"Integrated Gradients, {attributions['examples']} test "
+                 f"examples")
+  return _png(plt, figure)
+
+
+def _number(value) -> str:
+  if isinstance(value, bool) or value is None:
+    return str(value)
+  if isinstance(value, int):
+    return f'{value:,}'
+  if isinstance(value, float):
+    return f'{value:.4g}'
+  return str(value)
+
+
+def _blocks(report: dict, images: dict) -> list:
+  compute, fairness = report['compute'], report['fairness']
+  attributions, privacy = report['attributions'], report['privacy']
+  provenance, card = report['provenance'], report['model_card']
+  energy, flops = compute['energy'], compute['forward_flops_per_example']
+  blocks = [_Heading(f"Responsibility report: {card['model_details']['name']}",
+                     1),
+            _Text(f"Trained {provenance['finished_utc']} by "
+                  f"{provenance['user']} on {provenance['host']}; config "
+                  f"sha256 {provenance['config_sha256'][:16]}...")]
+
+  blocks += [_Heading('Training'), _Image('loss.png', 'loss curves'),
+             _Table(['test metric', 'value'],
+                    [[k, _number(v)] for k, v in
+                     card['metrics']['test'].items()])]
+
+  blocks += [_Heading('Compute and carbon'), _Table(['quantity', 'value'], [
+      ['trainable parameters', _number(compute['trainable_parameters'])],
+      ['forward FLOPs / example (graph)', _number(flops['graph_total'])],
+      ['Dense FLOPs / example (analytic)', _number(flops['dense_analytic'])],
+      ['graph MatMul = analytic Dense', _number(flops['matmul_agrees'])],
+      ['examples seen', _number(compute['examples_seen'])],
+      ['training FLOPs', _number(compute['training_flops'])],
+      ['training wall time (s)', _number(compute['train_wall_s'])],
+      ['run wall time (s)', _number(compute['run_wall_s'])],
+      ['achieved FLOP/s', _number(compute['achieved_flops_per_s'])],
+      ['devices', f"{compute['devices']['count']} x "
+                  f"{compute['devices']['kind']} "
+                  f"({compute['devices']['model']}), "
+                  f"{compute['devices']['replicas']} replica(s)"],
+      ['energy (kWh)', _number(energy['kwh'])],
+      ['grid intensity (gCO2e/kWh)',
+       f"{_number(energy['grid_gco2_per_kwh'])} ({energy['grid_source']})"],
+      ['CO2e (kg)', _number(energy['co2e_kg'])],
+      ['energy method', energy['method']],
+  ]), _Text(f"Uncertainty: {energy['uncertainty']} Scope: "
+            f"{compute['scope']}.")]
+
+  blocks.append(_Heading('Fairness'))
+  if fairness['evaluated']:
+    metric_names = [m for m in next(iter(fairness['by_group'].values()))]
+    blocks += [
+        _Image('groups.png', 'test metrics by group'),
+        _Table([fairness['group']] + metric_names,
+               [[g] + [_number(row[m]) for m in metric_names]
+                for g, row in sorted(fairness['by_group'].items())]),
+        _Table(['metric', 'difference', 'ratio', 'flagged'],
+               [[m, _number(g['difference']), _number(g['ratio']),
+                 'YES' if g['flagged'] else 'no']
+                for m, g in fairness['gaps'].items()]),
+        _Text(fairness['note'])]
+  else:
+    blocks.append(_Text(fairness['reason']))
+
+  blocks += [
+      _Heading('Feature attributions'),
+      _Image('attributions.png', 'mean absolute attribution per feature'),
+      _Text(f"Integrated Gradients, {attributions['steps']} trapezoid steps "
+            f"from the {attributions['baseline']} baseline, over "
+            f"{attributions['examples']} test examples ({attributions['output']}). "
+            f"Completeness error {attributions['completeness_error']:.2e}"
+            + (' (ABOVE 5%: raise report.ig_steps).'
+               if attributions['completeness_warning'] else '.')),
+      _Table(['rank', 'feature', 'mean |attribution|'],
+             [[str(i + 1), row['feature'],
+               _number(row['mean_abs_attribution'])]
+              for i, row in enumerate(attributions['ranking'])])]
+
+  blocks.append(_Heading('Privacy'))
+  if privacy['dp_sgd']:
+    blocks += [_Table(['quantity', 'value'], [
+        ['epsilon', _number(privacy['epsilon'])],
+        ['delta', _number(privacy['delta'])],
+        ['noise multiplier', f"{_number(privacy['noise_multiplier'])} "
+                             f"({privacy['noise_multiplier_source']})"],
+        ['l2 norm clip', _number(privacy['l2_norm_clip'])],
+        ['sampling probability', _number(privacy['sampling_probability'])],
+        ['steps', _number(privacy['steps'])]]),
+               _Text(privacy['assumption'])]
+    blocks += [_Text(c) for c in privacy['caveats']]
+  else:
+    blocks.append(_Text(privacy['statement']))
+
+  data = provenance['data']
+  blocks += [
+      _Heading('Provenance and integrity'),
+      _Table(['item', 'value'], [
+          ['config sha256', provenance['config_sha256']],
+          ['data', ', '.join(f'{k}={v}' for k, v in data.items()
+                             if not isinstance(v, dict))],
+          *[[f'{split} split', f"{data[split]['rows']} rows, sha256 "
+                               f"{data[split]['sha256']}"]
+            for split in ('train', 'validation', 'test')],
+          ['git', (f"{provenance['git']['commit']}"
+                   f"{' (package modified)' if provenance['git']['package_modified'] else ''}"
+                   if provenance['git'] else 'not a git checkout')],
+          ['python', provenance['python']],
+          ['seeds', ', '.join(f'{k}={v}' for k, v in
+                              provenance['seeds'].items())],
+          *[[f'package {k}', v] for k, v in provenance['packages'].items()],
+          *[[f'sha256 {k}', v] for k, v in
+            provenance['artefacts_sha256'].items()],
+      ]),
+      _Text('MANIFEST.json in the run directory lists the sha256 of every '
+            'file; `python -m tfpipeline.verify MODEL_DIR` names any file '
+            'changed, missing or added since the run.')]
+
+  blocks.append(_Heading('Model card'))
+  for heading, value in card.items():
+    blocks.append(_Heading(heading.replace('_', ' ').capitalize(), 3))
+    if isinstance(value, dict):
+      blocks.append(_Table(['', ''], [
+          [k.replace('_', ' '), json.dumps(v) if isinstance(v, dict) else
+           _number(v)] for k, v in value.items()]))
+    elif isinstance(value, list):
+      blocks += [_Text(f'- {item}') for item in value]
+    else:
+      blocks.append(_Text(value))
+  return blocks
+
+
+def _markdown(blocks: list) -> str:
+  out = []
+  for block in blocks:
+    if isinstance(block, _Heading):
+      out.append('#' * block.level + ' ' + block.text)
+    elif isinstance(block, _Text):
+      out.append(block.text)
+    elif isinstance(block, _Image):
+      out.append(f'![{block.alt}]({block.name})')
+    else:
+      out.append('| ' + ' | '.join(block.header) + ' |')
+      out.append('|' + '---|' * len(block.header))
+      out.extend('| ' + ' | '.join(str(c).replace('|', '\\|') for c in row)
+                 + ' |' for row in block.rows)
+    out.append('')
+  return '\n'.join(out)
+
+
+_STYLE = ('body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem '
+          'auto;padding:0 1rem;color:#222}table{border-collapse:collapse;'
+          'margin:.5rem 0}td,th{border:1px solid #ccc;padding:.2rem .5rem;'
+          'text-align:left;vertical-align:top}th{background:#f3f3f3}'
+          'img{max-width:100%}')
+
+
+def _html(blocks: list, images: dict, report: dict) -> str:
+  e = html.escape
+  title = e(report['model_card']['model_details']['name'])
+  out = ['<!DOCTYPE html>', '<html lang="en"><head><meta charset="utf-8">',
+         f'<title>Responsibility report: {title}</title>',
+         f'<style>{_STYLE}</style></head><body>']
+  for block in blocks:
+    if isinstance(block, _Heading):
+      out.append(f'<h{block.level}>{e(block.text)}</h{block.level}>')
+    elif isinstance(block, _Text):
+      out.append(f'<p>{e(block.text)}</p>')
+    elif isinstance(block, _Image):
+      data = base64.b64encode(images[block.name]).decode()
+      out.append(f'<p><img alt="{e(block.alt)}" '
+                 f'src="data:image/png;base64,{data}"></p>')
+    else:
+      out.append('<table><tr>' + ''.join(f'<th>{e(h)}</th>'
+                                         for h in block.header) + '</tr>')
+      out.extend('<tr>' + ''.join(f'<td>{e(str(c))}</td>' for c in row) +
+                 '</tr>' for row in block.rows)
+      out.append('</table>')
+  out.append('</body></html>')
+  return '\n'.join(out) + '\n'
