@@ -1,0 +1,182 @@
+"""DP-SGD: clipping, noise, and the same DP step under every engine and
+strategy; the privacy budget in the report."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import read_jsonl, run_cli
+from tfpipeline import config, dp_sgd, models, trainer
+from tfpipeline.data import pipeline, sources
+from tfpipeline.report import privacy
+
+STEPS = 20
+DP = dp_sgd.DpSgd(l2_norm_clip=0.5, noise_multiplier=1.1, seed=3)
+
+
+def _model_and_data(units=(64,), rows=320):
+  c = config.load('seed_keras_mlp')
+  c.data.num_examples = rows
+  c.model.hidden_units = units
+  splits = sources.load(c.data, loss=c.loss)
+  keras.utils.set_random_seed(0)
+  return c, models.build(c, splits.train), splits
+
+
+def test_per_example_gradients_are_each_examples_own():
+  _, model, splits = _model_and_data()
+  x, y = splits.train.features[:6], splits.train.labels[:6]
+  loss_fn = models.loss_fn('mse')
+  losses, gradients = dp_sgd.per_example_gradients(model, loss_fn, x, y)
+  for i in (0, 5):
+    with tf.GradientTape() as tape:
+      loss = tf.reduce_sum(loss_fn(y[i:i + 1], model(x[i:i + 1])))
+    for got, want in zip(gradients, tape.gradient(
+        loss, model.trainable_variables)):
+      np.testing.assert_allclose(got[i], want, rtol=1e-5, atol=1e-6)
+    assert float(losses[i]) == pytest.approx(float(loss), rel=1e-6)
+
+
+def test_every_per_example_gradient_is_clipped():
+  _, model, splits = _model_and_data()
+  x, y = splits.train.features[:64], splits.train.labels[:64]
+  _, gradients = dp_sgd.per_example_gradients(model, models.loss_fn('mse'),
+                                              x, y)
+
+  def norms(grads):
+    return np.sqrt(sum(np.sum(np.reshape(g, (64, -1)) ** 2, axis=1)
+                       for g in grads))
+
+  before = norms(gradients)
+  clip = float(np.median(before))  # Half the examples above it, half below.
+  assert (before > clip).sum() == (before < clip).sum() == 32
+  clipped = dp_sgd.clip(gradients, clip)
+  after = norms(clipped)
+  assert np.all(after <= clip * (1 + 1e-5))
+  np.testing.assert_allclose(after[before > clip], clip, rtol=1e-5)
+  small = before < clip  # Already small: untouched.
+  for g, c in zip(gradients, clipped):
+    np.testing.assert_array_equal(np.asarray(g)[small], np.asarray(c)[small])
+
+
+def _dp_step(model, x, y, step):
+  return dp_sgd.gradients(model, models.loss_fn('mse'), x, y, DP,
+                          global_batch_size=len(x), step=step)[1]
+
+
+def test_noise_is_gaussian_with_std_sigma_times_clip_and_keyed_by_step():
+  _, model, splits = _model_and_data(units=(512,))
+  x, y = splits.train.features[:32], splits.train.labels[:32]
+  _, per_example = dp_sgd.per_example_gradients(model, models.loss_fn('mse'),
+                                                x, y)
+  clipped_sum = [np.sum(g, axis=0) for g in dp_sgd.clip(per_example,
+                                                        DP.l2_norm_clip)]
+  noisy = _dp_step(model, x, y, tf.constant(7, tf.int64))
+  noise = np.concatenate([(np.asarray(g) * 32 - s).ravel()
+                          for g, s in zip(noisy, clipped_sum)])
+  assert noise.size > 6000
+  assert np.std(noise) == pytest.approx(1.1 * 0.5, rel=0.05)
+  assert abs(np.mean(noise)) < 0.05
+  again = _dp_step(model, x, y, tf.constant(7, tf.int64))
+  other = _dp_step(model, x, y, tf.constant(8, tf.int64))
+  np.testing.assert_array_equal(noisy[0], again[0])
+  assert not np.allclose(noisy[0], other[0])
+
+
+def _batches(splits, steps_per_block=None):
+  return pipeline.training_dataset_fn(splits.train, 32, seed=0,
+                                      steps_per_block=steps_per_block)
+
+
+def _own_loop_weights(jit_compile, dp=DP):
+  c, model, splits = _model_and_data()
+  loop = trainer.StepLoop(model, models.optimizer(c.optimizer), c.loss,
+                          tf.distribute.get_strategy(), global_batch_size=32,
+                          jit_compile=jit_compile, dp=dp)
+  iterator = iter(tf.distribute.get_strategy().distribute_datasets_from_function(
+      _batches(splits, steps_per_block=10)))
+  losses = np.concatenate([loop.run(iterator)[0] for _ in range(2)])
+  return losses, model.get_weights()
+
+
+def test_dp_step_is_the_same_in_the_fused_loop_per_step_loop_and_keras_fit():
+  fused_losses, fused = _own_loop_weights(jit_compile=True)
+  plain_losses, plain = _own_loop_weights(jit_compile=False)
+  np.testing.assert_allclose(fused_losses, plain_losses, rtol=1e-5)
+  c, model, splits = _model_and_data()
+  wrapped = trainer._DpSgdModel(model, c.loss, DP, 32)
+  wrapped.compile(optimizer=models.optimizer(c.optimizer), jit_compile=True,
+                  steps_per_execution=5)
+  history = wrapped.fit(
+      tf.distribute.get_strategy().distribute_datasets_from_function(
+          _batches(splits)), epochs=2, steps_per_epoch=10, shuffle=False,
+      verbose=0)
+  assert history.history['loss'][0] == pytest.approx(
+      np.mean(fused_losses[:10]), rel=1e-5)
+  for a, b, d in zip(fused, plain, model.get_weights()):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    np.testing.assert_allclose(a, d, atol=1e-5)
+  # And DP changed the steps: without it the weights differ.
+  _, without_dp = _own_loop_weights(jit_compile=True, dp=None)
+  assert not np.allclose(fused[0], without_dp[0], atol=1e-3)
+
+
+DP_FLAGS = ('--config.privacy.dp=True', '--config.train.epochs=3')
+
+
+@pytest.fixture(scope='module')
+def dp_one_device(tmp_path_factory, tfds_dir):
+  model_dir = tmp_path_factory.mktemp('dp') / 'run'
+  result = run_cli('--strategy=cpu', f'--model_dir={model_dir}',
+                   f'--config.data.data_dir={tfds_dir}', *DP_FLAGS)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return model_dir
+
+
+def test_dp_under_mirrored_equals_one_device(tmp_path, tfds_dir,
+                                             dp_one_device):
+  import tfpipeline
+  model_dir = tmp_path / 'run'
+  result = run_cli('--strategy=mirrored', '--cpu_devices=2',
+                   f'--model_dir={model_dir}',
+                   f'--config.data.data_dir={tfds_dir}', *DP_FLAGS)
+  assert result.returncode == 0, result.stderr[-3000:]
+  for got, want in zip(tfpipeline.load_model(model_dir).get_weights(),
+                       tfpipeline.load_model(dp_one_device).get_weights()):
+    np.testing.assert_allclose(got, want, atol=1e-5)
+  np.testing.assert_allclose(
+      [r['loss'] for r in read_jsonl(model_dir / 'metrics.jsonl')],
+      [r['loss'] for r in read_jsonl(dp_one_device / 'metrics.jsonl')],
+      rtol=1e-5)
+
+
+def test_report_states_the_privacy_budget(dp_one_device):
+  report = json.loads((dp_one_device / 'report' / 'report.json').read_text())
+  section = report['privacy']
+  steps = 3 * (309 // 32)
+  assert section['dp_sgd'] is True and section['steps'] == steps
+  assert section['sampling_probability'] == 32 / 309
+  assert section['epsilon'] == privacy.epsilon(
+      noise_multiplier=1.1, sampling_probability=32 / 309, steps=steps,
+      delta=1e-5)
+  assert 'Poisson' in section['assumption']
+  assert 'differential privacy' in ' '.join(
+      report['model_card']['ethical_considerations'])
+
+
+def test_target_epsilon_calibrates_the_noise(tmp_path, tfds_dir):
+  model_dir = tmp_path / 'run'
+  result = run_cli(f'--model_dir={model_dir}',
+                   f'--config.data.data_dir={tfds_dir}', *DP_FLAGS,
+                   '--config.privacy.target_epsilon=5.0')
+  assert result.returncode == 0, result.stderr[-3000:]
+  sigma = json.loads((model_dir / 'config.json').read_text())[
+      'privacy']['noise_multiplier']
+  assert sigma == privacy.calibrate_noise_multiplier(
+      target_epsilon=5.0, sampling_probability=32 / 309, steps=27, delta=1e-5)
+  report = json.loads((model_dir / 'report' / 'report.json').read_text())
+  assert report['privacy']['epsilon'] == pytest.approx(5.0, rel=0.01)
+  assert report['privacy']['noise_multiplier_source'].startswith('calibrated')
