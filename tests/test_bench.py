@@ -53,3 +53,31 @@ def test_unknown_case_is_bad_input():
       capture_output=True, text=True, timeout=60)
   assert completed.returncode == 2
   assert 'unknown nope' in completed.stderr.strip().splitlines()[-1]
+
+
+def test_report_overhead_is_measured_against_a_run_without_the_report(
+    monkeypatch):
+  """Fake runs: 10 s with codecarbon (report 0.9 s), 9.5 s estimating
+  (report 0.8 s); a run without a report would take 8.7 s."""
+  clock = [0.0]
+  commands = []
+
+  def fake_run(command, **kwargs):
+    commands.append(command)
+    method = command[-1].rsplit('=', 1)[1]
+    clock[0] += {'codecarbon': 10.0, 'estimate': 9.5}[method]
+    report = {'codecarbon': 0.9, 'estimate': 0.8}[method]
+    return subprocess.CompletedProcess(
+        command, 0, '', f'I1122 runner.py:204] report: /tmp/x/report/'
+        f'report.html ({report:.2f} s)\n')
+
+  monkeypatch.setattr(bench.subprocess, 'run', fake_run)
+  monkeypatch.setattr(bench.time, 'perf_counter', lambda: clock[0])
+  result = bench._report_overhead(runs=2)
+  assert [c[-1] for c in commands] == [
+      '--config.report.energy_method=codecarbon',
+      '--config.report.energy_method=estimate'] * 2
+  assert result['estimate'] == {'wall_s': 9.5, 'report_s': 0.8,
+                                'overhead_pct': pytest.approx(100 * 0.8 / 8.7)}
+  assert result['codecarbon']['overhead_pct'] == pytest.approx(
+      100 * 1.3 / 8.7)

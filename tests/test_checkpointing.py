@@ -251,7 +251,9 @@ def test_multi_worker_preemption_stops_every_worker_and_resumes(
   assert (chief.returncode, other_code) == (3, 3), (chief_stderr[-3000:],
                                                     other_stderr[-3000:])
   for stderr in (chief_stderr, other_stderr):
-    assert 'a worker was preempted at step' in stderr.splitlines()[-1]
+    # TensorFlow's gRPC runtime may log after it at exit (the peer is gone).
+    ours = [l for l in stderr.splitlines() if l.startswith('preempted: ')]
+    assert len(ours) == 1 and 'a worker was preempted at step' in ours[0]
   for process in start_workers():
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 0, stderr[-3000:]

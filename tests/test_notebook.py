@@ -20,5 +20,7 @@ def test_colab_notebook_runs_on_cpu(tmp_path, monkeypatch):
   assert 'no TPU: CPU/GPU fallback' in text
   assert 'OneDeviceStrategy: 1 replica(s) on 1 CPU device(s)' in text
   assert "diabetes {'loss'" in text and "wide MLP {'loss'" in text
-  assert any('image/png' in o.get('data', {}) for o in outputs)
+  assert 'most influential features:' in text and 'CO2e' in text
+  assert text.count('files in') == 2 and 'match MANIFEST.json' in text
+  assert sum('image/png' in o.get('data', {}) for o in outputs) == 4
   assert not [o for o in outputs if o.get('output_type') == 'error']

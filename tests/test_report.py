@@ -198,6 +198,13 @@ def test_verify_without_a_run_is_bad_input(tmp_path):
   assert result.returncode == 2
   assert result.stderr.strip() == (f'error: {tmp_path} has no MANIFEST.json; '
                                    f'give the --model_dir of a finished run')
+  usage = _module('tfpipeline.verify')
+  assert usage.returncode == 2 and usage.stderr.strip() == (
+      'error: usage: python -m tfpipeline.verify MODEL_DIR')
+  (tmp_path / 'MANIFEST.json').write_text('{"not": "a manifest"}')
+  unreadable = _module('tfpipeline.verify', tmp_path)
+  assert unreadable.returncode == 1
+  assert 'changed: MANIFEST.json (unreadable: KeyError' in unreadable.stdout
 
 
 def test_report_command_renders_the_same_bytes(diabetes_run, tmp_path):
@@ -213,5 +220,7 @@ def test_report_command_renders_the_same_bytes(diabetes_run, tmp_path):
   assert after == before
   assert _module('tfpipeline.verify', model_dir).returncode == 0
   missing = _module('tfpipeline.report', tmp_path / 'nothing')
-  assert missing.returncode == 2 and 'report.json does not exist' in (
-      missing.stderr)
+  assert missing.returncode == 2
+  assert missing.stderr.strip() == (
+      f'error: {tmp_path / "nothing"} has no report/report.json; give the '
+      f'--model_dir of a finished run')

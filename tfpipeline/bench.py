@@ -8,6 +8,11 @@ ratio to Keras fit's best setting on the same data, model and batch.
     python -m tfpipeline.bench                       # every CPU case
     python -m tfpipeline.bench --cases=seed_b256 --out=/tmp/bench.json
     python -m tfpipeline.bench --device=gpu --mixed_precision=mixed_bfloat16
+    python -m tfpipeline.bench --cases=report_overhead --report_runs=5
+
+`report_overhead` times whole default runs (`python -m tfpipeline.train`),
+alternating the report's energy methods (codecarbon, estimate), and reads
+the report's own time from each run's log.
 
 Each timing unit is `steps` training steps: one device call of the own loop,
 or one Keras epoch with `steps_per_epoch=steps`. The first unit (tracing and
@@ -19,9 +24,11 @@ import dataclasses
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 from absl import app
@@ -36,6 +43,9 @@ _MIXED_PRECISION = flags.DEFINE_enum(
                                    'mixed_float16'], 'Keras dtype policy.')
 _UNITS = flags.DEFINE_integer('units', 12, 'Timed units per setting, after '
                               'the first.', lower_bound=3)
+_REPORT_RUNS = flags.DEFINE_integer(
+    'report_runs', 5, 'report_overhead: default runs per energy method.',
+    lower_bound=1)
 _OUT = flags.DEFINE_string('out', 'bench.json', 'Where to write the JSON.')
 _WORKER = flags.DEFINE_string('worker', None, 'Internal: run one setting '
                               '(JSON) in this process and print its result.')
@@ -181,6 +191,17 @@ def _run_worker(case_name: str, setting: dict) -> dict:
   return {'case': case_name, **setting, 'error': tail[0]}
 
 
+def _print_report_overhead(result: dict) -> None:
+  if 'error' in result:
+    print(f'{REPORT_OVERHEAD}: failed: {result["error"][:100]}')
+    return
+  for method in ('codecarbon', 'estimate'):
+    r = result[method]
+    print(f'default run, energy {method:<10}: {r["wall_s"]:.2f} s wall, '
+          f'report {r["report_s"]:.2f} s, overhead {r["overhead_pct"]:.1f}% '
+          f'(medians of {result["runs_per_method"]})')
+
+
 def _label(result: dict) -> str:
   label = result['engine'] + (' xla' if result['jit_compile'] else '')
   if 'steps_per_execution' in result:
@@ -211,6 +232,46 @@ def _print_table(results: list[dict]) -> None:
             f'measured matmul peak ({r["matmul_peak_gflops"]:.1f} GFLOP/s)')
 
 
+REPORT_OVERHEAD = 'report_overhead'
+
+
+def _report_overhead(runs: int) -> dict:
+  """Median whole-process wall time of the default run and its report's
+  share, with codecarbon measuring and with the estimate, alternated."""
+  walls = {'codecarbon': [], 'estimate': []}
+  reports = {'codecarbon': [], 'estimate': []}
+  for i in range(runs):
+    for method in walls:
+      with tempfile.TemporaryDirectory() as model_dir:
+        print(f'{REPORT_OVERHEAD}: {method} run {i + 1}/{runs}',
+              file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        completed = subprocess.run(
+            [sys.executable, '-m', 'tfpipeline.train',
+             f'--model_dir={model_dir}/run',
+             f'--config.report.energy_method={method}'],
+            capture_output=True, text=True, check=False)
+        walls[method].append(time.perf_counter() - start)
+        found = re.search(r'report: \S+ \(([0-9.]+) s\)', completed.stderr)
+        if completed.returncode or not found:
+          tail = completed.stderr.strip().splitlines()[-1:] or ['no output']
+          return {'case': REPORT_OVERHEAD, 'error': tail[0]}
+        reports[method].append(float(found.group(1)))
+  result = {'case': REPORT_OVERHEAD, 'runs_per_method': runs}
+  for method in walls:
+    wall, report = (statistics.median(walls[method]),
+                    statistics.median(reports[method]))
+    result[method] = {'wall_s': wall, 'report_s': report}
+  # Without a report a run would take the estimate run's time less its
+  # report (the estimate adds nothing else); codecarbon also adds its
+  # tracker's start and stop.
+  base = result['estimate']['wall_s'] - result['estimate']['report_s']
+  for method in walls:
+    result[method]['overhead_pct'] = 100 * (result[method]['wall_s'] -
+                                            base) / base
+  return result
+
+
 def main(argv):
   del argv
   if _WORKER.value:
@@ -218,14 +279,16 @@ def main(argv):
     print(json.dumps(_measure(setting.pop('case'), setting, _DEVICE.value,
                               _MIXED_PRECISION.value, _UNITS.value)))
     return
-  names = _CASES.value or list(CASES)
-  unknown = sorted(set(names) - set(CASES))
+  names = _CASES.value or list(CASES) + [REPORT_OVERHEAD]
+  unknown = sorted(set(names) - set(CASES) - {REPORT_OVERHEAD})
   if unknown:
     print(f'error: --cases: unknown {", ".join(unknown)}; choose from '
           f'{", ".join(CASES)}', file=sys.stderr)
     sys.exit(2)
   results = []
   for name in names:
+    if name == REPORT_OVERHEAD:
+      continue
     case_results = []
     for setting in _settings(CASES[name]):
       print(f'{name}: {setting}', file=sys.stderr, flush=True)
@@ -238,6 +301,10 @@ def main(argv):
         r['vs_fit_best'] = r['examples_per_sec'] / fit_best
     results += case_results
   _print_table(results)
+  if REPORT_OVERHEAD in names:
+    overhead = _report_overhead(_REPORT_RUNS.value)
+    results.append(overhead)
+    _print_report_overhead(overhead)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import keras  # pylint: disable=g-import-not-at-top
   report = {'machine': {'platform': platform.platform(),
