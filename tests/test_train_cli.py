@@ -139,6 +139,10 @@ def test_npz_source_and_flagfile(tmp_path):
   written = json.loads((tmp_path / 'run' / 'config.json').read_text())
   assert written['data']['source'] == 'npz'
   assert written['data']['features'] == ['x']
+  # One key, three columns: the report names each column.
+  report = json.loads((tmp_path / 'run' / 'report' / 'report.json').read_text())
+  assert sorted(r['feature'] for r in report['attributions']['ranking']) == [
+      'x[0]', 'x[1]', 'x[2]']
 
 
 def test_python_api_returns_the_test_metrics(tmp_path):

@@ -101,7 +101,8 @@ def _select(columns: dict, row_count: int, data_config,
   """Picks data.features, data.label and data.group out of named columns.
 
   Columns are arrays of shape (n,) or (n, k); features are concatenated.
-  Returns the split and the feature names used.
+  Returns the split and one name per feature column: the key, or 'key[i]'
+  for the columns of a key with several.
   """
   label, group = data_config.label, data_config.group
   features = tuple(data_config.features) or tuple(
@@ -111,11 +112,15 @@ def _select(columns: dict, row_count: int, data_config,
     if name not in columns:
       raise UserError(f'{origin}: no column {name!r} (from {key}); it has '
                       f'{", ".join(columns)}; set --config.{key}')
-  x = np.concatenate([np.asarray(columns[f], np.float64).reshape(row_count, -1)
-                      for f in features], axis=1).astype(np.float32)
+  blocks = [np.asarray(columns[f], np.float64).reshape(row_count, -1)
+            for f in features]
+  names = tuple(name if block.shape[1] == 1 else f'{name}[{i}]'
+                for name, block in zip(features, blocks)
+                for i in range(block.shape[1]))
+  x = np.concatenate(blocks, axis=1).astype(np.float32)
   y = np.asarray(columns[label]).reshape(row_count, -1)
   g = np.asarray(columns[group]).reshape(row_count) if group else None
-  return Split(x, y, g), features
+  return Split(x, y, g), names
 
 
 def _table_splits(columns: dict, row_count: int, data_config,

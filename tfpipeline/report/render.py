@@ -67,25 +67,24 @@ def _history(path: pathlib.Path) -> list[dict]:
 
 
 def _figure(left: float = 0.12):
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
-  figure, axes = plt.subplots(figsize=(6.4, 3.6), dpi=100)
+  """A figure and its axes, without pyplot: a notebook's backend and figures
+  stay untouched."""
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  figure = Figure(figsize=(6.4, 3.6), dpi=100)
   # Fixed margins: tight_layout's text measuring was most of render's time.
   figure.subplots_adjust(left=left, right=0.97, top=0.9, bottom=0.14)
-  return plt, (figure, axes)
+  return figure, figure.subplots()
 
 
-def _png(plt, figure) -> bytes:
+def _png(figure) -> bytes:
   buffer = io.BytesIO()
   # No timestamp or version in the file: a re-render gives the same bytes.
   figure.savefig(buffer, format='png', metadata={'Software': None})
-  plt.close(figure)
   return buffer.getvalue()
 
 
 def _loss_plot(history: list[dict]) -> bytes:
-  plt, (figure, axes) = _figure()
+  figure, axes = _figure()
   train = [(r['step'], r['loss']) for r in history if 'loss' in r]
   val = [(r['step'], r['val_loss']) for r in history if 'val_loss' in r]
   for points, label in ((train, 'training loss'), (val, 'validation loss')):
@@ -95,11 +94,11 @@ def _loss_plot(history: list[dict]) -> bytes:
   axes.set_ylabel('loss')
   axes.legend()
   axes.set_title('Loss')
-  return _png(plt, figure)
+  return _png(figure)
 
 
 def _group_plot(fairness: dict) -> bytes:
-  plt, (figure, axes) = _figure()
+  figure, axes = _figure()
   groups = sorted(fairness['by_group'])
   metrics = list(fairness['gaps'])
   width = 0.8 / max(len(groups), 1)
@@ -117,18 +116,18 @@ def _group_plot(fairness: dict) -> bytes:
   axes.set_ylabel('value / largest group value')
   axes.legend()
   axes.set_title('Test metrics by group')
-  return _png(plt, figure)
+  return _png(figure)
 
 
 def _attribution_plot(attributions: dict) -> bytes:
-  plt, (figure, axes) = _figure(left=0.2)
+  figure, axes = _figure(left=0.2)
   ranking = attributions['ranking'][:20][::-1]
   axes.barh([row['feature'] for row in ranking],
             [row['mean_abs_attribution'] for row in ranking])
   axes.set_xlabel('mean |attribution| (output units)')
   axes.set_title(f"Integrated Gradients, {attributions['examples']} test "
                  f"examples")
-  return _png(plt, figure)
+  return _png(figure)
 
 
 def _number(value) -> str:
