@@ -165,3 +165,11 @@ def test_report_keys_may_change_on_resume_training_keys_may_not():
   assert config.result_changes(saved, c) == []
   c.privacy.dp = True
   assert config.result_changes(saved, c) == [('privacy.dp', False, True)]
+
+
+def test_steps_drop_each_epochs_partial_batch():
+  c = config.get_config()  # batch 32, 50 epochs
+  assert config.steps_per_epoch(c, 309) == 9
+  assert config.total_steps(c, 309) == 450
+  c.train.global_batch_size = 309
+  assert config.total_steps(c, 309) == 50

@@ -329,6 +329,16 @@ def resolve_for_device(config: config_dict.ConfigDict, *,
   return config
 
 
+def steps_per_epoch(config: config_dict.ConfigDict, train_rows: int) -> int:
+  """Full global batches per epoch: an epoch's last partial batch is dropped."""
+  return train_rows // config.train.global_batch_size
+
+
+def total_steps(config: config_dict.ConfigDict, train_rows: int) -> int:
+  """Training steps of the whole run."""
+  return config.train.epochs * steps_per_epoch(config, train_rows)
+
+
 def to_json(config: config_dict.ConfigDict) -> str:
   """The resolved config as stable, human-readable JSON."""
   return json.dumps(config.to_dict(), indent=2, sort_keys=True) + '\n'

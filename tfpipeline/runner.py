@@ -216,7 +216,7 @@ def _calibrate_noise(config, train_rows: int):
   config.privacy.noise_multiplier = privacy.calibrate_noise_multiplier(
       target_epsilon=config.privacy.target_epsilon,
       sampling_probability=batch / train_rows,
-      steps=config.train.epochs * (train_rows // batch),
+      steps=config_lib.total_steps(config, train_rows),
       delta=config.privacy.delta)
   logging.info('privacy: noise multiplier %.4g reaches epsilon %g at delta %g',
                config.privacy.noise_multiplier, config.privacy.target_epsilon,

@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfpipeline import checkpointing
+from tfpipeline import config as config_lib
 from tfpipeline import dp_sgd
 from tfpipeline import models
 from tfpipeline.data import pipeline
@@ -141,8 +142,8 @@ def train(model: keras.Model, optimizer, splits: Splits, config,
   """
   train_config = config.train
   batch = train_config.global_batch_size
-  steps_per_epoch = len(splits.train) // batch
-  total_steps = train_config.epochs * steps_per_epoch
+  steps_per_epoch = config_lib.steps_per_epoch(config, len(splits.train))
+  total_steps = config_lib.total_steps(config, len(splits.train))
   if engine == 'keras_fit':
     _fit(model, optimizer, config, strategy, steps_per_epoch, evaluator,
          splits, run_log, checkpoints, start_step)

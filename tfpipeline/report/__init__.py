@@ -16,6 +16,7 @@ import pathlib
 import numpy as np
 
 from tfpipeline import artifacts
+from tfpipeline import config as config_lib
 from tfpipeline import integrity
 from tfpipeline.report import attributions
 from tfpipeline.report import compute
@@ -50,7 +51,7 @@ def write(model_dir: pathlib.Path, *, config, splits, model, strategy,
   """
   train, test = splits.train, splits.test
   batch = config.train.global_batch_size
-  total_steps = config.train.epochs * (len(train) // batch)
+  total_steps = config_lib.total_steps(config, len(train))
   sample = test.features[:config.report.attribution_examples]
   report = {
       'schema_version': SCHEMA_VERSION,
