@@ -231,3 +231,31 @@ def test_audit_log_chain_and_manifest_hash_catch_edits(tmp_path):
   problems = integrity.verify(tmp_path)[1]
   assert problems == [problems[0]] and problems[0].startswith(
       'changed: MANIFEST.json')
+
+
+def test_energy_meter_falls_back_to_the_estimate_when_codecarbon_fails(
+    monkeypatch):
+  import codecarbon
+
+  def broken_tracker(**kwargs):
+    raise OSError('no hardware access')
+
+  monkeypatch.setattr(codecarbon, 'OfflineEmissionsTracker', broken_tracker)
+  report_config = config.get_config().report
+  report_config.energy_method = 'codecarbon'
+  times = compute.EnergyMeter(report_config).stop()
+  assert 'codecarbon' not in times
+  assert times['codecarbon_error'] == 'OSError: no hardware access'
+  energy = compute._energy(report_config, {'kind': 'CPU', 'count': 2}, times)
+  assert energy['method'] == 'estimate'
+  assert energy['codecarbon_error'] == times['codecarbon_error']
+
+
+def test_energy_meter_with_codecarbon_records_its_measurement():
+  report_config = config.get_config().report
+  report_config.energy_method = 'codecarbon'
+  times = compute.EnergyMeter(report_config).stop()
+  measured = times['codecarbon']
+  assert measured['tracking_mode'] == 'process'
+  assert measured['energy_kwh']['total'] > 0
+  assert times['wall_s'] > 0 and times['process_cpu_s'] > 0

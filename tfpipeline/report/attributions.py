@@ -25,9 +25,10 @@ class IntegratedGradients:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     self._model, self._steps = model, steps
     features = tf.TensorSpec([None, model.input_shape[-1]], tf.float32)
-    # One trace for every chunk size: tracing costs more than the math here.
+    # One trace for every chunk size, and no AutoGraph (no Python control
+    # flow): tracing costs more than the math here.
     self._attribute = tf.function(self._chunk, input_signature=(
-        features, features, tf.TensorSpec([None], tf.int32)))
+        features, features, tf.TensorSpec([None], tf.int32)), autograph=False)
 
   def _chunk(self, inputs, baseline, targets):
     import tensorflow as tf  # pylint: disable=g-import-not-at-top

@@ -9,6 +9,7 @@ codecarbon's energy-mix table, or `report.grid_gco2_per_kwh`).
 """
 
 import datetime
+import importlib.util
 import os
 import pathlib
 import platform
@@ -27,28 +28,37 @@ JOULES_PER_KWH = 3.6e6
 class EnergyMeter:
   """Wall time, process CPU time and (with codecarbon) measured energy.
 
-  Start it when the run starts and `stop()` it before the report. codecarbon
-  spends about 1.7 s detecting hardware when it starts, so it starts on a
-  background thread while the run loads data and builds the model.
+  Start it when the run starts and `stop()` it before the report. Importing,
+  creating and starting codecarbon's tracker takes about 1.9 s (hardware
+  detection, py-cpuinfo's own subprocess), so that happens on a background
+  thread while TensorFlow starts and the data loads. If the tracker fails,
+  the report falls back to the estimate and says why.
   """
 
   def __init__(self, report_config):
-    self._tracker, self._result = None, None
+    self._tracker, self._result, self._starting = None, None, None
+    self._error = None
     self._started_utc = datetime.datetime.now(datetime.timezone.utc)
     self._wall = time.perf_counter()
     self._cpu = time.process_time()
     if energy_method(report_config.energy_method) == 'codecarbon':
+      self._starting = threading.Thread(
+          target=self._start_codecarbon, args=(report_config,), daemon=True)
+      self._starting.start()
+
+  def _start_codecarbon(self, report_config) -> None:
+    try:
       from codecarbon import OfflineEmissionsTracker  # pylint: disable=g-import-not-at-top
-      self._tracker = OfflineEmissionsTracker(
+      tracker = OfflineEmissionsTracker(
           # Offline mode needs a country; CO2e is computed here, not by it.
           country_iso_code=report_config.country or 'USA',
           tracking_mode='process', pue=report_config.pue,
           force_cpu_power=report_config.cpu_watts or None,
-          save_to_file=False, log_level='error',
-          allow_multiple_runs=True)
-      self._starting = threading.Thread(target=self._tracker.start,
-                                        daemon=True)
-      self._starting.start()
+          save_to_file=False, log_level='error', allow_multiple_runs=True)
+      tracker.start()
+      self._tracker = tracker
+    except Exception as e:  # pylint: disable=broad-except
+      self._error = f'{type(e).__name__}: {e}'
 
   def stop(self) -> dict:
     """Start time, seconds of wall and CPU time, and codecarbon's energy
@@ -58,8 +68,9 @@ class EnergyMeter:
     result = {'started_utc': self._started_utc.isoformat(timespec='seconds'),
               'wall_s': time.perf_counter() - self._wall,
               'process_cpu_s': time.process_time() - self._cpu}
-    if self._tracker is not None:
+    if self._starting is not None:
       self._starting.join()
+    if self._tracker is not None:
       self._tracker.stop()
       data = self._tracker.final_emissions_data
       result['codecarbon'] = {
@@ -72,6 +83,10 @@ class EnergyMeter:
                          'ram': data.ram_energy,
                          'total': data.energy_consumed},
           'duration_s': data.duration}
+    elif self._error:
+      logging.warning('codecarbon failed (%s); the report estimates energy',
+                      self._error)
+      result['codecarbon_error'] = self._error
     self._result = result
     return result
 
@@ -80,13 +95,11 @@ def energy_method(requested: str) -> str:
   """'codecarbon' or 'estimate' for `report.energy_method`."""
   if requested == 'estimate':
     return 'estimate'
-  try:
-    import codecarbon  # pylint: disable=g-import-not-at-top,unused-import
-  except ImportError:
+  if importlib.util.find_spec('codecarbon') is None:
     if requested == 'codecarbon':
       raise UserError('report.energy_method=codecarbon: codecarbon is not '
                       'installed; pip install codecarbon, or use auto or '
-                      'estimate') from None
+                      'estimate')
     return 'estimate'
   return 'codecarbon'
 
@@ -243,7 +256,7 @@ def _energy(report_config, device: dict, times: dict) -> dict:
   accelerators = device['count'] if device['kind'] != 'CPU' else 0
   joules = wall * (cpu_watts * cpu_utilisation +
                    accelerator_watts * accelerators) * pue
-  return {
+  estimate = {
       'method': 'estimate',
       'kwh': joules / JOULES_PER_KWH,
       'pue': pue,
@@ -264,3 +277,6 @@ def _energy(report_config, device: dict, times: dict) -> dict:
           'storage and network not counted. Expect a factor of 2 either '
           'way; set report.cpu_watts / gpu_watts / pue for your machine.'),
   }
+  if 'codecarbon_error' in times:
+    estimate['codecarbon_error'] = times['codecarbon_error']
+  return estimate
