@@ -46,8 +46,8 @@ def section(config, report: dict, *, test_metrics: dict, model_summary: str
   if attributions['completeness_warning']:
     caveats.append('Integrated Gradients did not converge (completeness '
                    'error above 5%); raise report.ig_steps.')
-  caveats.append(f"Energy and CO2e are a {compute['energy']['method']} "
-                 f"({compute['energy']['uncertainty'].split(':')[0]}).")
+  caveats.append(f"Energy and CO2e ({compute['energy']['method']}): "
+                 f"{compute['energy']['uncertainty']}")
   if privacy['dp_sgd']:
     caveats.append(privacy['assumption'])
   caveats.append('Attributions explain the model, not the world: they are '

@@ -50,8 +50,9 @@ def data_fingerprint(splits) -> dict:
 
 
 def packages() -> dict[str, str]:
-  versions = {}
-  for name in PACKAGES:
+  import tfpipeline  # pylint: disable=g-import-not-at-top
+  versions = {'tfpipeline': tfpipeline.__version__}  # Installed or not.
+  for name in PACKAGES[1:]:
     try:
       versions[name] = importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:

@@ -140,6 +140,14 @@ def _number(value) -> str:
   return str(value)
 
 
+def _inline(value) -> str:
+  """A value, nested dicts included, as one line: 'loss 2994, mae 43.4'."""
+  if isinstance(value, dict):
+    return '; '.join(f'{k} ' + (f'({_inline(v)})' if isinstance(v, dict)
+                                else _inline(v)) for k, v in value.items())
+  return _number(value)
+
+
 def _blocks(report: dict, images: dict) -> list:
   compute, fairness = report['compute'], report['fairness']
   attributions, privacy = report['attributions'], report['privacy']
@@ -251,9 +259,8 @@ def _blocks(report: dict, images: dict) -> list:
   for heading, value in card.items():
     blocks.append(_Heading(heading.replace('_', ' ').capitalize(), 3))
     if isinstance(value, dict):
-      blocks.append(_Table(['', ''], [
-          [k.replace('_', ' '), json.dumps(v) if isinstance(v, dict) else
-           _number(v)] for k, v in value.items()]))
+      blocks.append(_Table(['', ''], [[k.replace('_', ' '), _inline(v)]
+                                      for k, v in value.items()]))
     elif isinstance(value, list):
       blocks += [_Text(f'- {item}') for item in value]
     else:
@@ -271,10 +278,9 @@ def _markdown(blocks: list) -> str:
     elif isinstance(block, _Image):
       out.append(f'![{block.alt}]({block.name})')
     else:
-      out.append('| ' + ' | '.join(block.header) + ' |')
-      out.append('|' + '---|' * len(block.header))
       out.extend('| ' + ' | '.join(str(c).replace('|', '\\|') for c in row)
-                 + ' |' for row in block.rows)
+                 + ' |' for row in [block.header, ['---'] * len(block.header),
+                                    *block.rows])
     out.append('')
   return '\n'.join(out)
 
