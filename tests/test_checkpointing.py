@@ -109,6 +109,15 @@ def test_preemption_saves_exits_3_and_resumes(tmp_path, uninterrupted,
   assert result.returncode == 0, result.stderr[-3000:]
   assert f'resuming from the checkpoint at step {step}' in result.stderr
   _assert_bit_identical(model_dir, reference)
+  # The audit log has both attempts, the report covers the resumed process.
+  outcomes = [entry['outcome'] for entry in read_jsonl(
+      model_dir / 'audit.jsonl')]
+  assert outcomes == [last, 'completed']
+  report = json.loads((model_dir / 'report' / 'report.json').read_text())
+  assert report['compute']['scope'] == (
+      f'this process only: resumed from step {step}')
+  from tfpipeline import integrity
+  assert integrity.verify(model_dir)[1] == []
 
 
 def _interrupted_run(tmp_path):

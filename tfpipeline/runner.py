@@ -119,21 +119,24 @@ def _audited(model_dir: pathlib.Path, config, train_and_export):
   entry = {'user': provenance.user(), 'host': provenance.host(),
            'command': sys.argv, 'config_sha256': provenance.sha256_text(
                config_lib.to_json(config)), 'started_utc': provenance.utc_now()}
+
+  def audit(**outcome):
+    try:
+      integrity.append_audit(model_dir, {
+          **entry, **outcome, 'finished_utc': provenance.utc_now()})
+    except OSError as e:  # Never hide the run's own outcome behind this.
+      logging.error('cannot append to %s: %s', integrity.AUDIT_LOG, e)
+
   try:
     test_metrics = train_and_export()
     manifest_sha256 = integrity.write_manifest(model_dir)
   except Preempted as e:
-    integrity.append_audit(model_dir, {**entry, 'outcome': f'preempted: {e}',
-                                       'finished_utc': provenance.utc_now()})
+    audit(outcome=f'preempted: {e}')
     raise
   except BaseException as e:
-    integrity.append_audit(model_dir, {
-        **entry, 'outcome': f'failed: {type(e).__name__}: {e}'.splitlines()[0],
-        'finished_utc': provenance.utc_now()})
+    audit(outcome=f'failed: {type(e).__name__}: {e}'.splitlines()[0])
     raise
-  integrity.append_audit(model_dir, {**entry, 'outcome': 'completed',
-                                     'manifest_sha256': manifest_sha256,
-                                     'finished_utc': provenance.utc_now()})
+  audit(outcome='completed', manifest_sha256=manifest_sha256)
   logging.info('MANIFEST.json sha256 %s (python -m tfpipeline.verify %s)',
                manifest_sha256, model_dir)
   return test_metrics
@@ -148,7 +151,6 @@ def _train_and_export(config, model_dir: pathlib.Path, strategy, splits,
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tfpipeline import checkpointing, export, models, trainer  # pylint: disable=g-import-not-at-top
   from tfpipeline.evaluation import Evaluator  # pylint: disable=g-import-not-at-top
-  from tfpipeline.report import provenance  # pylint: disable=g-import-not-at-top
   from tfpipeline.run_log import RunLog  # pylint: disable=g-import-not-at-top
 
   artifacts.write_text(model_dir / 'config.json', config_lib.to_json(config))
