@@ -11,9 +11,14 @@ import sys
 
 import numpy as np
 
-PACKAGES = ('tfpipeline', 'tensorflow', 'keras', 'tensorflow-datasets',
-            'numpy', 'absl-py', 'ml-collections', 'scikit-learn', 'fairlearn',
-            'dp-accounting', 'codecarbon', 'matplotlib')
+# Distributions whose versions the report records, besides tfpipeline and
+# TensorFlow (which are asked for their own).
+PACKAGES = ('keras', 'tensorflow-datasets', 'numpy', 'absl-py',
+            'ml-collections', 'scikit-learn', 'fairlearn', 'dp-accounting',
+            'codecarbon', 'matplotlib')
+# TensorFlow comes as one of these wheels (CPU-only, TPU, Apple...).
+TENSORFLOW_WHEELS = ('tensorflow', 'tensorflow-cpu', 'tensorflow-tpu',
+                     'tensorflow-macos', 'tf-nightly')
 
 
 def sha256_text(text: str) -> str:
@@ -49,14 +54,25 @@ def data_fingerprint(splits) -> dict:
   return result
 
 
+def _version(distribution: str) -> str | None:
+  try:
+    return importlib.metadata.version(distribution)
+  except importlib.metadata.PackageNotFoundError:
+    return None
+
+
 def packages() -> dict[str, str]:
+  """Versions of the running tfpipeline and TensorFlow (and which wheel),
+  and of the installed PACKAGES."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tfpipeline  # pylint: disable=g-import-not-at-top
-  versions = {'tfpipeline': tfpipeline.__version__}  # Installed or not.
-  for name in PACKAGES[1:]:
-    try:
-      versions[name] = importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-      versions[name] = 'not installed'
+  wheels = [f'{name} {_version(name)}' for name in TENSORFLOW_WHEELS
+            if _version(name)]
+  versions = {'tfpipeline': tfpipeline.__version__,  # Installed or not.
+              'tensorflow': tf.__version__,
+              'tensorflow_wheel': ', '.join(wheels) or 'unknown'}
+  for name in PACKAGES:
+    versions[name] = _version(name) or 'not installed'
   return versions
 
 
