@@ -114,8 +114,8 @@ def test_preemption_saves_exits_3_and_resumes(tmp_path, uninterrupted,
       model_dir / 'audit.jsonl')]
   assert outcomes == [last, 'completed']
   report = json.loads((model_dir / 'report' / 'report.json').read_text())
-  assert report['compute']['scope'] == (
-      f'this process only: resumed from step {step}')
+  assert report['compute']['scope'].endswith(
+      f'; resumed from step {step}: earlier attempts are not counted')
   from tfpipeline import integrity
   assert integrity.verify(model_dir)[1] == []
 

@@ -118,6 +118,8 @@ def test_compute_section(report):
       compute['training_flops'] / compute['train_wall_s'])
   assert compute['devices']['kind'] == 'CPU'
   assert 0 < compute['train_wall_s'] < compute['run_wall_s']
+  assert compute['scope'].startswith('tfpipeline.run() from its start')
+  assert 'resumed' not in compute['scope']
   energy = compute['energy']
   assert energy['method'] in ('codecarbon', 'estimate') and energy['kwh'] > 0
   assert energy['co2e_kg'] == pytest.approx(energy['kwh'] * 475 / 1000)

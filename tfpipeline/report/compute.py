@@ -226,10 +226,18 @@ def section(model, strategy, report_config, times: dict, *, examples_seen: int,
       'achieved_flops_per_s': training_flops / max(train_seconds, 1e-9),
       'devices': device,
       'energy': energy,
-      'scope': ('this process only: resumed from step '
-                f'{resumed_from_step}' if resumed_from_step else
-                'the whole run'),
+      'scope': _scope(resumed_from_step),
   }
+
+
+def _scope(resumed_from_step: int) -> str:
+  """What run_wall_s, examples_seen and the energy cover."""
+  scope = ('tfpipeline.run() from its start to the report; Python and '
+           'TensorFlow start-up before it are not counted')
+  if resumed_from_step:
+    scope += (f'; resumed from step {resumed_from_step}: earlier attempts '
+              f'are not counted')
+  return scope
 
 
 def _energy(report_config, device: dict, times: dict) -> dict:
