@@ -22,6 +22,10 @@ _UNLISTED = frozenset({MANIFEST, AUDIT_LOG})
 _GENESIS = '0' * 64
 
 
+def sha256_text(text: str) -> str:
+  return hashlib.sha256(text.encode()).hexdigest()
+
+
 def sha256_file(path: pathlib.Path) -> str:
   digest = hashlib.sha256()
   with open(path, 'rb') as f:
@@ -43,7 +47,7 @@ def write_manifest(model_dir: pathlib.Path) -> str:
   text = json.dumps({'algorithm': 'sha256', 'files': _files(model_dir),
                      'not_listed': sorted(_UNLISTED)}, indent=2) + '\n'
   artifacts.write_text(model_dir / MANIFEST, text)
-  return hashlib.sha256(text.encode()).hexdigest()
+  return sha256_text(text)
 
 
 def verify(model_dir: pathlib.Path) -> tuple[int, list[str]]:
@@ -64,7 +68,7 @@ def verify(model_dir: pathlib.Path) -> tuple[int, list[str]]:
   problems += [f'missing: {path}' for path in sorted(set(listed) - set(present))]
   problems += [f'added: {path}' for path in sorted(set(present) - set(listed))]
   problems += _audit_problems(
-      model_dir, hashlib.sha256(manifest_text.encode()).hexdigest())
+      model_dir, sha256_text(manifest_text))
   return len(listed), problems
 
 
@@ -72,8 +76,7 @@ def append_audit(model_dir: pathlib.Path, entry: dict) -> None:
   """Appends one chained line to the audit log (flushed and synced)."""
   path = model_dir / AUDIT_LOG
   lines = path.read_text().splitlines() if path.exists() else []
-  previous = (hashlib.sha256(lines[-1].encode()).hexdigest() if lines
-              else _GENESIS)
+  previous = sha256_text(lines[-1]) if lines else _GENESIS
   line = json.dumps({**entry, 'previous_sha256': previous}, sort_keys=True)
   with open(path, 'a', encoding='utf-8') as f:
     f.write(line + '\n')
@@ -95,7 +98,7 @@ def _audit_problems(model_dir: pathlib.Path, manifest_sha256: str) -> list[str]:
     if entry.get('previous_sha256') != previous:
       problems.append(f'{AUDIT_LOG} line {number}: the hash chain is broken '
                       f'(a line before it was changed or removed)')
-    previous = hashlib.sha256(line.encode()).hexdigest()
+    previous = sha256_text(line)
     last_manifest = entry.get('manifest_sha256') or last_manifest
   if last_manifest != manifest_sha256:
     problems.append(f'changed: {MANIFEST} (its sha256 is not the one the '

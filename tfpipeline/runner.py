@@ -117,7 +117,7 @@ def _audited(model_dir: pathlib.Path, config, train_and_export):
   """Runs `train_and_export`, then writes MANIFEST.json; logs the outcome."""
   from tfpipeline.report import provenance  # pylint: disable=g-import-not-at-top
   entry = {'user': provenance.user(), 'host': provenance.host(),
-           'command': sys.argv, 'config_sha256': provenance.sha256_text(
+           'command': sys.argv, 'config_sha256': integrity.sha256_text(
                config_lib.to_json(config)), 'started_utc': provenance.utc_now()}
 
   def audit(**outcome):

@@ -10,11 +10,11 @@ sources are tabular, so the splits fit in memory; the tf.data pipelines in
 
 import csv
 import dataclasses
-import hashlib
 import pathlib
 
 import numpy as np
 
+from tfpipeline import integrity
 from tfpipeline.errors import UserError
 
 
@@ -136,12 +136,8 @@ def _table_splits(columns: dict, row_count: int, data_config,
 
 
 def _file_origin(source: str, path: pathlib.Path) -> dict:
-  digest = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for block in iter(lambda: f.read(1 << 20), b''):
-      digest.update(block)
   return {'source': source, 'path': str(path.resolve()),
-          'sha256': digest.hexdigest()}
+          'sha256': integrity.sha256_file(path)}
 
 
 def _synthetic(data_config) -> Splits:

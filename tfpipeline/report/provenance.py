@@ -11,6 +11,8 @@ import sys
 
 import numpy as np
 
+from tfpipeline import integrity
+
 # Distributions whose versions the report records, besides tfpipeline and
 # TensorFlow (which are asked for their own).
 PACKAGES = ('keras', 'tensorflow-datasets', 'numpy', 'absl-py',
@@ -19,10 +21,6 @@ PACKAGES = ('keras', 'tensorflow-datasets', 'numpy', 'absl-py',
 # TensorFlow comes as one of these wheels (CPU-only, TPU, Apple...).
 TENSORFLOW_WHEELS = ('tensorflow', 'tensorflow-cpu', 'tensorflow-tpu',
                      'tensorflow-macos', 'tf-nightly')
-
-
-def sha256_text(text: str) -> str:
-  return hashlib.sha256(text.encode()).hexdigest()
 
 
 def user() -> str:
@@ -96,7 +94,7 @@ def git_commit() -> dict | None:
 def section(config, config_json: str, splits, *, started: str) -> dict:
   """The report's `provenance` section; `config_json` as in config.json."""
   return {
-      'config_sha256': sha256_text(config_json),
+      'config_sha256': integrity.sha256_text(config_json),
       'config_file': 'config.json',
       'data': data_fingerprint(splits),
       'packages': packages(),
