@@ -1,6 +1,5 @@
 """The trained model on disk: `model.keras` and a serving `saved_model/`."""
 
-import json
 import pathlib
 
 import keras
@@ -31,8 +30,7 @@ def load(model_dir) -> keras.Model:
   model_dir = pathlib.Path(model_dir)
   path = model_dir / 'model.keras'
   try:
-    listed = json.loads((model_dir / integrity.MANIFEST).read_text())[
-        'files']['model.keras']
+    listed = integrity.listed_sha256(model_dir, 'model.keras')
   except (OSError, ValueError, KeyError) as e:
     raise ValueError(f'{model_dir}: no MANIFEST.json entry for model.keras '
                      f'({type(e).__name__}); not a finished run') from None

@@ -61,7 +61,7 @@ def verify(model_dir: pathlib.Path) -> tuple[int, list[str]]:
     FileNotFoundError: no MANIFEST.json (not a finished run).
   """
   manifest_text = (model_dir / MANIFEST).read_text()
-  listed = json.loads(manifest_text)['files']
+  listed = _listed(manifest_text)
   present = _files(model_dir)
   problems = [f'changed: {path}' for path in sorted(listed)
               if path in present and present[path] != listed[path]]
@@ -70,6 +70,19 @@ def verify(model_dir: pathlib.Path) -> tuple[int, list[str]]:
   problems += _audit_problems(
       model_dir, sha256_text(manifest_text))
   return len(listed), problems
+
+
+def listed_sha256(model_dir: pathlib.Path, name: str) -> str:
+  """The sha256 MANIFEST.json lists for the file `name` (a relative path).
+
+  Raises:
+    OSError, ValueError, KeyError: no readable manifest, or no such entry.
+  """
+  return _listed((model_dir / MANIFEST).read_text())[name]
+
+
+def _listed(manifest_text: str) -> dict[str, str]:
+  return json.loads(manifest_text)['files']
 
 
 def append_audit(model_dir: pathlib.Path, entry: dict) -> None:
