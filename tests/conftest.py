@@ -1,5 +1,6 @@
 """Shared fixtures: small data files, a prepared TFDS dir, a CLI runner."""
 
+import contextlib
 import json
 import os
 import pathlib
@@ -73,3 +74,39 @@ def run_cli(*args: str, cwd=REPO) -> CliResult:
 
 def read_jsonl(path: pathlib.Path) -> list[dict]:
   return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+class SerializedFakeSource:
+  """Random serialized examples of a TFDS dataset's features, by index.
+
+  tfds.testing.mock_data's own data source decodes examples even when they
+  are asked for as raw bytes, and its batched read is broken (TFDS 4.9.10),
+  so the catalogue tests give it this one, built from the same generator.
+  """
+
+  def __init__(self, features, num_examples: int):
+    from tensorflow_datasets.testing import mocking
+    generator = mocking.RandomFakeGenerator(features, num_examples)
+    self._records = [features.serialize_example(generator[i])
+                     for i in range(num_examples)]
+
+  def __len__(self) -> int:
+    return len(self._records)
+
+  def __getitem__(self, index: int) -> bytes:
+    return self._records[index]
+
+  def __getitems__(self, indices) -> list[bytes]:
+    return [self._records[i] for i in indices]
+
+
+@contextlib.contextmanager
+def mock_catalogue(num_examples: int):
+  """tfds.testing.mock_data: any catalogue dataset, `num_examples` random
+  examples in every split, read by tfpipeline's random-access reader."""
+  import tensorflow_datasets as tfds
+  with tfds.testing.mock_data(
+      num_examples=num_examples,
+      as_data_source_fn=lambda builder, split, **_: SerializedFakeSource(
+          builder.info.features, num_examples)):
+    yield

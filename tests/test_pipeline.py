@@ -51,9 +51,12 @@ def test_pipelines_and_replicas_split_the_same_global_batch():
 
 def test_evaluation_dataset_keeps_order_and_every_row():
   split = _split(70)
-  batches = [b.numpy() for b in pipeline.evaluation_dataset(split, 32)]
-  assert [len(b) for b in batches] == [32, 32, 6]
-  np.testing.assert_array_equal(np.concatenate(batches), split.features)
+  batches = list(pipeline.evaluation_dataset(split, 32).as_numpy_iterator())
+  assert [len(b['features']) for b in batches] == [32, 32, 6]
+  for key, want in (('features', split.features), ('labels', split.labels),
+                    ('index', np.arange(70))):
+    np.testing.assert_array_equal(
+        np.concatenate([b[key] for b in batches]), want)
 
 
 def test_blocks_hold_consecutive_steps_and_end_with_the_epoch():

@@ -153,13 +153,29 @@ def test_graph_flops_agree_with_the_dense_formula():
       keras.layers.Normalization(mean=np.zeros(10), variance=np.ones(10)),
       keras.layers.Dense(64, 'relu'), keras.layers.Dense(1)])
   flops = compute.forward_flops(model)
-  assert flops['graph_matmul'] == flops['dense_analytic_matmul'] == (
+  assert flops['graph_matmul'] == flops['analytic_matmul'] == (
       2 * (10 * 64 + 64 * 1))
-  assert flops['dense_analytic'] == 2 * (10 * 64 + 64) + 64 + 1
+  assert flops['analytic'] == 2 * (10 * 64 + 64) + 64 + 1
   assert flops['matmul_agrees']
   # Dense plus the normalisation's few element-wise ops, nothing more.
-  assert flops['dense_analytic'] <= flops['graph_total'] <= (
-      flops['dense_analytic'] + 3 * 10)
+  assert flops['analytic'] <= flops['graph_total'] <= (
+      flops['analytic'] + 3 * 10)
+
+
+def test_graph_flops_agree_with_the_conv_formula():
+  model = keras.Sequential([
+      keras.Input((8, 8, 1), dtype='uint8'),
+      keras.layers.Rescaling(1 / 255),
+      keras.layers.Conv2D(4, 3, padding='same', activation='relu'),
+      keras.layers.MaxPooling2D(2),
+      keras.layers.Conv2D(6, 3, groups=2),
+      keras.layers.Flatten(), keras.layers.Dense(10)])
+  flops = compute.forward_flops(model)
+  conv = 2 * 8 * 8 * 9 * 1 * 4 + 2 * 2 * 2 * 9 * 2 * 6
+  dense = 2 * 24 * 10
+  assert flops['graph_matmul'] == flops['analytic_matmul'] == conv + dense
+  assert flops['analytic'] == conv + dense + 8 * 8 * 4 + 2 * 2 * 6 + 10
+  assert flops['matmul_agrees']
 
 
 def test_energy_estimate_is_power_times_utilisation_times_time():

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from conftest import mock_catalogue
 from tfpipeline import config
 from tfpipeline.data import sources
 from tfpipeline.errors import UserError
@@ -122,11 +123,10 @@ def test_diabetes_through_the_package_tfds_builder(tfds_dir):
 
 
 def test_tfds_catalogue_dataset_with_mock_data():
-  import tensorflow_datasets as tfds
   # mock_data gives every split (slices too) num_examples random examples.
   c = _data_config(name='iris', features=('features',), label='label',
                    group=None, validation_split='train', test_split='train')
-  with tfds.testing.mock_data(num_examples=50):
+  with mock_catalogue(num_examples=50):
     splits = sources.load(c, loss='sparse_categorical_crossentropy')
   assert splits.train.features.shape == (50, 4)
   assert splits.train.features.dtype == np.float32

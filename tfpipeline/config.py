@@ -76,9 +76,14 @@ def get_config() -> config_dict.ConfigDict:
   c.data.num_features = 10  # synthetic
   c.data.num_targets = 1  # synthetic
   c.data.distribution = 'uniform'  # synthetic: uniform [0, 1) | normal
+  c.data.augment = ()  # training only: random_flip, random_crop (images)
+  c.data.crop_padding = 4  # random_crop: pad by this many pixels, crop back
+  c.data.vocab_size = 0  # text: tokens incl. padding and OOV (required for text)
+  c.data.sequence_length = 0  # text: tokens per example (pad or truncate); 0: 128
 
   c.model = config_dict.ConfigDict()
-  c.model.hidden_units = (64,)
+  c.model.layers = ()  # ((Keras layer class, kwargs), ...); () = the MLP below
+  c.model.hidden_units = (64,)  # MLP widths, used when model.layers is ()
   c.model.activation = 'relu'
   c.model.output_units = 1
   c.model.output_activation = 'auto'  # auto: from the loss (linear/sigmoid/softmax)

@@ -1,4 +1,6 @@
-"""Predictions and metrics on a whole split."""
+"""Predictions and metrics on a whole split, streamed batch by batch."""
+
+import dataclasses
 
 import keras
 import numpy as np
@@ -6,14 +8,30 @@ import tensorflow as tf
 
 from tfpipeline import models
 from tfpipeline.data import pipeline
-from tfpipeline.data.sources import Split
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+  """A model's outputs on every example of a split, in order.
+
+  `labels` are as the loss takes them; `groups` is None without data.group;
+  `index` is each example's row in the split.
+  """
+  predictions: np.ndarray
+  labels: np.ndarray
+  groups: np.ndarray | None
+  index: np.ndarray
+
+  def __len__(self) -> int:
+    return len(self.predictions)
 
 
 class Evaluator:
   """Computes loss and the task's metrics of `model` on a split.
 
   Predictions run in a compiled function (XLA when `jit_compile`) over the
-  model's current weights; metrics are Keras metrics over all predictions.
+  model's current weights, batch by batch as the split is read; metrics are
+  Keras metrics over all predictions.
   """
 
   def __init__(self, model: keras.Model, loss: str, *, batch_size: int,
@@ -24,20 +42,31 @@ class Evaluator:
     self._predict = tf.function(lambda x: model(x, training=False),
                                 jit_compile=jit_compile, reduce_retracing=True)
 
-  def predict(self, split: Split) -> np.ndarray:
-    batches = [self._predict(x).numpy() for x in
-               pipeline.evaluation_dataset(split, self._batch_size)]
-    return np.concatenate(batches).astype(np.float32)
+  def run(self, examples) -> Evaluation:
+    """The model's predictions on `examples` (pipeline.Examples or Split)."""
+    parts = {'predictions': [], 'labels': [], 'groups': [], 'index': []}
+    for batch in pipeline.evaluation_dataset(examples, self._batch_size):
+      parts['predictions'].append(self._predict(batch['features']).numpy())
+      for key in ('labels', 'groups', 'index'):
+        if key in batch:
+          parts[key].append(batch[key].numpy())
+    arrays = {key: np.concatenate(values) if values else None
+              for key, values in parts.items()}
+    if arrays['groups'] is not None and arrays['groups'].dtype == object:
+      arrays['groups'] = np.char.decode(arrays['groups'].astype(bytes))
+    arrays['predictions'] = arrays['predictions'].astype(np.float32)
+    return Evaluation(**arrays)
 
-  def evaluate(self, split: Split) -> dict[str, float]:
+  def evaluate(self, examples) -> dict[str, float]:
     """{'loss': ..., metric: ...} as Python floats."""
-    return self.metrics(split, self.predict(split))
+    return self.metrics(self.run(examples))
 
-  def metrics(self, split: Split, predictions: np.ndarray) -> dict[str, float]:
-    """`evaluate`'s result from predictions already made on `split`."""
-    result = {'loss': float(np.mean(self._loss_fn(split.labels, predictions)))}
+  def metrics(self, evaluation: Evaluation) -> dict[str, float]:
+    """`evaluate`'s result from an evaluation already made."""
+    labels, predictions = evaluation.labels, evaluation.predictions
+    result = {'loss': float(np.mean(self._loss_fn(labels, predictions)))}
     for name, metric in self._metrics.items():
       metric.reset_state()
-      metric.update_state(split.labels, predictions)
+      metric.update_state(labels, predictions)
       result[name] = float(metric.result())
     return result

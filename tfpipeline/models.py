@@ -1,15 +1,28 @@
 """Keras Sequential models from the config, and what they are compiled with.
 
-The model takes raw features: a `Normalization` layer holding the training
-split's mean and variance comes first, and for regression a `Rescaling`
-layer maps standardised outputs back to label units. Build it inside
-`strategy.scope()`.
+The model takes raw features as stored: uint8 pixels, token ids, or a
+table's columns, which a `Normalization` layer holding the training split's
+mean and variance standardises first (`model.normalize_inputs`). Between the
+input and the output layer come `model.layers`, any built-in Keras layers,
+or else the MLP of `model.hidden_units`. For regression a `Rescaling` layer
+maps standardised outputs back to label units. Build it inside
+`strategy.scope()`. For text, `serving_model` puts the TextVectorization
+layer that tokenized the training data in front, so the exported model
+takes raw strings.
 """
+
+import inspect
 
 import keras
 import numpy as np
 
 from tfpipeline.data.sources import Split
+from tfpipeline.errors import UserError
+
+# Built-in layers that cannot be one of model.layers: Lambda holds code that
+# Keras safe mode refuses to load; the input and tokenization are the
+# pipeline's.
+_REFUSED_LAYERS = ('Lambda', 'InputLayer', 'TextVectorization')
 
 _OUTPUT_ACTIVATIONS = {
     'binary_crossentropy': 'sigmoid',
@@ -31,29 +44,113 @@ def is_classification(loss: str) -> bool:
   return loss in _OUTPUT_ACTIVATIONS
 
 
-def build(config, train: Split) -> keras.Sequential:
-  """The configured Sequential model, its statistics from `train`."""
+def build(config, train: Split, *, input_shape: tuple | None = None,
+          input_dtype: str = 'float32') -> keras.Sequential:
+  """The configured Sequential model, its statistics from `train`.
+
+  Args:
+    config: the run's config.
+    train: the training split; in memory when the model normalizes inputs
+      or standardizes targets.
+    input_shape: one example's input; default: `train.features`' shape.
+    input_dtype: the input's dtype ('uint8' pixels, 'int64' token ids...).
+
+  Raises:
+    UserError: a bad entry of model.layers (named by its index), or a model
+      whose output cannot meet the labels.
+  """
   model_config = config.model
-  layers = [keras.Input(shape=(train.features.shape[1],), name='features')]
+  if input_shape is None:
+    input_shape = train.features.shape[1:]
+  model = keras.Sequential(name=config.data.name or 'model')
+  model.add(keras.Input(shape=tuple(input_shape), dtype=input_dtype,
+                        name='features'))
   if model_config.normalize_inputs:
-    layers.append(keras.layers.Normalization(
+    model.add(keras.layers.Normalization(
         mean=train.features.mean(axis=0), variance=train.features.var(axis=0),
         name='normalize'))
-  for i, units in enumerate(model_config.hidden_units):
-    layers.append(keras.layers.Dense(units, model_config.activation,
-                                     name=f'hidden_{i}'))
+  if model_config.layers:
+    hidden = [(f'model.layers[{i}]', configured_layer(
+        spec, f'model.layers[{i}]')) for i, spec in enumerate(
+            model_config.layers)]
+  else:
+    hidden = [('model.hidden_units', _made('model.activation', lambda i=i, u=u: (
+        keras.layers.Dense(u, model_config.activation, name=f'hidden_{i}'))))
+              for i, u in enumerate(model_config.hidden_units)]
+  for key, layer in hidden:
+    _add(model, key, layer)
+  if len(model.output_shape) != 2:
+    where = (f'model.layers[{len(model_config.layers) - 1}]'
+             if model_config.layers else 'model.layers')
+    raise UserError(f'{where}: the layers output shape {model.output_shape}, '
+                    f'but the output layer needs (batch, features) to meet '
+                    f'the labels; end model.layers with Flatten or a global '
+                    f'pooling layer')
   activation = model_config.output_activation
   if activation == 'auto':
     activation = _OUTPUT_ACTIVATIONS.get(config.loss, 'linear')
   # The output layer computes in float32 under mixed precision, for a stable loss.
-  layers.append(keras.layers.Dense(model_config.output_units, activation,
-                                   dtype='float32', name='output'))
+  _add(model, 'model.output_units', _made(
+      'model.output_activation', lambda: keras.layers.Dense(
+          model_config.output_units, activation, dtype='float32',
+          name='output')))
   if model_config.standardize_targets and not is_classification(config.loss):
     mean, std = train.labels.mean(axis=0), train.labels.std(axis=0)
-    layers.append(keras.layers.Rescaling(
+    model.add(keras.layers.Rescaling(
         scale=np.where(std > 0, std, 1.0).tolist(), offset=mean.tolist(),
         dtype='float32', name='unstandardize'))
-  return keras.Sequential(layers, name=config.data.name or 'model')
+  return model
+
+
+def configured_layer(spec, key: str) -> keras.layers.Layer:
+  """A `(class name, kwargs)` pair of model.layers -> a built-in Keras layer."""
+  if not (isinstance(spec, (tuple, list)) and len(spec) == 2 and
+          isinstance(spec[0], str) and isinstance(spec[1], dict)):
+    raise UserError(f'{key}={spec!r} is invalid: expected a (Keras layer '
+                    f'class name, kwargs dict) pair, e.g. (\'Dense\', '
+                    f'{{\'units\': 64}})')
+  name, kwargs = spec
+  layer_class = getattr(keras.layers, name, None)
+  if (name in _REFUSED_LAYERS or not inspect.isclass(layer_class) or
+      not issubclass(layer_class, keras.layers.Layer)):
+    raise UserError(f'{key}: {name!r} is not a built-in Keras layer that '
+                    f'model.layers accepts; use a class of keras.layers such '
+                    f'as Conv2D, Dense or Dropout (not Lambda or '
+                    f'TextVectorization)')
+  return _made(key, lambda: layer_class(**kwargs))
+
+
+def _made(key: str, make_layer) -> keras.layers.Layer:
+  """`make_layer()`, or a UserError naming `key` when its arguments fail."""
+  try:
+    return make_layer()
+  except (TypeError, ValueError) as e:
+    raise UserError(f'{key}: {_first_line(e)}; fix its value') from None
+
+
+def _add(model: keras.Sequential, key: str, layer) -> None:
+  """Adds `layer`, naming `key` if it cannot take the model's output."""
+  shape = model.output_shape if model.layers else model.get_config()[
+      'layers'][0]['config']['batch_shape']
+  try:
+    model.add(layer)
+  except Exception as e:  # Keras raises several kinds for a shape misfit.
+    raise UserError(f'{key}: {type(layer).__name__} cannot take the input of '
+                    f'shape {tuple(shape)}: {_first_line(e)}') from None
+
+
+def _first_line(error: BaseException) -> str:
+  text = str(error).strip()
+  return text.splitlines()[0] if text else type(error).__name__
+
+
+def serving_model(model: keras.Model, vectorizer=None) -> keras.Model:
+  """The model to export: for text, tokenization first, taking strings."""
+  if vectorizer is None:
+    return model
+  return keras.Sequential(
+      [keras.Input(shape=(), dtype='string', name='text'), vectorizer,
+       *model.layers], name=model.name)
 
 
 def loss_fn(loss: str):

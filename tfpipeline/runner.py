@@ -82,15 +82,17 @@ def _run_checked(config, model_dir: pathlib.Path, strategy, *, tpu: str,
   chief = meter is not None
   # TensorFlow is imported only once the cheap checks have passed.
   from tfpipeline import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
-  from tfpipeline.data import sources  # pylint: disable=g-import-not-at-top
+  from tfpipeline.data import pipeline, sources  # pylint: disable=g-import-not-at-top
 
   if isinstance(strategy, str):
     strategy = strategy_lib.create(strategy, tpu=tpu, cpu_devices=cpu_devices)
   config = config_lib.resolve_for_device(
       config, on_tpu=strategy_lib.is_tpu(strategy))
   splits = sources.load(config.data, loss=config.loss)
+  inputs = pipeline.inputs(splits, config)
   _check_batch(config, len(splits.train), strategy.num_replicas_in_sync,
                per_replica_multiple=8 if strategy_lib.is_tpu(strategy) else 1)
+  _check_model(config, splits, inputs)
   config = _calibrate_noise(config, len(splits.train))
   if chief:
     _check_resume(model_dir, config, allow_config_change)
@@ -99,7 +101,7 @@ def _run_checked(config, model_dir: pathlib.Path, strategy, *, tpu: str,
   if chief:
     model_dir.mkdir(parents=True, exist_ok=True)
     test_metrics = _audited(model_dir, config, lambda: _train_and_export(
-        config, model_dir, strategy, splits, engine, checkpoints,
+        config, model_dir, strategy, splits, inputs, engine, checkpoints,
         meter=meter))
     logging.info('wrote %s', model_dir)
     return test_metrics
@@ -107,7 +109,7 @@ def _run_checked(config, model_dir: pathlib.Path, strategy, *, tpu: str,
   # TensorFlow Model Garden does); they resume from the chief's checkpoints.
   with tempfile.TemporaryDirectory(prefix='tfpipeline-worker-') as scratch:
     test_metrics = _train_and_export(config, pathlib.Path(scratch), strategy,
-                                     splits, engine, checkpoints,
+                                     splits, inputs, engine, checkpoints,
                                      meter=None)
   logging.info('done; only the chief writes %s', model_dir)
   return test_metrics
@@ -143,7 +145,7 @@ def _audited(model_dir: pathlib.Path, config, train_and_export):
 
 
 def _train_and_export(config, model_dir: pathlib.Path, strategy, splits,
-                      engine: str, restore_from: pathlib.Path, *,
+                      inputs, engine: str, restore_from: pathlib.Path, *,
                       meter) -> dict[str, float]:
   """Builds, restores, trains, evaluates, saves and, given the run's energy
   `meter` (the chief's), reports; writes under `model_dir`."""
@@ -159,7 +161,8 @@ def _train_and_export(config, model_dir: pathlib.Path, strategy, splits,
     tf.config.experimental.enable_op_determinism()
   keras.mixed_precision.set_global_policy(config.train.mixed_precision)
   with strategy.scope():
-    model = models.build(config, splits.train)
+    model = models.build(config, splits.train, input_shape=inputs.shape,
+                         input_dtype=inputs.dtype)
     optimizer = models.optimizer(config.optimizer,
                                  config.train.mixed_precision)
     optimizer.build(model.trainable_variables)
@@ -181,18 +184,18 @@ def _train_and_export(config, model_dir: pathlib.Path, strategy, splits,
   run_log = RunLog(model_dir, config.train.epochs, start_step=start_step)
   train_start = time.perf_counter()
   try:
-    trainer.train(model, optimizer, splits, config, strategy, run_log,
+    trainer.train(model, optimizer, inputs, config, strategy, run_log,
                   checkpoints, evaluator, start_step=start_step,
                   engine=engine)
   finally:
     run_log.close()
   train_seconds = time.perf_counter() - train_start
 
-  test_predictions = evaluator.predict(splits.test)
-  test_metrics = evaluator.metrics(splits.test, test_predictions)
+  test_evaluation = evaluator.run(inputs.test)
+  test_metrics = evaluator.metrics(test_evaluation)
   artifacts.write_text(model_dir / 'metrics.json',
                        json.dumps(test_metrics, indent=2) + '\n')
-  export.save(model, model_dir)
+  export.save(models.serving_model(model, inputs.vectorizer), model_dir)
   logging.info('test: %s', '  '.join(f'{k} {v:.4g}'
                                      for k, v in test_metrics.items()))
   if meter:
@@ -200,12 +203,21 @@ def _train_and_export(config, model_dir: pathlib.Path, strategy, splits,
     from tfpipeline import report as report_lib  # pylint: disable=g-import-not-at-top
     report_lib.write(
         model_dir, config=config, splits=splits, model=model,
-        strategy=strategy, test_predictions=test_predictions,
+        strategy=strategy, test_evaluation=test_evaluation,
         test_metrics=test_metrics, times=meter.stop(),
         train_seconds=train_seconds, start_step=start_step)
     logging.info('report: %s (%.2f s)', model_dir / 'report' / 'report.html',
                  time.perf_counter() - report_start)
   return test_metrics
+
+
+def _check_model(config, splits, inputs) -> None:
+  """Builds the model once, so a bad model.* key fails before any write."""
+  import keras  # pylint: disable=g-import-not-at-top
+  from tfpipeline import models  # pylint: disable=g-import-not-at-top
+  models.build(config, splits.train, input_shape=inputs.shape,
+               input_dtype=inputs.dtype)
+  keras.backend.clear_session()
 
 
 def _calibrate_noise(config, train_rows: int):

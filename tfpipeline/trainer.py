@@ -21,7 +21,6 @@ from tfpipeline import config as config_lib
 from tfpipeline import dp_sgd
 from tfpipeline import models
 from tfpipeline.data import pipeline
-from tfpipeline.data.sources import Splits
 from tfpipeline.evaluation import Evaluator
 from tfpipeline.run_log import RunLog
 
@@ -131,7 +130,7 @@ class StepLoop:
     return self._loop(features, labels).numpy(), waited
 
 
-def train(model: keras.Model, optimizer, splits: Splits, config,
+def train(model: keras.Model, optimizer, inputs: pipeline.Inputs, config,
           strategy: tf.distribute.Strategy, run_log: RunLog,
           checkpoints: checkpointing.Checkpoints, evaluator: Evaluator, *,
           start_step: int = 0, engine: str = 'tfpipeline') -> None:
@@ -142,11 +141,11 @@ def train(model: keras.Model, optimizer, splits: Splits, config,
   """
   train_config = config.train
   batch = train_config.global_batch_size
-  steps_per_epoch = config_lib.steps_per_epoch(config, len(splits.train))
-  total_steps = config_lib.total_steps(config, len(splits.train))
+  steps_per_epoch = config_lib.steps_per_epoch(config, len(inputs.train))
+  total_steps = config_lib.total_steps(config, len(inputs.train))
   if engine == 'keras_fit':
     _fit(model, optimizer, config, strategy, steps_per_epoch, evaluator,
-         splits, run_log, checkpoints, start_step)
+         inputs, run_log, checkpoints, start_step)
     return
 
   loop = StepLoop(model, optimizer, config.loss, strategy,
@@ -154,10 +153,13 @@ def train(model: keras.Model, optimizer, splits: Splits, config,
                   jit_compile=train_config.jit_compile,
                   dp=dp_sgd.DpSgd.from_config(config))
 
+  block = pipeline.steps_per_block(train_config.steps_per_loop,
+                                   steps_per_epoch,
+                                   batch * inputs.bytes_per_example())
+
   def batches_from(step: int):
     dataset_fn = pipeline.training_dataset_fn(
-        splits.train, batch, seed=train_config.seed,
-        steps_per_block=min(train_config.steps_per_loop, steps_per_epoch),
+        inputs.train, batch, seed=train_config.seed, steps_per_block=block,
         start_step=step)
     return iter(strategy.distribute_datasets_from_function(dataset_fn))
 
@@ -197,7 +199,7 @@ def train(model: keras.Model, optimizer, splits: Splits, config,
       run_log.record(
           step=step, epoch=epoch if epoch_end else epoch + 1,
           console=epoch_end, loss=float(np.mean(losses)),
-          **(_validation(evaluator, splits) if epoch_end else {}),
+          **(_validation(evaluator, inputs) if epoch_end else {}),
           examples_per_sec=len(losses) * batch / seconds,
           input_stall_pct=100.0 * waited / seconds)
       if (step - saved >= train_config.checkpoint_every_steps or
@@ -212,12 +214,14 @@ def _finite_weights(model: keras.Model) -> bool:
              for v in model.trainable_variables)
 
 
-def _validation(evaluator: Evaluator, splits: Splits) -> dict[str, float]:
-  return {f'val_{k}': v for k, v in evaluator.evaluate(splits.validation).items()}
+def _validation(evaluator: Evaluator,
+                inputs: pipeline.Inputs) -> dict[str, float]:
+  return {f'val_{k}': v
+          for k, v in evaluator.evaluate(inputs.validation).items()}
 
 
 def _fit(model, optimizer, config, strategy, steps_per_epoch, evaluator,
-         splits, run_log, checkpoints, start_step) -> None:
+         inputs, run_log, checkpoints, start_step) -> None:
   """Keras `model.fit` with its best working settings under `strategy`.
 
   Under a tf.distribute strategy with several replicas, fit fails with
@@ -240,12 +244,12 @@ def _fit(model, optimizer, config, strategy, steps_per_epoch, evaluator,
   # The same per-replica batches as the own loop, under any strategy.
   dataset = strategy.distribute_datasets_from_function(
       pipeline.training_dataset_fn(
-          splits.train, config.train.global_batch_size,
+          inputs.train, config.train.global_batch_size,
           seed=config.train.seed, start_step=first_epoch * steps_per_epoch))
   with checkpointing.PreemptionWatch() as watch:
     model.fit(dataset, initial_epoch=first_epoch, epochs=config.train.epochs,
               steps_per_epoch=steps_per_epoch, verbose=0,
-              callbacks=[_FitLog(run_log, evaluator, splits, steps_per_epoch,
+              callbacks=[_FitLog(run_log, evaluator, inputs, steps_per_epoch,
                                  config.train.global_batch_size, checkpoints,
                                  watch)])
 
@@ -283,10 +287,10 @@ class _DpSgdModel(keras.Model):
 class _FitLog(keras.callbacks.Callback):
   """Writes fit's epochs to the same RunLog as the own loop; checkpoints."""
 
-  def __init__(self, run_log, evaluator, splits, steps_per_epoch, batch,
+  def __init__(self, run_log, evaluator, inputs, steps_per_epoch, batch,
                checkpoints, watch):
     super().__init__()
-    self._run_log, self._evaluator, self._splits = run_log, evaluator, splits
+    self._run_log, self._evaluator, self._inputs = run_log, evaluator, inputs
     self._steps_per_epoch, self._batch = steps_per_epoch, batch
     self._checkpoints, self._watch = checkpoints, watch
 
@@ -298,7 +302,7 @@ class _FitLog(keras.callbacks.Callback):
     step = (epoch + 1) * self._steps_per_epoch
     self._run_log.record(
         step=step, epoch=epoch + 1, console=True, loss=float(logs['loss']),
-        **_validation(self._evaluator, self._splits),
+        **_validation(self._evaluator, self._inputs),
         examples_per_sec=self._steps_per_epoch * self._batch / seconds,
         input_stall_pct=None)
     self._checkpoints.save(step)

@@ -2,25 +2,99 @@
 
 Each epoch is a stateless random permutation of the training rows, drawn
 from (seed, epoch) and cut into global batches of row indices (the last
-partial batch is dropped); one vectorised gather per batch then reads the
-rows. Batching indices rather than examples keeps the pipeline far ahead of
-small models (element-wise batching of tiny rows was the bottleneck, see
-BUILD_NOTES.md), and makes the examples of step s a pure function of
-(seed, s): the same on every pipeline, and reproducible after a restart.
+partial batch is dropped). Each pipeline keeps its slice of every global
+batch and reads those rows: a vectorised gather from memory, or one batched
+random-access read of the record files, decoded in the graph (see
+`records`). Then text is tokenized and images augmented with each
+example's own random numbers, drawn from (seed, epoch, row), and batches
+are prefetched. Reads run in parallel with a deterministic order.
 
-Every input pipeline cuts the same global batches and keeps its own slice,
-so one device, MirroredStrategy and multi-worker runs see identical global
-batches: what makes their weights equal. Sharding is done here, explicitly,
-so tf.data's auto-sharding is turned off.
+So the examples of step s are a pure function of (seed, s): the same on
+every pipeline, and reproducible after a restart at any step, with nothing
+read and thrown away. One device, MirroredStrategy and multi-worker runs see
+identical global batches: what makes their weights equal. Sharding is done
+here, explicitly, so tf.data's auto-sharding is turned off.
 """
 
+import dataclasses
 from typing import Callable
 
+import numpy as np
 import tensorflow as tf
 
+from tfpipeline.data import preprocess
+from tfpipeline.data import sources
 from tfpipeline.data.sources import Split
+from tfpipeline.errors import UserError
 
 DatasetFn = Callable[[tf.distribute.InputContext], tf.data.Dataset]
+# A device call's block of steps is cut to hold at most this many bytes of
+# model input, so that steps_per_loop blocks of large images fit in memory.
+BLOCK_BYTES = 64 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class Examples:
+  """A split and how its rows become model inputs.
+
+  Attributes:
+    split: in memory or streamed.
+    feature_key, label_key, group_key: the keys a streamed split is read by.
+    sparse_labels: labels are class ids (int32), else float32.
+    vectorizer: a TextVectorization layer for text features, or None.
+    augment: `data.augment` ops (training only; images).
+    crop_padding: `data.crop_padding`.
+  """
+  split: Split
+  feature_key: str = ''
+  label_key: str = ''
+  group_key: str | None = None
+  sparse_labels: bool = False
+  vectorizer: object = None
+  augment: tuple[str, ...] = ()
+  crop_padding: int = 0
+
+  def __len__(self) -> int:
+    return len(self.split)
+
+  def read(self, rows: tf.Tensor) -> dict[str, tf.Tensor]:
+    """In-graph: 'features', 'labels' (and 'groups') of 1-D `rows`."""
+    if not self.split.streamed:
+      arrays = {'features': self.split.features, 'labels': self.split.labels}
+      if self.split.groups is not None:
+        arrays['groups'] = self.split.groups
+      return {name: tf.gather(tf.constant(array), rows)
+              for name, array in arrays.items()}
+    read = self.split.records.read(rows)
+    labels = tf.reshape(read[self.label_key], [tf.shape(rows)[0], -1])
+    result = {'features': read[self.feature_key],
+              'labels': (tf.cast(labels[:, :1], tf.int32) if self.sparse_labels
+                         else tf.cast(labels, tf.float32))}
+    if self.group_key:
+      result['groups'] = read[self.group_key]
+    return result
+
+  def model_inputs(self, features: tf.Tensor) -> tf.Tensor:
+    """Read features -> what the trained model takes (tokens for text)."""
+    return self.vectorizer(features) if self.vectorizer else features
+
+
+def examples(splits, name: str, config, vectorizer=None) -> Examples:
+  """The `Examples` of split `name` ('train', 'validation', 'test')."""
+  data = config.data
+  return Examples(
+      getattr(splits, name), feature_key=splits.feature_names[0],
+      label_key=splits.label_name, group_key=splits.group_name,
+      sparse_labels=config.loss == 'sparse_categorical_crossentropy',
+      vectorizer=vectorizer,
+      augment=tuple(data.augment) if name == 'train' else (),
+      crop_padding=data.crop_padding)
+
+
+def _as_examples(examples_or_split) -> Examples:
+  if isinstance(examples_or_split, Examples):
+    return examples_or_split
+  return Examples(examples_or_split)
 
 
 def _options() -> tf.data.Options:
@@ -31,87 +105,210 @@ def _options() -> tf.data.Options:
   return options
 
 
+def steps_per_block(steps_per_loop: int, steps_per_epoch: int,
+                    bytes_per_step: int) -> int:
+  """Steps per input block: steps_per_loop, within an epoch and BLOCK_BYTES."""
+  return max(1, min(steps_per_loop, steps_per_epoch,
+                    BLOCK_BYTES // max(bytes_per_step, 1)))
+
+
 def global_batch_indices(num_rows: int, global_batch_size: int, seed: int,
                          steps_per_block: int | None = None,
-                         start_step: int = 0) -> tf.data.Dataset:
+                         start_step: int = 0,
+                         augment_params: bool = False) -> tf.data.Dataset:
   """Row indices of every global batch from `start_step` on, endlessly.
 
   Elements are (global_batch_size,) index vectors, or with `steps_per_block`
   (k, global_batch_size) blocks of k consecutive steps that never straddle
   an epoch (an epoch's last block may be shorter). Starting at step s costs
-  nothing: step s's batch depends only on (seed, s).
+  nothing: step s's batch depends only on (seed, s). With `augment_params`,
+  elements are (rows, params): each row's AUGMENT_PARAMS uniform numbers,
+  drawn from (seed, epoch, row).
   """
   steps_per_epoch = num_rows // global_batch_size
   used = steps_per_epoch * global_batch_size
   first_epoch, first_offset = divmod(start_step, steps_per_epoch)
 
-  def epoch_batches(epoch):
-    order = tf.random.experimental.stateless_shuffle(
-        tf.range(num_rows, dtype=tf.int64),
-        seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
-    batches = tf.reshape(order[:used], [steps_per_epoch, global_batch_size])
-    batches = batches[tf.where(epoch == first_epoch, first_offset, 0):]
+  def blocks_of(batches, first):
+    """(steps, ...) -> this epoch's elements from step `first` on."""
+    batches = batches[first:]
     if not steps_per_block:
       return tf.data.Dataset.from_tensor_slices(batches)
     # Blocks cut by reshaping, not by batching step elements one by one.
     full = tf.shape(batches)[0] // steps_per_block * steps_per_block
+    tail = tf.shape(batches)[1:]
     blocks = tf.data.Dataset.from_tensor_slices(tf.reshape(
-        batches[:full], [-1, steps_per_block, global_batch_size]))
+        batches[:full], tf.concat([[-1, steps_per_block], tail], 0)))
     rest = tf.data.Dataset.from_tensors(batches[full:]).filter(
         lambda rows: tf.shape(rows)[0] > 0)
     return blocks.concatenate(rest)
 
+  def epoch_batches(epoch):
+    epoch_seed = tf.stack([tf.constant(seed, tf.int64), epoch])
+    order = tf.random.experimental.stateless_shuffle(
+        tf.range(num_rows, dtype=tf.int64), seed=epoch_seed)
+    batches = tf.reshape(order[:used], [steps_per_epoch, global_batch_size])
+    first = tf.where(epoch == first_epoch, first_offset, 0)
+    rows = blocks_of(batches, first)
+    if not augment_params:
+      return rows
+    params = tf.random.stateless_uniform(
+        [num_rows, preprocess.AUGMENT_PARAMS],
+        seed=tf.random.experimental.stateless_fold_in(epoch_seed, 1))
+    params = tf.reshape(tf.gather(params, order[:used]),
+                        [steps_per_epoch, global_batch_size, -1])
+    return tf.data.Dataset.zip(rows, blocks_of(params, first))
+
   return tf.data.Dataset.counter(start=first_epoch).flat_map(epoch_batches)
 
 
-def training_dataset_fn(split: Split, global_batch_size: int, *, seed: int,
-                        steps_per_block: int | None = None,
+def _read_shaped(examples: Examples, rows: tf.Tensor):
+  """Reads rows of any shape ((b,) or (k, b)) and restores that shape."""
+  flat = examples.read(tf.reshape(rows, [-1]))
+  lead = tf.shape(rows)
+
+  def unflatten(tensor):
+    return tf.reshape(tensor, tf.concat([lead, tf.shape(tensor)[1:]], 0))
+
+  return flat, unflatten
+
+
+def training_dataset_fn(examples_or_split, global_batch_size: int, *,
+                        seed: int, steps_per_block: int | None = None,
                         start_step: int = 0) -> DatasetFn:
   """Endless training batches for one input pipeline.
 
   Args:
-    split: the training split (features and labels in memory).
+    examples_or_split: the training `Examples` (or an in-memory `Split`).
     global_batch_size: examples per step across all replicas.
-    seed: the shuffling seed; the order repeats exactly for the same seed.
+    seed: the shuffling and augmentation seed; the order repeats exactly.
     steps_per_block: None for one batch per element (Keras fit); k for
       blocks of k steps' batches, (k, per_replica_batch, ...), so that a
       device call of k steps reads its input once.
     start_step: the first step's batch (resuming mid-epoch).
 
   Returns:
-    A function of an InputContext giving per-replica elements, as
-    `strategy.distribute_datasets_from_function` expects.
+    A function of an InputContext giving per-replica (features, labels)
+    elements, as `strategy.distribute_datasets_from_function` expects.
   """
+  examples = _as_examples(examples_or_split)
+  augmenting = bool(examples.augment)
 
   def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
     per_replica = context.get_per_replica_batch_size(global_batch_size)
     per_pipeline = global_batch_size // context.num_input_pipelines
     local_replicas = per_pipeline // per_replica
     start = context.input_pipeline_id * per_pipeline
-    features = tf.constant(split.features)
-    labels = tf.constant(split.labels)
-    indices = global_batch_indices(len(split), global_batch_size, seed,
-                                   steps_per_block, start_step)
+    indices = global_batch_indices(len(examples), global_batch_size, seed,
+                                   steps_per_block, start_step,
+                                   augment_params=augmenting)
 
-    def local_slices(rows):
+    def local(tensor):
       """This pipeline's columns, then one element per local replica."""
-      rows = rows[..., start:start + per_pipeline]
-      if steps_per_block:  # (k, R * b) -> (R, k, b)
-        return tf.transpose(tf.reshape(
-            rows, [-1, local_replicas, per_replica]), [1, 0, 2])
-      return tf.reshape(rows, [local_replicas, per_replica])
+      tensor = tensor[:, start:start + per_pipeline] if steps_per_block else (
+          tensor[start:start + per_pipeline])
+      if steps_per_block:  # (k, R * b, ...) -> (R, k, b, ...)
+        shape = tf.concat([[-1, local_replicas, per_replica],
+                           tf.shape(tensor)[2:]], 0)
+        perm = [1, 0, 2] + list(range(3, tensor.shape.rank + 1))
+        return tf.transpose(tf.reshape(tensor, shape), perm)
+      return tf.reshape(tensor, tf.concat(
+          [[local_replicas, per_replica], tf.shape(tensor)[1:]], 0))
+
+    def local_slices(*element):
+      return tuple(local(tensor) for tensor in element)
+
+    def read(rows, params=None):
+      flat, unflatten = _read_shaped(examples, rows)
+      features = examples.model_inputs(flat['features'])
+      if augmenting:
+        features = preprocess.augment(
+            features, tf.reshape(params, [-1, preprocess.AUGMENT_PARAMS]),
+            examples.augment, examples.crop_padding)
+      return unflatten(features), unflatten(flat['labels'])
 
     indices = indices.map(local_slices).unbatch()
-    dataset = indices.map(
-        lambda rows: (tf.gather(features, rows), tf.gather(labels, rows)),
-        num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = indices.map(read, num_parallel_calls=tf.data.AUTOTUNE,
+                          deterministic=True)
     return dataset.with_options(_options()).prefetch(tf.data.AUTOTUNE)
 
   return dataset_fn
 
 
-def evaluation_dataset(split: Split, batch_size: int) -> tf.data.Dataset:
-  """Features of a split in order, every example once (last batch partial)."""
-  dataset = tf.data.Dataset.from_tensor_slices(split.features)
-  return dataset.batch(batch_size).with_options(_options()).prefetch(
-      tf.data.AUTOTUNE)
+def evaluation_dataset(examples_or_split, batch_size: int) -> tf.data.Dataset:
+  """Every example of a split once, in order (the last batch partial).
+
+  Elements are dicts: 'features' (as the model takes them), 'labels',
+  'groups' (when the split has them) and 'index' (the row in the split).
+  """
+  examples = _as_examples(examples_or_split)
+
+  def read(rows):
+    batch = examples.read(rows)
+    batch['features'] = examples.model_inputs(batch['features'])
+    batch['index'] = rows
+    return batch
+
+  rows = tf.data.Dataset.range(len(examples)).batch(batch_size)
+  return rows.map(read, num_parallel_calls=tf.data.AUTOTUNE,
+                  deterministic=True).with_options(_options()).prefetch(
+                      tf.data.AUTOTUNE)
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+  """A run's three splits as model inputs, and the model input's spec.
+
+  Attributes:
+    train, validation, test: the splits' `Examples`.
+    shape, dtype: one example as the model takes it (after tokenization).
+    vectorizer: the adapted TextVectorization layer for text, else None.
+  """
+  train: Examples
+  validation: Examples
+  test: Examples
+  shape: tuple[int, ...]
+  dtype: str
+  vectorizer: object = None
+
+  def bytes_per_example(self) -> int:
+    return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(
+        self.dtype).itemsize
+
+
+def inputs(splits, config) -> Inputs:
+  """The `Inputs` of `splits`; for text, adapts the tokenizer on train.
+
+  Raises:
+    UserError: the data and the data or model keys do not fit together.
+  """
+  kind, data = splits.kind, config.data
+  feature = f'data.features {splits.feature_names[0]!r} ({kind})'
+  if data.augment and kind != sources.IMAGE:
+    raise UserError(f'data.augment={tuple(data.augment)!r}: image ops need '
+                    f'image features (height, width, channels), but '
+                    f'{feature} is not; set --config.data.augment=()')
+  if config.model.normalize_inputs and kind != sources.TABLE:
+    raise UserError(f'model.normalize_inputs=True standardises table '
+                    f'columns, but {feature} is not a table; set it to False '
+                    f'(put Rescaling or Normalization in model.layers)')
+  if (config.model.standardize_targets and splits.train.streamed and
+      config.loss not in ('binary_crossentropy', 'categorical_crossentropy',
+                          'sparse_categorical_crossentropy')):
+    raise UserError('model.standardize_targets=True needs the labels in '
+                    'memory, but this dataset is streamed; set it to False')
+  vectorizer, shape, dtype = None, splits.feature_shape, splits.feature_dtype
+  if kind == sources.TEXT:
+    if not data.vocab_size:
+      raise UserError(f'data.vocab_size: {feature} holds strings; set the '
+                      f'number of tokens, e.g. --config.data.vocab_size=20000')
+    length = data.sequence_length or preprocess.DEFAULT_SEQUENCE_LENGTH
+    texts = evaluation_dataset(Examples(
+        splits.train, splits.feature_names[0], splits.label_name), 1024)
+    vectorizer = preprocess.text_vectorizer(
+        texts.map(lambda batch: batch['features']),
+        vocab_size=data.vocab_size, sequence_length=length)
+    shape, dtype = (length,), 'int64'
+  return Inputs(*(examples(splits, name, config, vectorizer)
+                  for name in ('train', 'validation', 'test')),
+                shape=tuple(shape), dtype=dtype, vectorizer=vectorizer)

@@ -1,11 +1,16 @@
 """Data sources: synthetic, CSV, NPZ and TFDS, read into checked splits.
 
-Every source returns the same `Splits`: float32 features, labels and optional
-groups for train, validation and test. Reading everything once up front is
-what lets bad data be refused (naming the file, row and column) before a run
-writes anything, and gives the model its training-split statistics. The
-sources are tabular, so the splits fit in memory; the tf.data pipelines in
-`tfpipeline.data.pipeline` are built from them.
+Every source returns the same `Splits`: features, labels and optional groups
+for train, validation and test. Features keep their shape and dtype: a
+table's columns (several keys, concatenated into float32 columns), or one
+key's image (H, W, C), fixed-shape tensor or string, as stored.
+
+Tables and NPZ arrays are read into memory once and checked (the file, row
+and column of a bad cell are named) before a run writes anything. A TFDS
+dataset of images, tensors or text is streamed instead: its splits hold
+`records.Records`, read by index batch in the tf.data pipeline, so a run's
+memory does not grow with the dataset. The tf.data pipelines in
+`tfpipeline.data.pipeline` are built from either kind.
 """
 
 import csv
@@ -15,18 +20,35 @@ import pathlib
 import numpy as np
 
 from tfpipeline import integrity
+from tfpipeline.data import records as records_lib
 from tfpipeline.errors import UserError
+
+# What a run's features are: float32 columns, or one key's image (rank 3),
+# other fixed-shape tensor, or string.
+TABLE, IMAGE, TENSOR, TEXT = 'table', 'image', 'tensor', 'text'
 
 
 @dataclasses.dataclass(frozen=True)
 class Split:
-  """One split: features (n, d) float32, labels (n, k), groups (n,) or None."""
-  features: np.ndarray
-  labels: np.ndarray
+  """One split of examples.
+
+  In memory: `features` (n, ...), `labels` (n, k) and `groups` (n,) or None.
+  Streamed: `records` reads features, label and group by index, and the
+  arrays are None.
+  """
+  features: np.ndarray | None
+  labels: np.ndarray | None
   groups: np.ndarray | None = None
+  records: records_lib.Records | None = None
 
   def __len__(self) -> int:
+    if self.records is not None:
+      return len(self.records)
     return len(self.features)
+
+  @property
+  def streamed(self) -> bool:
+    return self.records is not None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +62,11 @@ class Splits:
   # What the rows were read from, for provenance: the source and its
   # identity (file sha256; TFDS name, version and splits; synthetic seed).
   origin: dict = dataclasses.field(default_factory=dict)
+  kind: str = TABLE
+  # One example's features as stored: (d,) for a table, (H, W, C) for an
+  # image, () for text; and their dtype ('float32', 'uint8', 'string').
+  feature_shape: tuple[int, ...] = ()
+  feature_dtype: str = 'float32'
 
 
 def load(data_config, *, loss: str) -> Splits:
@@ -52,7 +79,8 @@ def load(data_config, *, loss: str) -> Splits:
     if len(split) == 0:
       raise UserError(f'data: the {name} split is empty; add rows or change '
                       f'data.validation_fraction / data.test_fraction')
-    _check_finite(split, name, splits, data_config)
+    if not split.streamed:
+      _check_finite(split, name, splits, data_config)
   return dataclasses.replace(
       splits, **{name: _labels_for_loss(getattr(splits, name), loss)
                  for name in ('train', 'validation', 'test')})
@@ -60,21 +88,28 @@ def load(data_config, *, loss: str) -> Splits:
 
 def _labels_for_loss(split: Split, loss: str) -> Split:
   """Integer class ids for sparse categorical loss, float32 otherwise."""
+  if split.streamed:
+    return split  # The pipeline casts each batch's labels the same way.
+  labels = split.labels.reshape(len(split), -1)
   if loss == 'sparse_categorical_crossentropy':
-    labels = split.labels.reshape(len(split), -1)[:, :1].astype(np.int32)
+    labels = labels[:, :1].astype(np.int32)
   else:
-    labels = split.labels.reshape(len(split), -1).astype(np.float32)
+    labels = labels.astype(np.float32)
   return dataclasses.replace(split, labels=labels)
 
 
 def _check_finite(split: Split, split_name: str, splits: Splits, data_config):
-  for what, values, names in (
-      ('feature', split.features, splits.feature_names),
-      ('label', split.labels.reshape(len(split), -1), (splits.label_name,))):
+  checked = [('label', split.labels.reshape(len(split), -1),
+              (splits.label_name,))]
+  if np.issubdtype(split.features.dtype, np.floating):
+    checked.insert(0, ('feature', split.features.reshape(len(split), -1),
+                       splits.feature_names))
+  for what, values, names in checked:
     bad = ~np.isfinite(values.astype(np.float64))
     if bad.any():
       row, col = np.argwhere(bad)[0]
-      name = names[col] if len(names) == values.shape[1] else f'#{col}'
+      name = names[col] if len(names) == values.shape[1] else (
+          f'{names[0]}[{col}]' if len(names) == 1 else f'#{col}')
       raise UserError(
           f'{_describe(data_config)}: {split_name} row {row}, {what} {name!r} '
           f'is {values[row, col]}; remove or impute NaN/Inf values first')
@@ -88,6 +123,16 @@ def _describe(data_config) -> str:
   return 'synthetic data'
 
 
+def _shaped_kind(shape: tuple, dtype: np.dtype) -> str | None:
+  """IMAGE, TENSOR or TEXT for one key's per-example shape and dtype; None
+  when the key is tabular (scalars or a vector of numbers)."""
+  if dtype.kind in 'OSU':
+    return TEXT
+  if len(shape) >= 2:
+    return IMAGE if len(shape) == 3 else TENSOR
+  return None
+
+
 def _split_rows(n: int, data_config) -> tuple[np.ndarray, ...]:
   """Seeded permutation into train, validation and test row indices."""
   order = np.random.default_rng(data_config.split_seed).permutation(n)
@@ -96,43 +141,73 @@ def _split_rows(n: int, data_config) -> tuple[np.ndarray, ...]:
   return order[n_test + n_val:], order[n_test:n_test + n_val], order[:n_test]
 
 
-def _select(columns: dict, row_count: int, data_config,
-            origin: str) -> tuple[Split, tuple[str, ...]]:
-  """Picks data.features, data.label and data.group out of named columns.
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+  """How the selected features look: their names, kind, shape and dtype."""
+  names: tuple[str, ...]
+  kind: str = TABLE
+  shape: tuple[int, ...] = ()
+  dtype: str = 'float32'
 
-  Columns are arrays of shape (n,) or (n, k); features are concatenated.
-  Returns the split and one name per feature column: the key, or 'key[i]'
-  for the columns of a key with several.
-  """
+  def splits(self, parts, data_config, origin: dict) -> Splits:
+    return Splits(*parts, feature_names=self.names,
+                  label_name=data_config.label, group_name=data_config.group,
+                  origin=origin, kind=self.kind, feature_shape=self.shape,
+                  feature_dtype=self.dtype)
+
+
+def _check_keys(keys, data_config, origin: str) -> tuple[str, ...]:
+  """data.features (default: every key but label and group), all present."""
   label, group = data_config.label, data_config.group
   features = tuple(data_config.features) or tuple(
-      c for c in columns if c not in (label, group))
+      k for k in keys if k not in (label, group))
   for key, name in [('data.features', f) for f in features] + [
       ('data.label', label)] + ([('data.group', group)] if group else []):
-    if name not in columns:
+    if name not in keys:
       raise UserError(f'{origin}: no column {name!r} (from {key}); it has '
-                      f'{", ".join(columns)}; set --config.{key}')
+                      f'{", ".join(keys)}; set --config.{key}')
+  return features
+
+
+def _select(columns: dict, row_count: int, data_config,
+            origin: str) -> tuple[Split, _Layout]:
+  """Picks data.features, data.label and data.group out of named columns.
+
+  Columns are arrays of shape (n,) or (n, ...). One key of images, tensors
+  or strings is kept as it is; otherwise the features are concatenated into
+  float32 columns, named by key, or 'key[i]' for a key with several.
+  """
+  features = _check_keys(list(columns), data_config, origin)
+  label, group = data_config.label, data_config.group
+  y = np.asarray(columns[label]).reshape(row_count, -1)
+  g = np.asarray(columns[group]).reshape(row_count) if group else None
+  if len(features) == 1:
+    x = np.asarray(columns[features[0]])
+    kind = _shaped_kind(x.shape[1:], x.dtype)
+    if kind:
+      if kind == TEXT:
+        x = x.astype(str).astype(object)
+      return Split(x, y, g), _Layout(
+          features, kind, x.shape[1:],
+          'string' if kind == TEXT else x.dtype.name)
   blocks = [np.asarray(columns[f], np.float64).reshape(row_count, -1)
             for f in features]
   names = tuple(name if block.shape[1] == 1 else f'{name}[{i}]'
                 for name, block in zip(features, blocks)
                 for i in range(block.shape[1]))
   x = np.concatenate(blocks, axis=1).astype(np.float32)
-  y = np.asarray(columns[label]).reshape(row_count, -1)
-  g = np.asarray(columns[group]).reshape(row_count) if group else None
-  return Split(x, y, g), names
+  return Split(x, y, g), _Layout(names, shape=(x.shape[1],))
 
 
 def _table_splits(columns: dict, row_count: int, data_config,
                   origin: str) -> Splits:
   """One table split into train, validation and test by seeded rows."""
-  whole, features = _select(columns, row_count, data_config, origin)
+  whole, layout = _select(columns, row_count, data_config, origin)
   parts = [Split(whole.features[rows], whole.labels[rows],
                  None if whole.groups is None else whole.groups[rows])
            for rows in _split_rows(row_count, data_config)]
-  return Splits(*parts, feature_names=features, label_name=data_config.label,
-                group_name=data_config.group, origin=_file_origin(
-                    data_config.source, pathlib.Path(data_config.path)))
+  return layout.splits(parts, data_config, _file_origin(
+      data_config.source, pathlib.Path(data_config.path)))
 
 
 def _file_origin(source: str, path: pathlib.Path) -> dict:
@@ -157,7 +232,8 @@ def _synthetic(data_config) -> Splits:
       feature_names=tuple(f'x{i}' for i in range(data_config.num_features)),
       label_name='y', group_name=None,
       origin={'source': 'synthetic', 'seed': data_config.split_seed,
-              'distribution': data_config.distribution})
+              'distribution': data_config.distribution},
+      feature_shape=(data_config.num_features,))
 
 
 def _open(path: pathlib.Path, mode: str):
@@ -227,7 +303,45 @@ def _npz(data_config) -> Splits:
 
 
 def _tfds(data_config) -> Splits:
-  """A TFDS dataset: the catalogue's, or one of this package's builders."""
+  """A prepared TFDS dataset, the catalogue's or this package's, read by
+  index: a table into memory, images, tensors and text streamed."""
+  builder = _prepared_builder(data_config)
+  name, info = data_config.name, builder.info
+  origin = f'TFDS dataset {name!r}'
+  features = _check_keys(list(info.features), data_config, origin)
+  keys = features + (data_config.label,) + (
+      (data_config.group,) if data_config.group else ())
+  split_keys = ('train_split', 'validation_split', 'test_split')
+  parts = []
+  for key in split_keys:
+    try:
+      parts.append(records_lib.open_split(builder, data_config[key], keys))
+    except UserError as e:
+      raise UserError(f'data.{key}: {e}') from None
+  tfds_origin = {'source': 'tfds', 'name': name, 'version': str(info.version),
+                 'splits': [data_config[key] for key in split_keys],
+                 'files': [str(path) for path in parts[0].files()]}
+  feature = info.features[features[0]]
+  kind = len(features) == 1 and _shaped_kind(
+      tuple(feature.shape), np.dtype(feature.np_dtype))
+  if not kind:  # A table: read into memory, like CSV.
+    selected = [_select(records.read_all(), len(records), data_config, origin)
+                for records in parts]
+    return selected[0][1].splits([split for split, _ in selected],
+                                 data_config, tfds_origin)
+  shape = tuple(feature.shape)
+  if None in shape:
+    raise UserError(f'data.features: {features[0]!r} of {origin} has shape '
+                    f'{shape}: its examples differ in size; resize them to one '
+                    f'shape when preparing the dataset')
+  dtype = 'string' if kind == TEXT else np.dtype(feature.np_dtype).name
+  return _Layout(features, kind, shape, dtype).splits(
+      [Split(None, None, None, records=records) for records in parts],
+      data_config, tfds_origin)
+
+
+def _prepared_builder(data_config):
+  """The TFDS builder of data.name, prepared (downloaded if allowed)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from tfpipeline.data import tfds_builders  # pylint: disable=g-import-not-at-top,unused-import
 
@@ -235,13 +349,17 @@ def _tfds(data_config) -> Splits:
   try:
     builder = tfds.builder(name, data_dir=data_config.data_dir)
   except tfds.core.registered.DatasetNotFoundError:
-    raise UserError(f'data.name: no TFDS dataset {name!r}; see the TFDS '
-                    f'catalogue for names') from None
+    raise UserError(f'data.name: no TFDS dataset {name!r} (in the catalogue '
+                    f'or prepared in data.data_dir); see the TFDS catalogue '
+                    f'for names') from None
   if not builder.is_prepared():
     if not data_config.download:
       raise UserError(f'data.name: TFDS dataset {name!r} is not prepared in '
                       f'{builder.data_dir_root}; run `tfds build {name} '
                       f'--data_dir=...` or set --config.data.download=True')
+    # Prepared with random access, so nothing needs converting later.
+    builder = tfds.builder(name, data_dir=data_config.data_dir,
+                           file_format='array_record')
     try:
       builder.download_and_prepare()
     except Exception as e:  # Network, disk and source errors alike.
@@ -250,30 +368,4 @@ def _tfds(data_config) -> Splits:
                       f'{name!r} ({type(e).__name__}: {first_line}); prepare '
                       f'it with `tfds build {name}` where it can be fetched, '
                       f'then pass --config.data.data_dir') from None
-
-  def read(key: str) -> tuple[dict, int]:
-    split_name = data_config[key]
-    try:
-      dataset = builder.as_dataset(split=split_name)
-    except (ValueError, KeyError) as e:
-      raise UserError(f'data.{key}: {split_name!r} is not a split of {name!r} '
-                      f'(it has {", ".join(builder.info.splits)}); {e}') from None
-    if not isinstance(dataset.element_spec, dict):
-      raise UserError(f'data.name: {name!r} examples are not a dict of '
-                      f'features; it cannot be read as columns')
-    # Fixed-size batches: batch_size=-1 needs split sizes in the metadata.
-    batches = list(tfds.as_numpy(dataset.batch(4096)))
-    columns = {k: np.concatenate([b[k] for b in batches]) if batches else
-               np.zeros((0,)) for k in dataset.element_spec}
-    return columns, sum(len(next(iter(b.values()))) for b in batches)
-
-  origin = f'TFDS dataset {name!r}'
-  selected = [_select(*read(key), data_config, origin)
-              for key in ('train_split', 'validation_split', 'test_split')]
-  return Splits(*(split for split, _ in selected),
-                feature_names=selected[0][1], label_name=data_config.label,
-                group_name=data_config.group,
-                origin={'source': 'tfds', 'name': name,
-                        'version': str(builder.info.version),
-                        'splits': [data_config[key] for key in (
-                            'train_split', 'validation_split', 'test_split')]})
+  return builder

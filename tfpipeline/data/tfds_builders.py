@@ -4,6 +4,9 @@
 that scikit-learn ships, prepared from that local copy, so nothing is
 downloaded. One column per feature, in the original units, with a fixed
 70/15/15 train/validation/test split.
+
+`digits`: the 1,797 8x8 handwritten digit images scikit-learn ships, as
+(8, 8, 1) uint8 images with their class and a parity group, split 70/15/15.
 """
 
 import numpy as np
@@ -56,3 +59,47 @@ class Diabetes(tfds.core.GeneratorBasedBuilder):
       example = dict(zip(_FEATURES, x.astype(np.float32)))
       example['progression'] = np.float32(y)
       yield int(patient), example
+
+
+class Digits(tfds.core.GeneratorBasedBuilder):
+  """Handwritten digits as 8x8 grayscale images (classification)."""
+
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': '8x8x1 uint8 images from scikit-learn; '
+                            '1257/269/271 split; parity group.'}
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return self.dataset_info_from_configs(
+        description=(
+            'The 1,797 8x8 images of handwritten digits that scikit-learn '
+            'ships (the UCI optical recognition test set). Pixels are the '
+            'original 0-16 ink counts scaled to 0-255 and rounded. parity is '
+            "'even' or 'odd', a group for the per-group metrics."),
+        features=tfds.features.FeaturesDict({
+            'image': tfds.features.Image(shape=(8, 8, 1)),
+            'label': tfds.features.ClassLabel(num_classes=10),
+            'parity': tfds.features.Text(),
+        }),
+        supervised_keys=('image', 'label'),
+        homepage='https://archive.ics.uci.edu/dataset/80',
+        citation=('Alpaydin and Kaynak (1998), "Optical Recognition of '
+                  'Handwritten Digits", UCI Machine Learning Repository.'),
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager  # The data comes from scikit-learn's installed copy.
+    from sklearn import datasets  # pylint: disable=g-import-not-at-top
+    bunch = datasets.load_digits()
+    order = np.random.default_rng(_SPLIT_SEED).permutation(len(bunch.target))
+    n_train, n_val = int(0.7 * len(order)), int(0.15 * len(order))
+    rows = {'train': order[:n_train],
+            'validation': order[n_train:n_train + n_val],
+            'test': order[n_train + n_val:]}
+    images = np.round(bunch.images * (255 / 16)).astype(np.uint8)[..., None]
+    return {name: self._generate_examples(images[idx], bunch.target[idx], idx)
+            for name, idx in rows.items()}
+
+  def _generate_examples(self, images, labels, image_ids):
+    for image, label, image_id in zip(images, labels, image_ids):
+      yield int(image_id), {'image': image, 'label': int(label),
+                            'parity': 'odd' if label % 2 else 'even'}

@@ -18,6 +18,7 @@ import numpy as np
 from tfpipeline import artifacts
 from tfpipeline import config as config_lib
 from tfpipeline import integrity
+from tfpipeline.data import sources
 from tfpipeline.report import attributions
 from tfpipeline.report import compute
 from tfpipeline.report import fairness
@@ -33,7 +34,7 @@ _TRAINED_ARTEFACTS = ('config.json', 'metrics.json', 'model.keras',
 
 
 def write(model_dir: pathlib.Path, *, config, splits, model, strategy,
-          test_predictions: np.ndarray, test_metrics: dict, times: dict,
+          test_evaluation, test_metrics: dict, times: dict,
           train_seconds: float, start_step: int) -> dict:
   """Writes report/ (json, md, html, png, predictions.csv); returns the json.
 
@@ -43,16 +44,16 @@ def write(model_dir: pathlib.Path, *, config, splits, model, strategy,
     splits: the data splits the model was trained and tested on.
     model: the trained Keras model.
     strategy: the tf.distribute strategy it trained under.
-    test_predictions: the model's outputs on the test split.
+    test_evaluation: the model's outputs on the test split, with its labels
+      and groups (an `evaluation.Evaluation`).
     test_metrics: as in metrics.json.
     times: `compute.EnergyMeter.stop()`'s result.
     train_seconds: wall time of the training loop in this process.
     start_step: the step this process resumed from (0 for a fresh run).
   """
-  train, test = splits.train, splits.test
+  train, test = splits.train, test_evaluation
   batch = config.train.global_batch_size
   total_steps = config_lib.total_steps(config, len(train))
-  sample = test.features[:config.report.attribution_examples]
   report = {
       'schema_version': SCHEMA_VERSION,
       'compute': compute.section(
@@ -60,15 +61,10 @@ def write(model_dir: pathlib.Path, *, config, splits, model, strategy,
           examples_seen=(total_steps - start_step) * batch,
           train_seconds=train_seconds, resumed_from_step=start_step),
       'fairness': fairness.section(
-          test.labels, test_predictions, test.groups,
+          test.labels, test.predictions, test.groups,
           group_name=splits.group_name, loss=config.loss,
           min_ratio=config.report.fairness_min_ratio),
-      'attributions': attributions.section(
-          model, sample, list(splits.feature_names),
-          train_mean=train.features.mean(axis=0),
-          baseline_kind=config.report.ig_baseline,
-          steps=config.report.ig_steps,
-          classification='crossentropy' in config.loss),
+      'attributions': _attributions(model, splits, config),
       'privacy': privacy.section(config.privacy, batch_size=batch,
                                  train_rows=len(train), steps=total_steps),
       'provenance': provenance.section(
@@ -87,14 +83,17 @@ def write(model_dir: pathlib.Path, *, config, splits, model, strategy,
   artifacts.write_text(report_dir / 'report.json',
                        json.dumps(report, indent=2) + '\n')
   artifacts.write_text(report_dir / 'predictions.csv',
-                       _predictions_csv(splits, test_predictions))
+                       _predictions_csv(splits, test_evaluation))
   render.render(model_dir)
   return report
 
 
 def _summary(model) -> str:
-  """'Normalization(10) -> Dense(64, relu) -> Dense(1) -> Rescaling'."""
-  parts = [f'Input({model.input_shape[-1]})']
+  """'Input(10) -> Normalization -> Dense(64, relu) -> Dense(1) -> ...'."""
+  shape = 'x'.join(str(d) for d in model.input_shape[1:]) or 'scalar'
+  dtype = model.inputs[0].dtype
+  parts = [f'Input({shape})' if dtype == 'float32' else
+           f'Input({shape} {dtype})']
   for layer in model.layers:
     kind = type(layer).__name__
     if kind == 'Dense':
@@ -106,25 +105,44 @@ def _summary(model) -> str:
   return 'Sequential: ' + ' -> '.join(parts)
 
 
-def _predictions_csv(splits, predictions: np.ndarray) -> str:
-  """The test split: features, label(s), group and prediction(s)."""
-  test = splits.test
-  labels = test.labels.reshape(len(test), -1)
-  predictions = predictions.reshape(len(test), -1)
+def _attributions(model, splits, config) -> dict:
+  """Integrated Gradients of a table's columns; other inputs are skipped."""
+  if splits.kind != sources.TABLE:
+    return {'method': None, 'skipped': (
+        f'attributions of {splits.kind} inputs are not computed yet; the '
+        f'report explains table columns only')}
+  return attributions.section(
+      model, splits.test.features[:config.report.attribution_examples],
+      list(splits.feature_names),
+      train_mean=splits.train.features.mean(axis=0),
+      baseline_kind=config.report.ig_baseline, steps=config.report.ig_steps,
+      classification='crossentropy' in config.loss)
+
+
+def _predictions_csv(splits, test) -> str:
+  """The test split: row index, a table's features, label(s), group and
+  prediction(s). Images and text are identified by their index alone."""
+  count = len(test)
+  labels = test.labels.reshape(count, -1)
+  predictions = test.predictions.reshape(count, -1)
+  features = (splits.test.features[test.index]
+              if splits.kind == sources.TABLE else np.zeros((count, 0)))
+  feature_names = (list(splits.feature_names)
+                   if splits.kind == sources.TABLE else [])
   label_names = ([splits.label_name] if labels.shape[1] == 1 else
                  [f'{splits.label_name}_{i}' for i in range(labels.shape[1])])
   prediction_names = (['prediction'] if predictions.shape[1] == 1 else
                       [f'prediction_{i}' for i in range(predictions.shape[1])])
-  group = ([f'group:{splits.group_name}'] if test.groups is not None else [])
+  group = [f'group:{splits.group_name}'] if test.groups is not None else []
   buffer = io.StringIO()
   writer = csv.writer(buffer, lineterminator='\n')
-  writer.writerow(list(splits.feature_names) + label_names + group +
+  writer.writerow(['index'] + feature_names + label_names + group +
                   prediction_names)
   groups = (fairness.group_names(test.groups) if test.groups is not None
             else None)
-  for i in range(len(test)):
+  for i in range(count):
     writer.writerow(
-        [repr(float(v)) for v in test.features[i]] +
+        [int(test.index[i])] + [repr(float(v)) for v in features[i]] +
         [repr(v.item()) for v in labels[i]] +
         ([groups[i]] if groups is not None else []) +
         [repr(float(v)) for v in predictions[i]])

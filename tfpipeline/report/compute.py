@@ -17,9 +17,12 @@ import threading
 import time
 
 from absl import logging
+import numpy as np
 
 from tfpipeline.errors import UserError
 
+# The profiler's multiply-add ops that Dense and convolution layers become.
+_MULTIPLY_ADD_OPS = ('MatMul', 'Conv2D', 'Conv3D')
 # codecarbon's fallback for a CPU it does not know: 4 W per thread.
 WATTS_PER_CPU_THREAD = 4.0
 JOULES_PER_KWH = 3.6e6
@@ -105,18 +108,21 @@ def energy_method(requested: str) -> str:
 
 
 def forward_flops(model) -> dict:
-  """Forward-pass FLOPs per example: the graph's count and Dense's formula.
+  """Forward-pass FLOPs per example: the graph's count and the formula.
 
   The graph count is the TF profiler's float operations of the frozen
-  inference function at batch 1 (MatMul counts 2 x m x k x n). The analytic
-  count for each Dense layer is 2 x inputs x units (multiply-adds) + units
-  (bias).
+  inference function at batch 1 (MatMul counts 2 x m x k x n, Conv2D 2 x
+  output pixels x kernel size x input channels x filters). The analytic
+  count covers Dense (2 x inputs x units) and convolutions (2 x output
+  positions x kernel size x input channels / groups x filters), plus their
+  biases; the multiply-adds alone must equal the graph's MatMul and Conv
+  operations. Embedding lookups and pooling have no multiply-adds.
   """
   import keras  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tensorflow.python.framework import convert_to_constants  # pylint: disable=g-import-not-at-top,g-direct-tensorflow-import
 
-  spec = tf.TensorSpec([1, *model.input_shape[1:]], tf.float32)
+  spec = tf.TensorSpec([1, *model.input_shape[1:]], model.inputs[0].dtype)
   concrete = tf.function(lambda x: model(x, training=False)
                          ).get_concrete_function(spec)
   frozen = convert_to_constants.convert_variables_to_constants_v2(concrete)
@@ -130,19 +136,25 @@ def forward_flops(model) -> dict:
   finally:
     tf.compat.v1.logging.set_verbosity(verbosity)
   matmul = sum(node.total_float_ops for node in profile.children
-               if node.name.endswith('MatMul'))
-  dense = [layer for layer in model.layers
-           if isinstance(layer, keras.layers.Dense)]
-  dense_matmul = sum(2 * layer.kernel.shape[0] * layer.kernel.shape[1]
-                     for layer in dense)
-  dense_total = dense_matmul + sum(
-      layer.units for layer in dense if layer.use_bias)
+               if node.name.endswith(_MULTIPLY_ADD_OPS))
+  convolutions = (keras.layers.Conv1D, keras.layers.Conv2D,
+                  keras.layers.Conv3D)
+  multiply_adds, biases = 0, 0
+  for layer in model.layers:
+    if isinstance(layer, keras.layers.Dense):
+      multiply_adds += 2 * layer.kernel.shape[0] * layer.kernel.shape[1]
+      biases += layer.units if layer.use_bias else 0
+    elif isinstance(layer, convolutions):
+      kernel = layer.kernel.shape  # (*window, channels / groups, filters)
+      positions = int(np.prod(layer.output.shape[1:-1]))
+      multiply_adds += 2 * positions * int(np.prod(kernel))
+      biases += positions * kernel[-1] if layer.use_bias else 0
   return {
       'graph_total': int(profile.total_float_ops),
       'graph_matmul': int(matmul),
-      'dense_analytic': int(dense_total),
-      'dense_analytic_matmul': int(dense_matmul),
-      'matmul_agrees': int(matmul) == dense_matmul,
+      'analytic': int(multiply_adds + biases),
+      'analytic_matmul': int(multiply_adds),
+      'matmul_agrees': int(matmul) == multiply_adds,
       'method': 'tf.compat.v1.profiler float_operation on the frozen '
                 'forward graph, batch 1',
   }

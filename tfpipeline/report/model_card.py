@@ -21,7 +21,7 @@ def section(config, report: dict, *, test_metrics: dict, model_summary: str
   attributions = report['attributions']
   data = provenance['data']
   source = data.get('name') or data.get('path') or data.get('source')
-  top = [row['feature'] for row in attributions['ranking'][:3]]
+  top = [row['feature'] for row in attributions.get('ranking', [])[:3]]
 
   factors = (f"Groups by {fairness['group']!r}: "
              f"{', '.join(sorted(fairness['by_group']))} (test split)."
@@ -43,7 +43,7 @@ def section(config, report: dict, *, test_metrics: dict, model_summary: str
     caveats.append(f"Groups with few test examples "
                    f"({', '.join(fairness['small_groups'])}): their metrics "
                    'are anecdotal.')
-  if attributions['completeness_warning']:
+  if attributions.get('completeness_warning'):
     caveats.append('Integrated Gradients did not converge (completeness '
                    'error above 5%); raise report.ig_steps.')
   caveats.append(f"Energy and CO2e ({compute['energy']['method']}): "
@@ -84,8 +84,9 @@ def section(config, report: dict, *, test_metrics: dict, model_summary: str
                           f"{data['test']['sha256'][:12]}...)."),
       'training_data': (f"The training split of {source}: "
                         f"{data['train']['rows']} rows; validation "
-                        f"{data['validation']['rows']} rows. Most influential "
-                        f"features (Integrated Gradients): {', '.join(top)}."),
+                        f"{data['validation']['rows']} rows."
+                        + (f" Most influential features (Integrated "
+                           f"Gradients): {', '.join(top)}." if top else '')),
       'ethical_considerations': ethical,
       'caveats_and_recommendations': caveats,
   }

@@ -4,6 +4,7 @@ import datetime
 import getpass
 import hashlib
 import importlib.metadata
+import json
 import pathlib
 import platform
 import subprocess
@@ -40,10 +41,19 @@ def utc_now() -> str:
 
 
 def data_fingerprint(splits) -> dict:
-  """The source's identity and the sha256 of each split's arrays as read."""
+  """The source's identity and the sha256 of each split's arrays as read,
+  or, for a streamed dataset, of each record file it reads."""
   result = dict(splits.origin)
   for name in ('train', 'validation', 'test'):
     split = getattr(splits, name)
+    if split.streamed:
+      files = {path.name: integrity.sha256_file(path)
+               for path in split.records.files()}
+      result[name] = {'rows': len(split), 'split': split.records.split,
+                      'sha256': integrity.sha256_text(json.dumps(
+                          files, sort_keys=True)),
+                      'files_sha256': files}
+      continue
     digest = hashlib.sha256()
     for array in (split.features, split.labels, split.groups):
       if array is not None:

@@ -46,7 +46,8 @@ def render(model_dir: pathlib.Path) -> list[pathlib.Path]:
   images = {'loss.png': _loss_plot(history)}
   if report['fairness']['evaluated']:
     images['groups.png'] = _group_plot(report['fairness'])
-  images['attributions.png'] = _attribution_plot(report['attributions'])
+  if report['attributions']['method']:
+    images['attributions.png'] = _attribution_plot(report['attributions'])
   written = []
   for name, png in images.items():
     with artifacts.replacing(report_dir / name) as tmp:
@@ -167,8 +168,8 @@ def _blocks(report: dict, images: dict) -> list:
   blocks += [_Heading('Compute and carbon'), _Table(['quantity', 'value'], [
       ['trainable parameters', _number(compute['trainable_parameters'])],
       ['forward FLOPs / example (graph)', _number(flops['graph_total'])],
-      ['Dense FLOPs / example (analytic)', _number(flops['dense_analytic'])],
-      ['graph MatMul = analytic Dense', _number(flops['matmul_agrees'])],
+      ['Dense and Conv FLOPs / example (analytic)', _number(flops['analytic'])],
+      ['graph MatMul and Conv = analytic', _number(flops['matmul_agrees'])],
       ['examples seen', _number(compute['examples_seen'])],
       ['training FLOPs', _number(compute['training_flops'])],
       ['training wall time (s)', _number(compute['train_wall_s'])],
@@ -202,19 +203,22 @@ def _blocks(report: dict, images: dict) -> list:
   else:
     blocks.append(_Text(fairness['reason']))
 
-  blocks += [
-      _Heading('Feature attributions'),
-      _Image('attributions.png', 'mean absolute attribution per feature'),
-      _Text(f"Integrated Gradients, {attributions['steps']} trapezoid steps "
-            f"from the {attributions['baseline']} baseline, over "
-            f"{attributions['examples']} test examples ({attributions['output']}). "
-            f"Completeness error {attributions['completeness_error']:.2e}"
-            + (' (ABOVE 5%: raise report.ig_steps).'
-               if attributions['completeness_warning'] else '.')),
-      _Table(['rank', 'feature', 'mean |attribution|'],
-             [[str(i + 1), row['feature'],
-               _number(row['mean_abs_attribution'])]
-              for i, row in enumerate(attributions['ranking'])])]
+  blocks.append(_Heading('Feature attributions'))
+  if not attributions['method']:
+    blocks.append(_Text(attributions['skipped']))
+  else:
+    blocks += [
+        _Image('attributions.png', 'mean absolute attribution per feature'),
+        _Text(f"Integrated Gradients, {attributions['steps']} trapezoid steps "
+              f"from the {attributions['baseline']} baseline, over "
+              f"{attributions['examples']} test examples ({attributions['output']}). "
+              f"Completeness error {attributions['completeness_error']:.2e}"
+              + (' (ABOVE 5%: raise report.ig_steps).'
+                 if attributions['completeness_warning'] else '.')),
+        _Table(['rank', 'feature', 'mean |attribution|'],
+               [[str(i + 1), row['feature'],
+                 _number(row['mean_abs_attribution'])]
+                for i, row in enumerate(attributions['ranking'])])]
 
   blocks.append(_Heading('Privacy'))
   if privacy['dp_sgd']:

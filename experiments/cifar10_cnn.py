@@ -1,0 +1,53 @@
+"""CIFAR-10 with a VGG-style Sequential convnet (TFDS `cifar10`).
+
+Three blocks of two 3x3 convolutions with batch normalization, max pooling
+and growing dropout, then a dense head; random flips and 4-pixel random
+crops; SGD with momentum and a cosine schedule. The images stream from the
+prepared TFDS files (either file format) and the model takes raw uint8
+pixels.
+
+    python -m tfpipeline.train --config=cifar10_cnn --model_dir=/tmp/runs/cifar10
+"""
+
+from tfpipeline import config
+
+
+def _conv_block(filters: int, dropout: float) -> tuple:
+  conv = ('Conv2D', {'filters': filters, 'kernel_size': 3, 'padding': 'same',
+                     'activation': 'relu', 'kernel_initializer': 'he_uniform'})
+  return (conv, ('BatchNormalization', {}), conv, ('BatchNormalization', {}),
+          ('MaxPooling2D', {'pool_size': 2}), ('Dropout', {'rate': dropout}))
+
+
+def get_config():
+  c = config.get_config()
+  c.data.source = 'tfds'
+  c.data.name = 'cifar10'
+  c.data.train_split = 'train[:90%]'
+  c.data.validation_split = 'train[90%:]'
+  c.data.test_split = 'test'
+  c.data.features = ('image',)
+  c.data.label = 'label'
+  c.data.group = None
+  c.data.augment = ('random_flip', 'random_crop')
+  c.model.layers = (
+      ('Rescaling', {'scale': 1 / 255}),
+      *_conv_block(32, 0.2), *_conv_block(64, 0.3), *_conv_block(128, 0.4),
+      ('Flatten', {}),
+      ('Dense', {'units': 128, 'activation': 'relu',
+                 'kernel_initializer': 'he_uniform'}),
+      ('BatchNormalization', {}),
+      ('Dropout', {'rate': 0.5}),
+  )
+  c.model.output_units = 10
+  c.model.normalize_inputs = False
+  c.model.standardize_targets = False
+  c.loss = 'sparse_categorical_crossentropy'
+  c.train.epochs = 100
+  c.train.global_batch_size = 256
+  c.optimizer.name = 'sgd'
+  c.optimizer.momentum = 0.9
+  c.optimizer.learning_rate = 0.05
+  c.optimizer.schedule = 'cosine_decay'
+  c.optimizer.decay_steps = 100 * 175  # epochs x steps per epoch (45,000 / 256)
+  return c
