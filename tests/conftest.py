@@ -27,6 +27,25 @@ def tfds_dir(tmp_path_factory) -> pathlib.Path:
   return data_dir
 
 
+@pytest.fixture(scope='session', params=['array_record', 'tfrecord'])
+def digits_dir(request, tmp_path_factory) -> pathlib.Path:
+  """A TFDS data_dir with the package's digits images, in each file format
+  (TFRecord is converted to ArrayRecord on first read)."""
+  import tfds_fixtures
+  data_dir = tmp_path_factory.mktemp(f'digits-{request.param}')
+  tfds_fixtures.prepare('digits', data_dir, request.param)
+  return data_dir
+
+
+@pytest.fixture(scope='session')
+def text_dir(tmp_path_factory) -> pathlib.Path:
+  """A TFDS data_dir with the tests' tiny_reviews text dataset."""
+  import tfds_fixtures
+  data_dir = tmp_path_factory.mktemp('text')
+  tfds_fixtures.prepare('tiny_reviews', data_dir, 'array_record')
+  return data_dir
+
+
 @pytest.fixture(scope='session')
 def diabetes_run(tmp_path_factory, tfds_dir):
   """The embedded default at its full default settings, run once: its

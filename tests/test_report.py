@@ -77,11 +77,13 @@ def test_predictions_csv_is_the_models_test_predictions(diabetes_run,
   data_config.data_dir = str(tfds_dir)
   test = sources.load(data_config, loss='mse').test
   assert len(rows) == len(test) == 67
-  assert list(rows[0]) == ['age', 'sex', 'bmi', 'bp', 's1', 's2', 's3', 's4',
-                           's5', 's6', 'progression', 'group:sex',
+  assert list(rows[0]) == ['index', 'age', 'sex', 'bmi', 'bp', 's1', 's2',
+                           's3', 's4', 's5', 's6', 'progression', 'group:sex',
                            'prediction']
+  assert [int(r['index']) for r in rows] == list(range(67))
   np.testing.assert_array_equal(
-      [[float(r[c]) for c in list(rows[0])[:10]] for r in rows], test.features)
+      [[float(r[c]) for c in list(rows[0])[1:11]] for r in rows],
+      test.features)
   np.testing.assert_array_equal([float(r['progression']) for r in rows],
                                 test.labels[:, 0])
   model = tfpipeline.load_model(model_dir)

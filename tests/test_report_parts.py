@@ -168,10 +168,10 @@ def test_graph_flops_agree_with_the_conv_formula():
       keras.layers.Rescaling(1 / 255),
       keras.layers.Conv2D(4, 3, padding='same', activation='relu'),
       keras.layers.MaxPooling2D(2),
-      keras.layers.Conv2D(6, 3, groups=2),
+      keras.layers.Conv2D(6, 3),
       keras.layers.Flatten(), keras.layers.Dense(10)])
   flops = compute.forward_flops(model)
-  conv = 2 * 8 * 8 * 9 * 1 * 4 + 2 * 2 * 2 * 9 * 2 * 6
+  conv = 2 * 8 * 8 * 9 * 1 * 4 + 2 * 2 * 2 * 9 * 4 * 6
   dense = 2 * 24 * 10
   assert flops['graph_matmul'] == flops['analytic_matmul'] == conv + dense
   assert flops['analytic'] == conv + dense + 8 * 8 * 4 + 2 * 2 * 6 + 10

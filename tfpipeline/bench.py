@@ -5,14 +5,18 @@ invocation, and prints a table (and writes JSON): examples/s, median ms/step,
 time to the first step and compile time, input stall %, and each engine's
 ratio to Keras fit's best setting on the same data, model and batch.
 
-    python -m tfpipeline.bench                       # every CPU case
+    python -m tfpipeline.bench                       # every case but rss
     python -m tfpipeline.bench --cases=seed_b256 --out=/tmp/bench.json
     python -m tfpipeline.bench --device=gpu --mixed_precision=mixed_bfloat16
     python -m tfpipeline.bench --cases=report_overhead --report_runs=5
+    python -m tfpipeline.bench --cases=input_jpeg32,input_jpeg224,rss
 
 `report_overhead` times whole default runs (`python -m tfpipeline.train`),
 alternating the report's energy methods (codecarbon, estimate), and reads
-the report's own time from each run's log.
+the report's own time from each run's log. `cifar_cnn_b256` trains the
+`cifar10_cnn` experiment's convnet on CIFAR-shaped uint8 images, from
+memory and streamed from JPEG files on disk (flipped and cropped). The
+input and memory cases are `tfpipeline.bench_data`'s.
 
 Each timing unit is `steps` training steps: one device call of the own loop,
 or one Keras epoch with `steps_per_epoch=steps`. The first unit (tracing and
@@ -34,6 +38,8 @@ import time
 from absl import app
 from absl import flags
 
+from tfpipeline import bench_data
+
 _CASES = flags.DEFINE_list('cases', None, 'Cases to run (default: all).')
 _DEVICE = flags.DEFINE_enum('device', 'cpu', ['cpu', 'gpu'],
                             'cpu: one CPU / 2 logical CPUs; gpu: one GPU / '
@@ -47,6 +53,10 @@ _REPORT_RUNS = flags.DEFINE_integer(
     'report_runs', 5, 'report_overhead: default runs per energy method.',
     lower_bound=1)
 _OUT = flags.DEFINE_string('out', 'bench.json', 'Where to write the JSON.')
+_BENCH_DATA_DIR = flags.DEFINE_string(
+    'bench_data_dir', '/tmp/tfpipeline-bench-data', 'Where the image '
+    'datasets of the input, CNN and rss cases are generated once and kept '
+    '(rss: about 6 GB).')
 _WORKER = flags.DEFINE_string('worker', None, 'Internal: run one setting '
                               '(JSON) in this process and print its result.')
 
@@ -58,6 +68,7 @@ class Case:
   batch: int
   steps: int  # steps per timing unit
   replicas: int = 1
+  image: tuple[int, ...] = ()  # (H, W, C): the cifar10_cnn convnet
 
 
 CASES = {
@@ -65,13 +76,20 @@ CASES = {
     'seed_b256': Case(10, (64,), 256, steps=200),
     'mirrored_b256': Case(10, (64,), 256, steps=200, replicas=2),
     'wide_b512': Case(1024, (1024, 1024, 1024), 512, steps=10),
+    'cifar_cnn_b256': Case(0, (), 256, steps=4, image=(32, 32, 3)),
+    'cifar_cnn_mirrored_b256': Case(0, (), 256, steps=4, replicas=2,
+                                    image=(32, 32, 3)),
 }
 
 
 def _settings(case: Case) -> list[dict]:
-  """The own loop with and without XLA, and fit's settings that work."""
+  """The own loop with and without XLA, and fit's settings that work; for
+  the convnet also the own loop streaming JPEG files from disk."""
   own = [{'engine': 'tfpipeline', 'jit_compile': True},
          {'engine': 'tfpipeline', 'jit_compile': False}]
+  if case.image:
+    own.append({'engine': 'tfpipeline', 'jit_compile': True,
+                'streamed': True})
   if case.replicas > 1:  # fit fails with more (see BUILD_NOTES.md)
     fit = [{'engine': 'keras_fit', 'jit_compile': False,
             'steps_per_execution': 1}]
@@ -82,8 +100,12 @@ def _settings(case: Case) -> list[dict]:
   return own + fit
 
 
-def _flops_per_example(case: Case) -> float:
-  """Training FLOPs per example of the Dense stack: 3 x forward (2 per MAC)."""
+def _flops_per_example(case: Case, model=None) -> float:
+  """Training FLOPs per example: 3 x forward (2 per multiply-add) of the
+  Dense stack, or of the convnet's Dense and Conv layers (`model`)."""
+  if case.image:
+    from tfpipeline.report import compute  # pylint: disable=g-import-not-at-top
+    return 3 * compute.forward_flops(model)['analytic_matmul']
   widths = (case.features,) + case.hidden_units + (1,)
   return 3 * 2 * sum(a * b for a, b in zip(widths, widths[1:]))
 
@@ -103,15 +125,19 @@ def _measure(case_name: str, setting: dict, device: str, mixed_precision: str,
   from tfpipeline import config, models, trainer  # pylint: disable=g-import-not-at-top
   from tfpipeline.data import pipeline, sources  # pylint: disable=g-import-not-at-top
 
-  c = config.load('seed_keras_mlp')
-  c.data.num_examples = 2 * case.steps * case.batch  # two blocks an epoch
-  c.data.num_features = case.features
-  c.model.hidden_units = case.hidden_units
-  splits = sources.load(c.data, loss=c.loss)
+  if case.image:
+    c, train = _convnet_data(case, streamed=setting.get('streamed', False))
+  else:
+    c = config.load('seed_keras_mlp')
+    c.data.num_examples = 2 * case.steps * case.batch  # two blocks an epoch
+    c.data.num_features = case.features
+    c.model.hidden_units = case.hidden_units
+    train = pipeline.Examples(sources.load(c.data, loss=c.loss).train)
   keras.utils.set_random_seed(0)
   keras.mixed_precision.set_global_policy(mixed_precision)
   with strategy.scope():
-    model = models.build(c, splits.train)
+    model = models.build(c, train.split, input_shape=case.image or None,
+                         input_dtype='uint8' if case.image else 'float32')
     optimizer = models.optimizer(c.optimizer)
   jit = setting['jit_compile']
 
@@ -120,7 +146,7 @@ def _measure(case_name: str, setting: dict, device: str, mixed_precision: str,
     loop = trainer.StepLoop(model, optimizer, c.loss, strategy,
                             global_batch_size=case.batch, jit_compile=jit)
     dataset_fn = pipeline.training_dataset_fn(
-        splits.train, case.batch, seed=0, steps_per_block=case.steps)
+        train, case.batch, seed=0, steps_per_block=case.steps)
     iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
     for _ in range(units + 1):
       start = time.perf_counter()
@@ -128,7 +154,7 @@ def _measure(case_name: str, setting: dict, device: str, mixed_precision: str,
       unit_seconds.append(time.perf_counter() - start)
       stall.append(100.0 * waited / unit_seconds[-1])
   else:
-    dataset_fn = pipeline.training_dataset_fn(splits.train, case.batch, seed=0)
+    dataset_fn = pipeline.training_dataset_fn(train, case.batch, seed=0)
     with strategy.scope():
       model.compile(optimizer, models.loss_fn(c.loss), jit_compile=jit,
                     steps_per_execution=setting['steps_per_execution'])
@@ -154,11 +180,34 @@ def _measure(case_name: str, setting: dict, device: str, mixed_precision: str,
       'first_step_s': unit_seconds[0] - steady + step_s,
       'compile_s': max(unit_seconds[0] - steady, 0.0),
       'input_stall_pct': statistics.median(stall[1:]) if stall else None,
-      'gflops': _flops_per_example(case) * case.batch / step_s / 1e9,
+      'gflops': _flops_per_example(case, model) * case.batch / step_s / 1e9,
   }
   if case_name.startswith('wide'):
     result['matmul_peak_gflops'] = _matmul_peak(tf, np)
   return result
+
+
+def _convnet_data(case: Case, *, streamed: bool):
+  """The cifar10_cnn config and its training examples: random uint8
+  images in memory, or (streamed) JPEG files on disk, flipped and cropped
+  as the experiment does."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from tfpipeline import config  # pylint: disable=g-import-not-at-top
+  from tfpipeline import bench_data  # pylint: disable=g-import-not-at-top
+  from tfpipeline.data import pipeline, sources  # pylint: disable=g-import-not-at-top
+  c = config.load('cifar10_cnn')
+  if streamed:
+    bench_data.prepared('jpeg32', _BENCH_DATA_DIR.value)
+    c.data.update(name='bench_images/jpeg32', data_dir=_BENCH_DATA_DIR.value,
+                  train_split='train', validation_split='train[:1%]',
+                  test_split='train[:1%]')
+    splits = sources.load(c.data, loss=c.loss)
+    return c, pipeline.inputs(splits, c).train
+  rows = 2 * case.steps * case.batch  # two blocks an epoch
+  rng = np.random.default_rng(0)
+  return c, pipeline.Examples(sources.Split(
+      rng.integers(0, 256, (rows, *case.image), dtype=np.uint8),
+      rng.integers(0, 10, (rows, 1)).astype(np.int32)))
 
 
 def _matmul_peak(tf, np) -> float:
@@ -276,18 +325,23 @@ def main(argv):
   del argv
   if _WORKER.value:
     setting = json.loads(_WORKER.value)
-    print(json.dumps(_measure(setting.pop('case'), setting, _DEVICE.value,
-                              _MIXED_PRECISION.value, _UNITS.value)))
+    case = setting.pop('case')
+    if case in bench_data.INPUT_CASES:
+      print(json.dumps(bench_data.measure_input(setting, _UNITS.value)))
+    else:
+      print(json.dumps(_measure(case, setting, _DEVICE.value,
+                                _MIXED_PRECISION.value, _UNITS.value)))
     return
-  names = _CASES.value or list(CASES) + [REPORT_OVERHEAD]
-  unknown = sorted(set(names) - set(CASES) - {REPORT_OVERHEAD})
+  known = [*CASES, *bench_data.CASES, REPORT_OVERHEAD]
+  names = _CASES.value or [n for n in known if n != bench_data.RSS]
+  unknown = sorted(set(names) - set(known))
   if unknown:
     print(f'error: --cases: unknown {", ".join(unknown)}; choose from '
-          f'{", ".join(CASES)}', file=sys.stderr)
+          f'{", ".join(known)}', file=sys.stderr)
     sys.exit(2)
   results = []
   for name in names:
-    if name == REPORT_OVERHEAD:
+    if name not in CASES:
       continue
     case_results = []
     for setting in _settings(CASES[name]):
@@ -300,7 +354,20 @@ def main(argv):
       if 'error' not in r:
         r['vs_fit_best'] = r['examples_per_sec'] / fit_best
     results += case_results
-  _print_table(results)
+  if results:
+    _print_table(results)
+  input_results = []
+  for name in names:
+    if name in bench_data.INPUT_CASES:
+      input_results += bench_data.input_case(name, _BENCH_DATA_DIR.value,
+                                             _UNITS.value)
+  if input_results:
+    bench_data.print_input(input_results)
+    results += input_results
+  if bench_data.RSS in names:
+    rss = bench_data.rss_case(_BENCH_DATA_DIR.value)
+    bench_data.print_rss(rss)
+    results += rss
   if REPORT_OVERHEAD in names:
     overhead = _report_overhead(_REPORT_RUNS.value)
     results.append(overhead)

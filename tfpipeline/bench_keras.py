@@ -6,9 +6,9 @@ TensorFlow and nothing of tfpipeline but its config. It builds the
 experiment's `model.layers` between an image input and the softmax head,
 trains on random images held on the device (`--feed=host`: in host memory),
 and reports per dtype policy: median ms/step, images/s, time to first step,
-and MFU (analytic training FLOPs, 3 x forward, over a peak). It measures the model and XLA, not
-tfpipeline's own loop or input pipeline: `python -m tfpipeline.bench` does
-that, with TensorFlow.
+and MFU (analytic training FLOPs, 3 x forward, over a peak). It measures the
+model and XLA, not tfpipeline's own loop or input pipeline:
+`python -m tfpipeline.bench` does that, with TensorFlow.
 
     KERAS_BACKEND=jax python -m tfpipeline.bench_keras --ceilings
     KERAS_BACKEND=jax python -m tfpipeline.bench_keras --batch=256,1024
@@ -117,8 +117,9 @@ def _build(keras, case: dict):
 
 def _optimizer(keras, name: str, learning_rate: float, momentum: float):
   """The config's optimizer at its base learning rate (no schedule)."""
-  optimizers = {'adam': keras.optimizers.Adam, 'adamw': keras.optimizers.AdamW,
-                'sgd': keras.optimizers.SGD, 'rmsprop': keras.optimizers.RMSprop}
+  optimizers = {'adam': keras.optimizers.Adam,
+                'adamw': keras.optimizers.AdamW, 'sgd': keras.optimizers.SGD,
+                'rmsprop': keras.optimizers.RMSprop}
   kwargs = {'momentum': momentum} if name in ('sgd', 'rmsprop') else {}
   return optimizers[name](learning_rate=learning_rate, **kwargs)
 
@@ -225,7 +226,7 @@ def _measure(keras, case: dict, batch: int, policy: str) -> dict:
   result['tflops'] = result['train_flops_per_image'] * (
       result['images_per_sec']) / 1e12
   if keras.backend.backend() == 'jax':
-    result['scan_ms_per_step'] = _scan_ms_per_step(
+    result['scan_ms_per_step'], result['scan_last_loss'] = _scan_ms_per_step(
         model, x, y, batch, min(steps, len(x) // batch))
     result['scan_images_per_sec'] = batch / result['scan_ms_per_step'] * 1e3
     result['scan_tflops'] = result['train_flops_per_image'] * (
@@ -233,10 +234,10 @@ def _measure(keras, case: dict, batch: int, policy: str) -> dict:
   return result
 
 
-def _scan_ms_per_step(model, x, y, batch: int, steps: int) -> float:
+def _scan_ms_per_step(model, x, y, batch: int, steps: int) -> tuple:
   """JAX only: `steps` of the model's `train_step` in one jitted `lax.scan`
   over batches on the device, state donated as fit does. Median ms/step of
-  `--units` calls after one (compiling) call."""
+  `--units` calls after one (compiling) call, and the last step's loss."""
   import jax  # pylint: disable=g-import-not-at-top
   n = steps * batch
   xs = jax.numpy.reshape(x[:n], (steps, batch) + tuple(x.shape[1:]))
@@ -257,7 +258,8 @@ def _scan_ms_per_step(model, x, y, batch: int, steps: int) -> float:
     state, losses = run(state, (xs, ys))
     losses.block_until_ready()
     seconds.append(time.perf_counter() - start)
-  return 1000 * statistics.median(seconds[1:]) / steps
+  return (1000 * statistics.median(seconds[1:]) / steps,
+          float(losses[-1]))
 
 
 def _matmul_ceilings(n: int = 8192, repeats: int = 20, calls: int = 5) -> dict:

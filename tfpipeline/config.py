@@ -35,6 +35,7 @@ RESUMABLE_CHANGES = frozenset({
 # Prefixes of keys a resumed run may change: they act after training.
 RESUMABLE_PREFIXES = ('report.',)
 IG_BASELINES = ('mean', 'zeros')
+AUGMENT_OPS = ('random_flip', 'random_crop')
 ENERGY_METHODS = ('auto', 'codecarbon', 'estimate')
 
 # Where bare experiment names are looked up, in this order: the working
@@ -239,6 +240,16 @@ def validate(config: config_dict.ConfigDict) -> config_dict.ConfigDict:
   _check(config.data.validation_fraction + config.data.test_fraction < 1,
          'data.test_fraction', config.data.test_fraction,
          'a fraction that, with data.validation_fraction, leaves rows to train')
+  augment = config.data.augment
+  _check(isinstance(augment, (tuple, list)) and
+         all(op in AUGMENT_OPS for op in augment), 'data.augment', augment,
+         f'a tuple of {", ".join(AUGMENT_OPS)}')
+  for key in ('data.crop_padding', 'data.sequence_length'):
+    _check_positive(config, key, allow_zero=True)
+  vocab_size = config.data.vocab_size
+  _check(isinstance(vocab_size, int) and not isinstance(vocab_size, bool) and
+         (vocab_size == 0 or vocab_size >= 3), 'data.vocab_size', vocab_size,
+         '0 (no text) or the number of tokens, padding and OOV included (>= 3)')
   if config.data.source in ('csv', 'npz'):
     _check(bool(config.data.path), 'data.path', config.data.path,
            f'the path of the {config.data.source} file')
@@ -249,6 +260,10 @@ def validate(config: config_dict.ConfigDict) -> config_dict.ConfigDict:
     _check(bool(config.data.name), 'data.name', config.data.name,
            'a TFDS dataset name')
 
+  layers = config.model.layers
+  _check(isinstance(layers, (tuple, list)), 'model.layers', layers,
+         "a tuple of (Keras layer class name, kwargs dict) pairs, e.g. "
+         "(('Conv2D', {'filters': 32, 'kernel_size': 3}), ('Flatten', {}))")
   units = config.model.hidden_units
   _check(isinstance(units, (tuple, list)) and
          all(isinstance(u, int) and u > 0 for u in units),

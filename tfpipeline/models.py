@@ -104,6 +104,10 @@ def build(config, train: Split, *, input_shape: tuple | None = None,
 
 def configured_layer(spec, key: str) -> keras.layers.Layer:
   """A `(class name, kwargs)` pair of model.layers -> a built-in Keras layer."""
+  if isinstance(spec, str) and spec.lstrip().startswith('('):
+    raise UserError(f'{key} is the text {spec[:40]!r}...: --config.model.layers '
+                    f'must be a Python literal, so write numbers as such '
+                    f'(0.00392156862745098, not 1 / 255)')
   if not (isinstance(spec, (tuple, list)) and len(spec) == 2 and
           isinstance(spec[0], str) and isinstance(spec[1], dict)):
     raise UserError(f'{key}={spec!r} is invalid: expected a (Keras layer '
@@ -142,6 +146,20 @@ def _add(model: keras.Sequential, key: str, layer) -> None:
 def _first_line(error: BaseException) -> str:
   text = str(error).strip()
   return text.splitlines()[0] if text else type(error).__name__
+
+
+def nondeterministic_under_xla(model: keras.Model) -> str | None:
+  """The first layer whose gradient XLA refuses under op determinism.
+
+  TF 2.21's XLA bridge has no deterministic MaxPoolGrad (measured: it
+  refuses to compile max pooling after a trainable layer once
+  `enable_op_determinism()` is on, on CPU as well as GPU).
+  """
+  for index, layer in enumerate(model.layers):
+    if isinstance(layer, (keras.layers.MaxPooling1D, keras.layers.MaxPooling2D,
+                          keras.layers.MaxPooling3D)):
+      return f'{type(layer).__name__} (layer {index} of the model)'
+  return None
 
 
 def serving_model(model: keras.Model, vectorizer=None) -> keras.Model:

@@ -213,11 +213,17 @@ def _train_and_export(config, model_dir: pathlib.Path, strategy, splits,
 
 def _check_model(config, splits, inputs) -> None:
   """Builds the model once, so a bad model.* key fails before any write."""
-  import keras  # pylint: disable=g-import-not-at-top
   from tfpipeline import models  # pylint: disable=g-import-not-at-top
-  models.build(config, splits.train, input_shape=inputs.shape,
-               input_dtype=inputs.dtype)
-  keras.backend.clear_session()
+  model = models.build(config, splits.train, input_shape=inputs.shape,
+                       input_dtype=inputs.dtype)
+  if config.train.deterministic and config.train.jit_compile:
+    pooling = models.nondeterministic_under_xla(model)
+    if pooling:
+      raise UserError(
+          f'train.deterministic=True: TensorFlow has no deterministic XLA '
+          f'gradient for {pooling} (it refuses to compile); set '
+          f'--config.train.jit_compile=False for a deterministic run, or '
+          f'pool with AveragePooling or strided convolutions')
 
 
 def _calibrate_noise(config, train_rows: int):

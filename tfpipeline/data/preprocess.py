@@ -10,7 +10,6 @@ shapes stay static for XLA and TPUs.
 
 import tensorflow as tf
 
-AUGMENT_OPS = ('random_flip', 'random_crop')
 # Uniform [0, 1) numbers each example gets: flip, crop row, crop column.
 AUGMENT_PARAMS = 3
 DEFAULT_SEQUENCE_LENGTH = 128

@@ -1,0 +1,207 @@
+"""Whole runs on streamed TFDS data: images in both file formats, text;
+strategy equality, exact resume, exported models, bad input."""
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import REPO, read_jsonl, run_cli
+
+# 1,257 training digits, batch 64: 19 steps an epoch; a device call every
+# 5 steps and a checkpoint every 10. (Flips would not suit digits; the
+# pipeline tests cover them.)
+DIGITS = ('--config=digits_cnn', '--config.train.epochs=6',
+          '--config.train.global_batch_size=64',
+          '--config.train.steps_per_loop=5',
+          '--config.train.checkpoint_every_steps=10',
+          "--config.data.augment=('random_crop',)",
+          '--config.data.crop_padding=1')
+# No dropout or batch statistics: they differ per replica by design.
+REPLICA_FREE_LAYERS = (
+    "--config.model.layers=(('Rescaling', {'scale': 0.00392156862745098}), "
+    "('Conv2D', {'filters': 8, 'kernel_size': 3, 'activation': 'relu'}), "
+    "('MaxPooling2D', {'pool_size': 2}), ('Flatten', {}))")
+
+
+def _weights(model_dir):
+  import tfpipeline
+  return tfpipeline.load_model(model_dir).get_weights()
+
+
+def _run(model_dir, digits_dir, *args):
+  result = run_cli(*DIGITS, f'--model_dir={model_dir}',
+                   f'--config.data.data_dir={digits_dir}', *args)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result
+
+
+def test_digits_run_streams_images_and_writes_everything(tmp_path,
+                                                          digits_dir):
+  model_dir = tmp_path / 'run'
+  result = _run(model_dir, digits_dir)
+  assert 'digits: 1257 training, 269 validation, 271 test examples' in (
+      result.stderr)
+  import tfpipeline
+  model = tfpipeline.load_model(model_dir)
+  assert model.input_shape == (None, 8, 8, 1)
+  assert model.inputs[0].dtype == 'uint8'
+  metrics = json.loads((model_dir / 'metrics.json').read_text())
+  assert metrics['accuracy'] > 0.8  # 6 epochs; the full run reaches 0.99
+  with open(model_dir / 'report' / 'predictions.csv') as f:
+    rows = list(csv.reader(f))
+  assert rows[0] == (['index', 'label', 'group:parity'] +
+                     [f'prediction_{i}' for i in range(10)])
+  assert [int(r[0]) for r in rows[1:]] == list(range(271))
+  assert {r[2] for r in rows[1:]} == {'even', 'odd'}
+  report = json.loads((model_dir / 'report' / 'report.json').read_text())
+  assert report['attributions']['method'] is None
+  assert report['fairness']['evaluated']
+  flops = report['compute']['forward_flops_per_example']
+  assert flops['matmul_agrees'] and flops['analytic_matmul'] == (
+      2 * 8 * 8 * 9 * (1 * 32 + 32 * 32) + 2 * 512 * 128 + 2 * 128 * 10)
+  data = report['provenance']['data']
+  assert data['train']['split'] == 'train' and len(
+      data['train']['files_sha256']) == 1
+  verify = subprocess.run([sys.executable, '-m', 'tfpipeline.verify',
+                           str(model_dir)], cwd=REPO, capture_output=True)
+  assert verify.returncode == 0
+  # The model takes raw pixels: its predictions on the stored test images
+  # are those in predictions.csv.
+  from tfpipeline import config
+  from tfpipeline.data import sources
+  c = config.load('digits_cnn')
+  c.data.data_dir = str(digits_dir)
+  test = sources.load(c.data, loss=c.loss).test.records.read_all()
+  np.testing.assert_allclose(
+      model.predict(test['image'], verbose=0),
+      np.array([[float(v) for v in r[3:]] for r in rows[1:]]), atol=1e-5)
+
+
+@pytest.fixture(scope='module')
+def one_device_digits(tmp_path_factory, digits_dir):
+  model_dir = tmp_path_factory.mktemp('one') / 'run'
+  _run(model_dir, digits_dir, '--strategy=cpu', REPLICA_FREE_LAYERS)
+  return model_dir
+
+
+def test_mirrored_streamed_and_augmented_equals_one_device(
+    tmp_path, digits_dir, one_device_digits):
+  model_dir = tmp_path / 'run'
+  _run(model_dir, digits_dir, '--strategy=mirrored', '--cpu_devices=2',
+       REPLICA_FREE_LAYERS)
+  for got, want in zip(_weights(model_dir), _weights(one_device_digits)):
+    np.testing.assert_allclose(got, want, atol=1e-5)
+  losses = [r['loss'] for r in read_jsonl(model_dir / 'metrics.jsonl')]
+  reference = [r['loss'] for r in read_jsonl(
+      one_device_digits / 'metrics.jsonl')]
+  np.testing.assert_allclose(losses, reference, rtol=1e-5)
+
+
+# XLA has no deterministic max-pooling gradient (TF 2.21): refused up front.
+DETERMINISTIC = ('--config.train.deterministic=True',
+                 '--config.train.jit_compile=False')
+
+
+def test_sigkill_then_rerun_is_bit_identical(tmp_path, digits_dir):
+  args = (*DIGITS, f'--config.data.data_dir={digits_dir}', *DETERMINISTIC)
+  reference = tmp_path / 'reference'
+  _run(reference, digits_dir, *DETERMINISTIC)
+  model_dir = tmp_path / 'run'
+  process = subprocess.Popen(
+      [sys.executable, '-m', 'tfpipeline.train', f'--model_dir={model_dir}',
+       *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  log = model_dir / 'metrics.jsonl'
+  deadline = time.monotonic() + 300
+  while time.monotonic() < deadline and process.poll() is None:
+    if log.exists() and len(log.read_text().splitlines()) >= 6:
+      process.send_signal(signal.SIGKILL)
+      break
+    time.sleep(0.02)
+  assert process.wait(timeout=300) == -signal.SIGKILL
+  result = _run(model_dir, digits_dir, *DETERMINISTIC)
+  assert 'resuming from the checkpoint at step' in result.stderr
+  for got, want in zip(_weights(model_dir), _weights(reference)):
+    np.testing.assert_array_equal(got, want)
+
+
+TEXT = ('--config.data.source=tfds', '--config.data.name=tiny_reviews',
+        "--config.data.features=('text',)", '--config.data.label=label',
+        '--config.data.group=length', '--config.data.vocab_size=40',
+        '--config.data.sequence_length=16', '--config.loss=binary_crossentropy',
+        '--config.model.normalize_inputs=False', '--config.train.epochs=60',
+        "--config.model.layers=(('Embedding', {'input_dim': 40, "
+        "'output_dim': 8}), ('GlobalAveragePooling1D', {}))")
+
+
+def test_text_run_exports_a_model_of_raw_strings(tmp_path, text_dir):
+  model_dir = tmp_path / 'run'
+  result = run_cli(f'--model_dir={model_dir}',
+                   f'--config.data.data_dir={text_dir}', *TEXT)
+  assert result.returncode == 0, result.stderr[-3000:]
+  metrics = json.loads((model_dir / 'metrics.json').read_text())
+  assert metrics['accuracy'] >= 0.9
+  import tensorflow as tf
+  import tfpipeline
+  model = tfpipeline.load_model(model_dir)
+  assert type(model.layers[0]).__name__ == 'TextVectorization'
+  reviews = tf.constant(['Great superb lovely film!', 'Awful, boring, bad.'])
+  probabilities = model.predict(reviews, verbose=0)[:, 0]
+  assert probabilities[0] > 0.5 > probabilities[1]
+  serving = tf.saved_model.load(str(model_dir / 'saved_model'))
+  np.testing.assert_allclose(
+      serving.signatures['serving_default'](reviews)['output_0'].numpy()[:, 0],
+      probabilities, atol=1e-6)
+
+
+@pytest.mark.parametrize('args, message', [
+    (("--config.data.features=('pixels',)",), "no column 'pixels'"),
+    (('--config.data.vocab_size=40', '--config.data.name=tiny_reviews',
+      "--config.data.features=('text',)", '--config.data.group=length',
+      "--config.data.augment=('random_crop',)"),
+     r"data.augment=\('random_crop',\): image ops need image features"),
+    (('--config.data.name=tiny_reviews', "--config.data.features=('text',)",
+      '--config.data.group=length'), 'data.vocab_size: .* holds strings'),
+    (("--config.model.layers=(('Conv2D', {'filters': 4}),)",),
+     r"model.layers\[0\]: .*kernel_size"),
+    (("--config.model.layers=(('Dense', {'units': 4}),)",),
+     r"model.layers\[0\]: the layers output shape \(None, 8, 8, 4\)"),
+    (("--config.model.layers=(('Lambda', {}),)",),
+     r"model.layers\[0\]: 'Lambda' is not a built-in Keras layer"),
+    (("--config.model.layers=(('Rescaling', {'scale': 1 / 255}),)",),
+     r"model.layers\[0\] is the text .*must be a Python literal"),
+    (('--config.model.normalize_inputs=True',),
+     'model.normalize_inputs=True standardises table columns'),
+    (('--config.train.deterministic=True',),
+     r'no deterministic XLA gradient for MaxPooling2D \(layer 3 of the '
+     r'model\).*jit_compile=False'),
+])
+def test_bad_streamed_input_exits_2_and_writes_nothing(tmp_path, digits_dir,
+                                                       text_dir, args,
+                                                       message):
+  data_dir = text_dir if 'tiny_reviews' in ''.join(args) else digits_dir
+  model_dir = tmp_path / 'run'
+  result = run_cli(f'--model_dir={model_dir}', '--config=digits_cnn',
+                   f'--config.data.data_dir={data_dir}', *args)
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert 'Traceback' not in result.stderr
+  import re
+  assert re.search(message, result.last_line), result.last_line
+  assert not model_dir.exists()
+
+
+def test_truncated_record_file_exits_2_naming_it(tmp_path):
+  import tfds_fixtures
+  tfds_fixtures.prepare('digits', tmp_path / 'data', 'array_record')
+  shard = next((tmp_path / 'data' / 'digits' / '1.0.0').glob('*test*'))
+  shard.write_bytes(shard.read_bytes()[:1000])
+  result = run_cli(f'--model_dir={tmp_path / "run"}', '--config=digits_cnn',
+                   f'--config.data.data_dir={tmp_path / "data"}')
+  assert result.returncode == 2 and 'Traceback' not in result.stderr
+  assert shard.name in result.last_line
+  assert not (tmp_path / 'run').exists()

@@ -1,0 +1,265 @@
+"""Input pipeline and memory benchmarks on image datasets on disk.
+
+Cases of `python -m tfpipeline.bench`:
+
+    input_jpeg32, input_jpeg224   images/s read from ArrayRecord, decoded
+                                  from JPEG, flipped and cropped, batch 256:
+                                  tfpipeline's training pipeline against a
+                                  plain tf.data pipeline doing the same work
+    rss                           peak RSS of a training run against the
+                                  size of the streamed dataset
+
+The datasets are generated once into `--bench_data_dir` by a TFDS builder
+(smooth random images, so that JPEG files have realistic sizes) and kept
+for later runs. Each setting runs in its own process; settings alternate
+and medians are reported.
+"""
+
+import json
+import pathlib
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+BATCH = 256
+INPUT_CASES = {'input_jpeg32': 'jpeg32', 'input_jpeg224': 'jpeg224'}
+RSS = 'rss'
+CASES = (*INPUT_CASES, RSS)
+# Examples of each dataset: enough for several epochs of timed batches.
+_COUNTS = {'jpeg32': 50_000, 'jpeg224': 8_192}
+
+
+class BenchImages(tfds.core.GeneratorBasedBuilder):
+  """Smooth random RGB images with 10 classes, for benchmarks only."""
+
+  VERSION = tfds.core.Version('1.0.0')
+  BUILDER_CONFIGS = [
+      tfds.core.BuilderConfig(name='jpeg32', description='32x32 JPEG'),
+      tfds.core.BuilderConfig(name='jpeg224', description='224x224 JPEG'),
+  ] + [tfds.core.BuilderConfig(name=f'raw224_{n}', description=(
+      f'{n} 224x224 uint8 tensors, stored raw')) for n in (
+          2_000, 8_000, 32_000)]
+
+  def _info(self):
+    size = 32 if self.builder_config.name == 'jpeg32' else 224
+    if self.builder_config.name.startswith('raw'):
+      image = tfds.features.Tensor(shape=(size, size, 3), dtype=np.uint8)
+    else:
+      image = tfds.features.Image(shape=(size, size, 3),
+                                  encoding_format='jpeg')
+    return self.dataset_info_from_configs(features=tfds.features.FeaturesDict(
+        {'image': image, 'label': tfds.features.ClassLabel(num_classes=10)}))
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    name = self.builder_config.name
+    count = (_COUNTS[name] if name in _COUNTS else
+             int(name.rsplit('_', 1)[1]))
+    return {'train': self._generate_examples(count)}
+
+  def _generate_examples(self, count):
+    size = 32 if self.builder_config.name == 'jpeg32' else 224
+    rng = np.random.default_rng(0)
+    for i in range(count):
+      coarse = rng.integers(0, 256, (size // 8 + 1, size // 8 + 1, 3))
+      image = np.repeat(np.repeat(coarse, 8, 0), 8, 1)[:size, :size]
+      image = image + rng.integers(-12, 13, image.shape)
+      yield i, {'image': np.clip(image, 0, 255).astype(np.uint8),
+                'label': i % 10}
+
+
+def prepared(name: str, data_dir: str):
+  builder = tfds.builder(f'bench_images/{name}', data_dir=data_dir,
+                         file_format='array_record')
+  if not builder.isprepared():
+    print(f'generating bench_images/{name} in {data_dir} (once)',
+          file=sys.stderr, flush=True)
+    builder.download_and_prepare()
+  return builder
+
+
+def _tfpipeline_dataset(name: str, data_dir: str, block: int):
+  """tfpipeline's own training pipeline on the dataset."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tfpipeline import config as config_lib  # pylint: disable=g-import-not-at-top
+  from tfpipeline.data import pipeline, sources  # pylint: disable=g-import-not-at-top
+  c = config_lib.load('cifar10_cnn')
+  c.data.update(name=f'bench_images/{name}', data_dir=data_dir,
+                train_split='train', validation_split='train[:1%]',
+                test_split='train[:1%]')
+  splits = sources.load(c.data, loss=c.loss)
+  inputs = pipeline.inputs(splits, c)
+  dataset_fn = pipeline.training_dataset_fn(
+      inputs.train, BATCH, seed=0, steps_per_block=block or None)
+  return dataset_fn(tf.distribute.InputContext())
+
+
+def _plain_dataset(name: str, data_dir: str):
+  """The same work written as a plain tf.data pipeline: a shuffled index
+  per epoch, a batched random-access read, then per-example parse, decode,
+  flip and crop in parallel, batched and prefetched."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tensorflow_datasets.core import decode  # pylint: disable=g-import-not-at-top
+  builder = prepared(name, data_dir)
+  source = builder.as_data_source(
+      split='train', deserialize_method=decode.DeserializeMethod.RAW_BYTES)
+  size = len(source)
+  spec = {'image': tf.io.FixedLenFeature([], tf.string),
+          'label': tf.io.FixedLenFeature([], tf.int64)}
+  shape = builder.info.features['image'].shape
+
+  def read(rows):
+    return tf.numpy_function(
+        lambda r: np.array(source.__getitems__(r.tolist()), dtype=object),
+        [rows], tf.string, stateful=False)
+
+  def example(serialized, seed):
+    parsed = tf.io.parse_single_example(serialized, spec)
+    image = tf.io.decode_jpeg(parsed['image'], channels=3)
+    image = tf.image.stateless_random_flip_left_right(image, seed)
+    image = tf.image.pad_to_bounding_box(image, 4, 4, shape[0] + 8,
+                                         shape[1] + 8)
+    image = tf.image.stateless_random_crop(image, shape, seed + 1)
+    return image, tf.cast(parsed['label'], tf.int32)
+
+  orders = tf.data.Dataset.counter().map(
+      lambda epoch: tf.random.experimental.stateless_shuffle(
+          tf.range(size, dtype=tf.int64), seed=tf.stack([epoch, 0])))
+  rows = orders.unbatch().batch(BATCH)
+  records = rows.map(read, num_parallel_calls=tf.data.AUTOTUNE,
+                     deterministic=True).unbatch()
+  seeds = tf.data.Dataset.counter().map(lambda i: tf.stack([i, i]))
+  examples = tf.data.Dataset.zip(records, seeds).map(
+      example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return examples.batch(BATCH, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def measure_input(setting: dict, units: int) -> dict:
+  """Images/s of one pipeline (in this fresh process): median of `units`
+  timed units of 20 batches (or blocks holding as many), after one."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  name, data_dir = setting['dataset'], setting['data_dir']
+  prepared(name, data_dir)
+  if setting['pipeline'] == 'plain':
+    dataset, per_element = _plain_dataset(name, data_dir), 1
+  else:
+    block = setting['block']
+    dataset = _tfpipeline_dataset(name, data_dir, block)
+    per_element = block or 1
+  elements = max(1, 20 // per_element)
+  iterator = iter(dataset)
+  seconds = []
+  for _ in range(units + 1):
+    start = time.perf_counter()
+    for _ in range(elements):
+      features, _ = next(iterator)
+    tf.debugging.assert_type(features, tf.uint8)
+    seconds.append(time.perf_counter() - start)
+  images = elements * per_element * BATCH
+  return {**setting, 'images_per_sec': images / statistics.median(
+      seconds[1:]), 'units': units, 'images_per_unit': images}
+
+
+def _run(command: list[str]) -> dict:
+  completed = subprocess.run(command, capture_output=True, text=True,
+                             check=False)
+  for line in reversed(completed.stdout.splitlines()):
+    if line.startswith('{'):
+      return json.loads(line)
+  tail = completed.stderr.strip().splitlines()[-1:] or ['no output']
+  return {'error': tail[0]}
+
+
+def input_case(case: str, data_dir: str, units: int, rounds: int = 3) -> list:
+  """Both pipelines, alternated over `rounds` processes each; medians."""
+  name = INPUT_CASES[case]
+  prepared(name, data_dir)
+  from tfpipeline.data import pipeline  # pylint: disable=g-import-not-at-top
+  size = 32 if name == 'jpeg32' else 224
+  block = pipeline.steps_per_block(100, 10**6, BATCH * size * size * 3)
+  settings = [{'pipeline': 'plain'}, {'pipeline': 'tfpipeline', 'block': 0},
+              {'pipeline': 'tfpipeline', 'block': block}]
+  runs = {i: [] for i in range(len(settings))}
+  for round_ in range(rounds):
+    for i, setting in enumerate(settings):
+      setting = {**setting, 'dataset': name, 'data_dir': data_dir}
+      print(f'{case}: {setting} ({round_ + 1}/{rounds})', file=sys.stderr,
+            flush=True)
+      runs[i].append(_run([sys.executable, '-m', 'tfpipeline.bench',
+                           f'--worker={json.dumps({"case": case, **setting})}',
+                           f'--units={units}']))
+  results = []
+  for i, setting in enumerate(settings):
+    good = [r['images_per_sec'] for r in runs[i] if 'images_per_sec' in r]
+    result = {'case': case, **setting, 'dataset': name, 'rounds': rounds}
+    if not good:
+      result['error'] = runs[i][-1].get('error', 'no result')
+    else:
+      result['images_per_sec'] = statistics.median(good)
+      result['images_per_sec_all'] = good
+    results.append(result)
+  plain = results[0].get('images_per_sec')
+  for result in results:
+    if plain and 'images_per_sec' in result:
+      result['vs_plain'] = result['images_per_sec'] / plain
+  return results
+
+
+def rss_case(data_dir: str, counts=(2_000, 8_000, 32_000)) -> list:
+  """Peak RSS of a short training run against the dataset's size."""
+  results = []
+  for count in counts:
+    name = f'raw224_{count}'
+    builder = prepared(name, data_dir)
+    data_bytes = sum(f.stat().st_size for f in
+                     pathlib.Path(builder.data_dir).glob('*.array_record-*'))
+    command = [
+        sys.executable, '-m', 'tfpipeline.train', '--config=cifar10_cnn',
+        f'--model_dir={data_dir}/rss_run_{count}',
+        f'--config.data.name=bench_images/{name}',
+        f'--config.data.data_dir={data_dir}',
+        "--config.data.train_split=train", "--config.data.test_split=train[:256]",
+        "--config.data.validation_split=train[:256]",
+        '--config.train.epochs=1', '--config.train.global_batch_size=64',
+        "--config.model.layers=(('Rescaling', {'scale': 1 / 255}), "
+        "('Conv2D', {'filters': 8, 'kernel_size': 8, 'strides': 8}), "
+        "('GlobalAveragePooling2D', {}))",
+        '--config.optimizer.schedule=constant',
+        '--config.report.energy_method=estimate']
+    print(f'{RSS}: {count} examples, {data_bytes / 2**30:.2f} GiB',
+          file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    rss = _run([sys.executable, '-c', (
+        'import json, resource, subprocess, sys; '
+        f'code = subprocess.run({command!r}, capture_output=True).returncode; '
+        'print(json.dumps({"returncode": code, "peak_rss_kb": '
+        'resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))')])
+    subprocess.run(['rm', '-rf', f'{data_dir}/rss_run_{count}'], check=False)
+    results.append({'case': RSS, 'examples': count,
+                    'dataset_gib': data_bytes / 2**30,
+                    'wall_s': time.perf_counter() - start, **rss,
+                    'peak_rss_gib': rss.get('peak_rss_kb', 0) / 2**20})
+  return results
+
+
+def print_input(results: list) -> None:
+  print(f'{"case":<15}{"pipeline":<24}{"images/s":>12}{"vs plain":>10}')
+  for r in results:
+    label = r['pipeline'] + (f' block={r["block"]}' if r['pipeline'] ==
+                             'tfpipeline' else '')
+    if 'error' in r:
+      print(f'{r["case"]:<15}{label:<24}  failed: {r["error"][:80]}')
+    else:
+      print(f'{r["case"]:<15}{label:<24}{r["images_per_sec"]:>12,.0f}'
+            f'{r.get("vs_plain", float("nan")):>9.2f}x')
+
+
+def print_rss(results: list) -> None:
+  print(f'{"examples":>10}{"dataset GiB":>13}{"peak RSS GiB":>14}{"exit":>6}')
+  for r in results:
+    print(f'{r["examples"]:>10,}{r["dataset_gib"]:>13.2f}'
+          f'{r["peak_rss_gib"]:>14.2f}{r.get("returncode", "-"):>6}')
