@@ -38,6 +38,16 @@ def digits_dir(request, tmp_path_factory) -> pathlib.Path:
 
 
 @pytest.fixture(scope='session')
+def digits_array_record_dir(tmp_path_factory) -> pathlib.Path:
+  """The digits in ArrayRecord only, for tests the file format cannot
+  change (both formats are read by the same random-access path)."""
+  import tfds_fixtures
+  data_dir = tmp_path_factory.mktemp('digits-ar')
+  tfds_fixtures.prepare('digits', data_dir, 'array_record')
+  return data_dir
+
+
+@pytest.fixture(scope='session')
 def text_dir(tmp_path_factory) -> pathlib.Path:
   """A TFDS data_dir with the tests' tiny_reviews text dataset."""
   import tfds_fixtures

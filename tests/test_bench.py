@@ -18,6 +18,26 @@ def test_flops_count_the_dense_layers():
   assert bench._flops_per_example(wide) == 3 * 2 * (3 * 1024 * 1024 + 1024)
 
 
+def test_convnet_flops_are_the_cifar10_cnn_multiply_adds():
+  from tfpipeline import config, models
+  case = bench.CASES['cifar_cnn_b256']
+  model = models.build(config.load('cifar10_cnn'), None,
+                       input_shape=case.image, input_dtype='uint8')
+  convolutions = [(32, 3, 32), (32, 32, 32), (16, 32, 64), (16, 64, 64),
+                  (8, 64, 128), (8, 128, 128)]  # (side, in, out), 3x3
+  forward = sum(2 * side * side * 9 * c_in * c_out
+                for side, c_in, c_out in convolutions)
+  forward += 2 * (8 * 8 * 128 // 4 * 128 + 128 * 10)
+  assert bench._flops_per_example(case, model) == 3 * forward == 233_381_376
+
+
+def test_convnet_settings_add_the_streamed_own_loop():
+  settings = bench._settings(bench.CASES['cifar_cnn_b256'])
+  assert {'engine': 'tfpipeline', 'jit_compile': True,
+          'streamed': True} in settings
+  assert len([s for s in settings if s['engine'] == 'keras_fit']) == 4
+
+
 def test_settings_compare_fit_only_where_it_runs():
   single = bench._settings(bench.CASES['seed_b256'])
   assert {s['engine'] for s in single} == {'tfpipeline', 'keras_fit'}
@@ -52,7 +72,11 @@ def test_unknown_case_is_bad_input():
       [sys.executable, '-m', 'tfpipeline.bench', '--cases=nope'], cwd=REPO,
       capture_output=True, text=True, timeout=60)
   assert completed.returncode == 2
-  assert 'unknown nope' in completed.stderr.strip().splitlines()[-1]
+  last = completed.stderr.strip().splitlines()[-1]
+  assert 'unknown nope' in last
+  for name in ('cifar_cnn_b256', 'input_jpeg32', 'input_jpeg224', 'rss',
+               'report_overhead'):
+    assert name in last
 
 
 def test_report_overhead_is_measured_against_a_run_without_the_report(

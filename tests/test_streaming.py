@@ -14,6 +14,8 @@ from tfpipeline.data import records
 from tfpipeline.data import sources
 from tfpipeline.errors import UserError
 
+pytestmark = pytest.mark.smoke  # Also run on TF 2.20 in CI.
+
 
 def _digits_config(data_dir, **data):
   c = config.load('digits_cnn')

@@ -3,6 +3,7 @@ strategy equality, exact resume, exported models, bad input."""
 
 import csv
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -83,18 +84,14 @@ def test_digits_run_streams_images_and_writes_everything(tmp_path,
       np.array([[float(v) for v in r[3:]] for r in rows[1:]]), atol=1e-5)
 
 
-@pytest.fixture(scope='module')
-def one_device_digits(tmp_path_factory, digits_dir):
-  model_dir = tmp_path_factory.mktemp('one') / 'run'
-  _run(model_dir, digits_dir, '--strategy=cpu', REPLICA_FREE_LAYERS)
-  return model_dir
-
-
 def test_mirrored_streamed_and_augmented_equals_one_device(
-    tmp_path, digits_dir, one_device_digits):
-  model_dir = tmp_path / 'run'
-  _run(model_dir, digits_dir, '--strategy=mirrored', '--cpu_devices=2',
+    tmp_path, digits_array_record_dir):
+  one_device_digits = tmp_path / 'one'
+  _run(one_device_digits, digits_array_record_dir, '--strategy=cpu',
        REPLICA_FREE_LAYERS)
+  model_dir = tmp_path / 'run'
+  _run(model_dir, digits_array_record_dir, '--strategy=mirrored',
+       '--cpu_devices=2', REPLICA_FREE_LAYERS)
   for got, want in zip(_weights(model_dir), _weights(one_device_digits)):
     np.testing.assert_allclose(got, want, atol=1e-5)
   losses = [r['loss'] for r in read_jsonl(model_dir / 'metrics.jsonl')]
@@ -108,7 +105,9 @@ DETERMINISTIC = ('--config.train.deterministic=True',
                  '--config.train.jit_compile=False')
 
 
-def test_sigkill_then_rerun_is_bit_identical(tmp_path, digits_dir):
+def test_sigkill_then_rerun_is_bit_identical(tmp_path,
+                                             digits_array_record_dir):
+  digits_dir = digits_array_record_dir
   args = (*DIGITS, f'--config.data.data_dir={digits_dir}', *DETERMINISTIC)
   reference = tmp_path / 'reference'
   _run(reference, digits_dir, *DETERMINISTIC)
@@ -181,16 +180,15 @@ def test_text_run_exports_a_model_of_raw_strings(tmp_path, text_dir):
      r'no deterministic XLA gradient for MaxPooling2D \(layer 3 of the '
      r'model\).*jit_compile=False'),
 ])
-def test_bad_streamed_input_exits_2_and_writes_nothing(tmp_path, digits_dir,
-                                                       text_dir, args,
-                                                       message):
-  data_dir = text_dir if 'tiny_reviews' in ''.join(args) else digits_dir
+def test_bad_streamed_input_exits_2_and_writes_nothing(
+    tmp_path, digits_array_record_dir, text_dir, args, message):
+  data_dir = (text_dir if 'tiny_reviews' in ''.join(args) else
+              digits_array_record_dir)
   model_dir = tmp_path / 'run'
   result = run_cli(f'--model_dir={model_dir}', '--config=digits_cnn',
                    f'--config.data.data_dir={data_dir}', *args)
   assert result.returncode == 2, result.stderr[-2000:]
   assert 'Traceback' not in result.stderr
-  import re
   assert re.search(message, result.last_line), result.last_line
   assert not model_dir.exists()
 

@@ -231,13 +231,9 @@ def _run_worker(case_name: str, setting: dict) -> dict:
              f'--device={_DEVICE.value}',
              f'--mixed_precision={_MIXED_PRECISION.value}',
              f'--units={_UNITS.value}']
-  completed = subprocess.run(command, capture_output=True, text=True,
-                             check=False)
-  for line in reversed(completed.stdout.splitlines()):
-    if line.startswith('{'):
-      return json.loads(line)
-  tail = completed.stderr.strip().splitlines()[-1:] or ['no output']
-  return {'case': case_name, **setting, 'error': tail[0]}
+  result = bench_data.run_json(command)
+  return {'case': case_name, **setting, **result} if 'error' in result else (
+      result)
 
 
 def _print_report_overhead(result: dict) -> None:

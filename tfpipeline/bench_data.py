@@ -190,7 +190,8 @@ def measure_input(setting: dict, units: int) -> dict:
       seconds[1:]), 'units': units, 'images_per_unit': images}
 
 
-def _run(command: list[str]) -> dict:
+def run_json(command: list[str]) -> dict:
+  """Runs a child process; its last JSON line, or {'error': its last line}."""
   completed = subprocess.run(command, capture_output=True, text=True,
                              check=False)
   for line in reversed(completed.stdout.splitlines()):
@@ -216,7 +217,7 @@ def input_case(case: str, data_dir: str, units: int, rounds: int = 3) -> list:
       setting = {**setting, 'dataset': name, 'data_dir': data_dir}
       print(f'{case}: {setting} ({round_ + 1}/{rounds})', file=sys.stderr,
             flush=True)
-      runs[i].append(_run([sys.executable, '-m', 'tfpipeline.bench',
+      runs[i].append(run_json([sys.executable, '-m', 'tfpipeline.bench',
                            f'--worker={json.dumps({"case": case, **setting})}',
                            f'--units={units}']))
   results = []
@@ -262,7 +263,7 @@ def rss_case(data_dir: str, counts=(2_000, 8_000, 32_000)) -> list:
     print(f'{RSS}: {count} examples, {data_bytes / 2**30:.2f} GiB',
           file=sys.stderr, flush=True)
     start = time.perf_counter()
-    rss = _run([sys.executable, '-c', (
+    rss = run_json([sys.executable, '-c', (
         'import json, resource, subprocess, sys; '
         f'code = subprocess.run({command!r}, capture_output=True).returncode; '
         'print(json.dumps({"returncode": code, "peak_rss_kb": '

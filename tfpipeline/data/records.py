@@ -66,12 +66,11 @@ class Records:
     return {key: features[key].decode_batch_example(parsed[key])
             for key in self.keys}
 
-  def dataset(self, batch_size: int, rows=None):
-    """tf.data: {key: decoded batch} of `rows` (default: every row) in
-    order, `batch_size` at a time."""
+  def dataset(self, batch_size: int):
+    """tf.data: {key: decoded batch} of every row in order, `batch_size` at
+    a time."""
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    rows = tf.range(len(self), dtype=tf.int64) if rows is None else rows
-    return tf.data.Dataset.from_tensor_slices(rows).batch(batch_size).map(
+    return tf.data.Dataset.range(len(self)).batch(batch_size).map(
         self.read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
   def read(self, rows):
