@@ -33,8 +33,10 @@ def test_convnet_flops_are_the_cifar10_cnn_multiply_adds():
 
 def test_convnet_settings_add_the_streamed_own_loop():
   settings = bench._settings(bench.CASES['cifar_cnn_b256'])
-  assert {'engine': 'tfpipeline', 'jit_compile': True,
+  assert {'engine': 'tfpipeline', 'jit_compile': False,
           'streamed': True} in settings
+  assert {'engine': 'tfpipeline', 'jit_compile': True, 'streamed': True} in (
+      bench._settings(bench.CASES['cifar_cnn_b256'], 'gpu'))
   assert len([s for s in settings if s['engine'] == 'keras_fit']) == 4
 
 

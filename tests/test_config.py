@@ -149,6 +149,19 @@ def test_device_defaults_resolve_for_tpus_and_the_rest():
       'mixed_float16', 7)
 
 
+@pytest.mark.parametrize('experiment, on_cpu, xla', [
+    ('diabetes', True, True), ('digits_cnn', True, False),
+    ('digits_cnn', False, True), ('imdb_text', True, True)])
+def test_xla_is_on_except_for_convolutions_on_a_cpu(experiment, on_cpu, xla):
+  c = config.validate(config.load(experiment))
+  assert c.train.jit_compile == 'auto'
+  resolved = config.resolve_for_device(c, on_tpu=False, on_cpu=on_cpu)
+  assert resolved.train.jit_compile is xla
+  c.train.jit_compile = True  # An explicit choice stands.
+  assert config.resolve_for_device(
+      c, on_tpu=False, on_cpu=on_cpu).train.jit_compile is True
+
+
 def test_dp_refuses_float16_loss_scaling():
   c = config.get_config()
   c.privacy.dp = True

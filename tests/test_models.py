@@ -93,3 +93,11 @@ def test_per_example_losses():
   p = np.array([[2.0], [1.0]], np.float32)
   np.testing.assert_allclose(models.loss_fn('mse')(y, p), [1.0, 4.0])
   np.testing.assert_allclose(models.loss_fn('mae')(y, p), [1.0, 2.0])
+
+
+def test_tfds_names_with_a_config_make_valid_model_names():
+  c = config.get_config()
+  c.data.name = 'imdb_reviews/plain_text'
+  model = models.build(c, Split(np.zeros((4, 10), np.float32),
+                                np.zeros((4, 1), np.float32)))
+  assert model.name == 'imdb_reviews_plain_text'

@@ -82,13 +82,15 @@ CASES = {
 }
 
 
-def _settings(case: Case) -> list[dict]:
+def _settings(case: Case, device: str = 'cpu') -> list[dict]:
   """The own loop with and without XLA, and fit's settings that work; for
-  the convnet also the own loop streaming JPEG files from disk."""
+  the convnet also the own loop streaming JPEG files from disk, compiled as
+  `train.jit_compile=auto` would on `device` (no XLA for convolutions on a
+  CPU)."""
   own = [{'engine': 'tfpipeline', 'jit_compile': True},
          {'engine': 'tfpipeline', 'jit_compile': False}]
   if case.image:
-    own.append({'engine': 'tfpipeline', 'jit_compile': True,
+    own.append({'engine': 'tfpipeline', 'jit_compile': device != 'cpu',
                 'streamed': True})
   if case.replicas > 1:  # fit fails with more (see BUILD_NOTES.md)
     fit = [{'engine': 'keras_fit', 'jit_compile': False,
@@ -340,7 +342,7 @@ def main(argv):
     if name not in CASES:
       continue
     case_results = []
-    for setting in _settings(CASES[name]):
+    for setting in _settings(CASES[name], _DEVICE.value):
       print(f'{name}: {setting}', file=sys.stderr, flush=True)
       case_results.append(_run_worker(name, setting))
     fit_best = max((r['examples_per_sec'] for r in case_results

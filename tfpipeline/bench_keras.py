@@ -71,22 +71,12 @@ _OUT = flags.DEFINE_string('out', 'bench_keras.json', 'Where to write JSON.')
 # float32 convolutions and matmuls as TF32 on the GPU by default.
 DATASHEET_TFLOPS = {'bfloat16': 989.0, 'tf32': 495.0, 'float32': 67.0}
 
-# keras.io/examples/vision/mnist_convnet, on uint8 pixels.
-MNIST_CONVNET = (
-    ('Rescaling', {'scale': 1 / 255}),
-    ('Conv2D', {'filters': 32, 'kernel_size': 3, 'activation': 'relu'}),
-    ('MaxPooling2D', {'pool_size': 2}),
-    ('Conv2D', {'filters': 64, 'kernel_size': 3, 'activation': 'relu'}),
-    ('MaxPooling2D', {'pool_size': 2}),
-    ('Flatten', {}),
-    ('Dropout', {'rate': 0.5}),
-)
-
-
 def _case() -> dict:
   """What to build and feed: the experiment's model or keras.io's MNIST."""
   if _CASE.value == 'mnist_convnet':
-    return {'name': 'mnist_convnet', 'layers': MNIST_CONVNET,
+    # The experiments/mnist_convnet.py model: keras.io's, on uint8 pixels.
+    return {'name': 'mnist_convnet',
+            'layers': config_lib.load('mnist_convnet').model.layers,
             'input_shape': (28, 28, 1), 'input_dtype': 'uint8',
             'classes': 10, 'loss': 'categorical_crossentropy',
             'metrics': ['accuracy'], 'optimizer': ('adam', 0.001, 0.0),

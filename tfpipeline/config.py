@@ -95,7 +95,9 @@ def get_config() -> config_dict.ConfigDict:
   c.train.epochs = 50
   c.train.global_batch_size = 32
   c.train.steps_per_loop = 0  # steps per device call; 0: 100, 1000 on a TPU
-  c.train.jit_compile = True  # XLA on the forward and backward pass
+  # XLA on the step: True | False | 'auto' (on, but off for convolutions on
+  # a CPU, where XLA's convolutions are slower than TensorFlow's own).
+  c.train.jit_compile = config_dict.FieldReference('auto', field_type=object)
   c.train.mixed_precision = 'auto'  # auto (float32; TPU: mixed_bfloat16) | float32 | mixed_bfloat16 | mixed_float16
   c.train.seed = 0
   c.train.deterministic = False  # op determinism: bit-identical reruns
@@ -275,6 +277,8 @@ def validate(config: config_dict.ConfigDict) -> config_dict.ConfigDict:
     _check_positive(config, key)
   _check_positive(config, 'train.steps_per_loop', allow_zero=True)
   _check_choice(config, 'train.mixed_precision', MIXED_PRECISION)
+  _check(config.train.jit_compile in (True, False, 'auto'), 'train.jit_compile',
+         config.train.jit_compile, "True, False or 'auto'")
   _check_choice(config, 'train.nan_policy', NAN_POLICIES)
 
   _check_choice(config, 'optimizer.name', OPTIMIZERS)
@@ -334,14 +338,22 @@ def validate(config: config_dict.ConfigDict) -> config_dict.ConfigDict:
   return config
 
 
-def resolve_for_device(config: config_dict.ConfigDict, *,
-                       on_tpu: bool) -> config_dict.ConfigDict:
+def resolve_for_device(config: config_dict.ConfigDict, *, on_tpu: bool,
+                       on_cpu: bool = False) -> config_dict.ConfigDict:
   """A copy with the device-dependent defaults made concrete.
 
   TPUs get bfloat16 and many steps per device call (each call has a high
-  fixed cost there); other devices float32 and 100 steps per call.
+  fixed cost there); other devices float32 and 100 steps per call. XLA is
+  on, except for a model with convolutions on CPUs: XLA's CPU convolutions
+  trained the cifar10_cnn convnet 4x slower than TensorFlow's own kernels,
+  and 170x slower in the fused multi-step loop (BUILD_NOTES.md).
   """
   config = config.copy_and_resolve_references()
+  if config.train.jit_compile == 'auto':
+    with config.ignore_type():  # 'auto' -> a bool
+      config.train.jit_compile = not (on_cpu and any(
+          'Conv' in str(spec[0]) for spec in config.model.layers
+          if isinstance(spec, (tuple, list)) and spec))
   if config.train.mixed_precision == 'auto':
     config.train.mixed_precision = 'mixed_bfloat16' if on_tpu else 'float32'
   if not config.train.steps_per_loop:

@@ -12,6 +12,7 @@ takes raw strings.
 """
 
 import inspect
+import re
 
 import keras
 import numpy as np
@@ -62,7 +63,9 @@ def build(config, train: Split, *, input_shape: tuple | None = None,
   model_config = config.model
   if input_shape is None:
     input_shape = train.features.shape[1:]
-  model = keras.Sequential(name=config.data.name or 'model')
+  # Keras names allow no '/', which TFDS names with a config have.
+  name = re.sub(r'[^A-Za-z0-9_.-]', '_', config.data.name or 'model')
+  model = keras.Sequential(name=name)
   model.add(keras.Input(shape=tuple(input_shape), dtype=input_dtype,
                         name='features'))
   if model_config.normalize_inputs:

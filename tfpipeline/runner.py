@@ -87,7 +87,8 @@ def _run_checked(config, model_dir: pathlib.Path, strategy, *, tpu: str,
   if isinstance(strategy, str):
     strategy = strategy_lib.create(strategy, tpu=tpu, cpu_devices=cpu_devices)
   config = config_lib.resolve_for_device(
-      config, on_tpu=strategy_lib.is_tpu(strategy))
+      config, on_tpu=strategy_lib.is_tpu(strategy),
+      on_cpu=strategy_lib.is_cpu(strategy))
   splits = sources.load(config.data, loss=config.loss)
   inputs = pipeline.inputs(splits, config)
   _check_batch(config, len(splits.train), strategy.num_replicas_in_sync,

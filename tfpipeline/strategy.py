@@ -82,6 +82,12 @@ def is_tpu(strategy: tf.distribute.Strategy) -> bool:
   return isinstance(strategy, tf.distribute.TPUStrategy)
 
 
+def is_cpu(strategy: tf.distribute.Strategy) -> bool:
+  """Whether every device the strategy computes on is a CPU."""
+  return all('CPU' in device.upper()
+             for device in strategy.extended.worker_devices)
+
+
 def _tpu_present() -> bool:
   """Whether this host has a TPU, without probing cloud metadata servers."""
   return bool(os.environ.get('TPU_NAME') or os.environ.get('COLAB_TPU_ADDR') or
