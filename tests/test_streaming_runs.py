@@ -84,6 +84,19 @@ def test_digits_run_streams_images_and_writes_everything(tmp_path,
       np.array([[float(v) for v in r[3:]] for r in rows[1:]]), atol=1e-5)
 
 
+def test_digits_cnn_as_shipped_reaches_97_percent(tmp_path,
+                                                  digits_array_record_dir):
+  model_dir = tmp_path / 'run'
+  result = run_cli('--config=digits_cnn', f'--model_dir={model_dir}',
+                   f'--config.data.data_dir={digits_array_record_dir}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert json.loads((model_dir / 'metrics.json').read_text())[
+      'accuracy'] >= 0.97
+  # Convolutions on a CPU: train.jit_compile=auto resolved to no XLA.
+  assert json.loads((model_dir / 'config.json').read_text())['train'][
+      'jit_compile'] is False
+
+
 def test_mirrored_streamed_and_augmented_equals_one_device(
     tmp_path, digits_array_record_dir):
   one_device_digits = tmp_path / 'one'

@@ -255,7 +255,7 @@ def rss_case(data_dir: str, counts=(2_000, 8_000, 32_000)) -> list:
         "--config.data.train_split=train", "--config.data.test_split=train[:256]",
         "--config.data.validation_split=train[:256]",
         '--config.train.epochs=1', '--config.train.global_batch_size=64',
-        "--config.model.layers=(('Rescaling', {'scale': 1 / 255}), "
+        "--config.model.layers=(('Rescaling', {'scale': 0.00392156862745098}), "
         "('Conv2D', {'filters': 8, 'kernel_size': 8, 'strides': 8}), "
         "('GlobalAveragePooling2D', {}))",
         '--config.optimizer.schedule=constant',
@@ -265,8 +265,9 @@ def rss_case(data_dir: str, counts=(2_000, 8_000, 32_000)) -> list:
     start = time.perf_counter()
     rss = run_json([sys.executable, '-c', (
         'import json, resource, subprocess, sys; '
-        f'code = subprocess.run({command!r}, capture_output=True).returncode; '
-        'print(json.dumps({"returncode": code, "peak_rss_kb": '
+        f'run = subprocess.run({command!r}, capture_output=True, text=True); '
+        'print(json.dumps({"returncode": run.returncode, "last_line": '
+        '(run.stderr.strip().splitlines() or [""])[-1][-300:], "peak_rss_kb": '
         'resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))')])
     subprocess.run(['rm', '-rf', f'{data_dir}/rss_run_{count}'], check=False)
     results.append({'case': RSS, 'examples': count,
@@ -293,3 +294,5 @@ def print_rss(results: list) -> None:
   for r in results:
     print(f'{r["examples"]:>10,}{r["dataset_gib"]:>13.2f}'
           f'{r["peak_rss_gib"]:>14.2f}{r.get("returncode", "-"):>6}')
+    if r.get('returncode'):
+      print(f'  failed: {r.get("last_line") or r.get("error")}')
