@@ -293,8 +293,7 @@ def inputs(splits, config) -> Inputs:
                     f'columns, but {feature} is not a table; set it to False '
                     f'(put Rescaling or Normalization in model.layers)')
   if (config.model.standardize_targets and splits.train.streamed and
-      config.loss not in ('binary_crossentropy', 'categorical_crossentropy',
-                          'sparse_categorical_crossentropy')):
+      'crossentropy' not in config.loss):  # Regression: label statistics.
     raise UserError('model.standardize_targets=True needs the labels in '
                     'memory, but this dataset is streamed; set it to False')
   vectorizer, shape, dtype = None, splits.feature_shape, splits.feature_dtype

@@ -319,8 +319,7 @@ def _tfds(data_config) -> Splits:
     except UserError as e:
       raise UserError(f'data.{key}: {e}') from None
   tfds_origin = {'source': 'tfds', 'name': name, 'version': str(info.version),
-                 'splits': [data_config[key] for key in split_keys],
-                 'files': [str(path) for path in parts[0].files()]}
+                 'splits': [data_config[key] for key in split_keys]}
   feature = info.features[features[0]]
   kind = len(features) == 1 and _shaped_kind(
       tuple(feature.shape), np.dtype(feature.np_dtype))
