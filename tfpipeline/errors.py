@@ -1,4 +1,4 @@
-"""The one exception type that means "the user's input is wrong"."""
+"""The exceptions that end a run with an exit code, and their one-line form."""
 
 
 class UserError(Exception):
@@ -13,3 +13,10 @@ class UserError(Exception):
 class Preempted(Exception):
   """The run was asked to stop (SIGTERM, SIGINT, a preemption notice) and
   saved a checkpoint; the same command resumes it. Exit code 3."""
+
+
+def first_line(error: BaseException) -> str:
+  """An exception's message cut to one line (its type when it has none), to
+  quote inside a UserError's one-line message."""
+  text = str(error).strip()
+  return text.splitlines()[0] if text else type(error).__name__

@@ -19,6 +19,7 @@ import numpy as np
 
 from tfpipeline.data.sources import Split
 from tfpipeline.errors import UserError
+from tfpipeline.errors import first_line
 
 # Built-in layers that cannot be one of model.layers: Lambda holds code that
 # Keras safe mode refuses to load; the input and tokenization are the
@@ -132,7 +133,7 @@ def _made(key: str, make_layer) -> keras.layers.Layer:
   try:
     return make_layer()
   except (TypeError, ValueError) as e:
-    raise UserError(f'{key}: {_first_line(e)}; fix its value') from None
+    raise UserError(f'{key}: {first_line(e)}; fix its value') from None
 
 
 def _add(model: keras.Sequential, key: str, layer) -> None:
@@ -143,12 +144,7 @@ def _add(model: keras.Sequential, key: str, layer) -> None:
     model.add(layer)
   except Exception as e:  # Keras raises several kinds for a shape misfit.
     raise UserError(f'{key}: {type(layer).__name__} cannot take the input of '
-                    f'shape {tuple(shape)}: {_first_line(e)}') from None
-
-
-def _first_line(error: BaseException) -> str:
-  text = str(error).strip()
-  return text.splitlines()[0] if text else type(error).__name__
+                    f'shape {tuple(shape)}: {first_line(e)}') from None
 
 
 def nondeterministic_under_xla(model: keras.Model) -> str | None:

@@ -26,6 +26,7 @@ from absl import logging
 import numpy as np
 
 from tfpipeline.errors import UserError
+from tfpipeline.errors import first_line
 
 CONVERTED_SUFFIX = '.array_record'
 
@@ -113,10 +114,10 @@ def open_split(builder, split: str, keys: tuple[str, ...]) -> Records:
   except (ValueError, KeyError) as e:
     raise UserError(f'{split!r} is not a split of {builder.name!r} (it has '
                     f'{", ".join(builder.info.splits)}): '
-                    f'{_first_line(e)}') from None
+                    f'{first_line(e)}') from None
   except (RuntimeError, OSError, NotImplementedError) as e:
     raise UserError(f'{builder.data_dir}: cannot open the record files of '
-                    f'split {split!r} ({_first_line(e)}); they are missing, '
+                    f'split {split!r} ({first_line(e)}); they are missing, '
                     f'corrupt or truncated: prepare the dataset again') from None
   records = Records(builder.info, split, keys, source)
   _check_files(records)
@@ -140,7 +141,7 @@ def _check_files(records: Records) -> None:
       reader.close()
     except (RuntimeError, OSError, ValueError) as e:
       raise UserError(f'{path}: not a readable ArrayRecord file '
-                      f'({_first_line(e)}); the file is corrupt or truncated: '
+                      f'({first_line(e)}); the file is corrupt or truncated: '
                       f'prepare the dataset again') from None
     expected = shard_lengths.get(path.name)
     if expected is not None and count != expected:
@@ -190,7 +191,7 @@ def _convert(source: pathlib.Path, target: pathlib.Path) -> None:
         writer.write_examples(scratch / name, examples)
       except tf.errors.DataLossError as e:
         raise UserError(f'{shard}: corrupt or truncated TFRecord file '
-                        f'({_first_line(e)}); prepare the dataset again') from None
+                        f'({first_line(e)}); prepare the dataset again') from None
     for metadata in source.glob('*.json'):
       shutil.copy2(metadata, scratch / metadata.name)
     info_path = scratch / 'dataset_info.json'
@@ -205,8 +206,3 @@ def _convert(source: pathlib.Path, target: pathlib.Path) -> None:
         raise  # Another process's copy, appeared meanwhile, is as good.
   finally:
     shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _first_line(error: BaseException) -> str:
-  text = str(error).strip()
-  return text.splitlines()[0] if text else type(error).__name__

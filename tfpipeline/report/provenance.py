@@ -44,11 +44,15 @@ def data_fingerprint(splits) -> dict:
   """The source's identity and the sha256 of each split's arrays as read,
   or, for a streamed dataset, of each record file it reads."""
   result = dict(splits.origin)
+  file_sha256 = {}  # Splits sliced from one TFDS split share its files.
   for name in ('train', 'validation', 'test'):
     split = getattr(splits, name)
     if split.streamed:
-      files = {path.name: integrity.sha256_file(path)
-               for path in split.records.files()}
+      files = {}
+      for path in split.records.files():
+        if path not in file_sha256:
+          file_sha256[path] = integrity.sha256_file(path)
+        files[path.name] = file_sha256[path]
       result[name] = {'rows': len(split), 'split': split.records.split,
                       'sha256': integrity.sha256_text(json.dumps(
                           files, sort_keys=True)),
