@@ -33,3 +33,7 @@ def test_catalogue_experiment_trains_on_mock_data(tmp_path, experiment,
   report = json.loads((tmp_path / 'run' / 'report' / 'report.json').read_text())
   assert report['fairness']['evaluated'] is False
   assert report['compute']['forward_flops_per_example']['matmul_agrees']
+  attributions = report['attributions']
+  assert attributions['kind'] == ('text' if experiment == 'imdb_text'
+                                  else 'image')
+  assert attributions['completeness_error'] <= 0.05

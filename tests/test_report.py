@@ -119,6 +119,9 @@ def test_compute_section(report):
   assert compute['achieved_flops_per_s'] == pytest.approx(
       compute['training_flops'] / compute['train_wall_s'])
   assert compute['devices']['kind'] == 'CPU'
+  assert compute['utilisation'] == {
+      'precision': 'float32', 'peak_flops_per_s': None,
+      'peak_source': 'no datasheet peak for CPUs', 'mfu': None}
   assert 0 < compute['train_wall_s'] < compute['run_wall_s']
   assert compute['scope'].startswith('tfpipeline.run() from its start')
   assert 'resumed' not in compute['scope']
@@ -132,6 +135,7 @@ def test_attributions_section(report):
   attributions = report['attributions']
   assert attributions['examples'] == 67 and attributions['steps'] == 50
   assert attributions['completeness_error'] < 0.05
+  assert (attributions['kind'], attributions['baseline']) == ('table', 'mean')
   features = {r['feature'] for r in attributions['ranking']}
   assert features == {'age', 'sex', 'bmi', 'bp', 's1', 's2', 's3', 's4', 's5',
                       's6'}

@@ -1,6 +1,7 @@
 """Whole runs on streamed TFDS data: images in both file formats, text;
 strategy equality, exact resume, exported models, bad input."""
 
+import base64
 import csv
 import json
 import re
@@ -61,11 +62,26 @@ def test_digits_run_streams_images_and_writes_everything(tmp_path,
   assert [int(r[0]) for r in rows[1:]] == list(range(271))
   assert {r[2] for r in rows[1:]} == {'even', 'odd'}
   report = json.loads((model_dir / 'report' / 'report.json').read_text())
-  assert report['attributions']['method'] is None
   assert report['fairness']['evaluated']
   flops = report['compute']['forward_flops_per_example']
   assert flops['matmul_agrees'] and flops['analytic_matmul'] == (
       2 * 8 * 8 * 9 * (1 * 32 + 32 * 32) + 2 * 512 * 128 + 2 * 128 * 10)
+  assert flops['pooling_agrees'] and flops['analytic_pooling'] == 4 * 4 * 32 * 4
+  # Which pixels drove each class: IG from black, complete within 5%.
+  ig = report['attributions']
+  assert (ig['kind'], ig['baseline'], ig['examples']) == ('image', 'black', 100)
+  assert ig['completeness_error'] <= 0.05
+  predicted = np.array([[float(v) for v in r[3:]] for r in rows[1:101]]
+                       ).argmax(axis=1)
+  assert {k: v['examples'] for k, v in ig['class_maps'].items()} == {
+      str(c): int(n) for c, n in zip(*np.unique(predicted,
+                                                return_counts=True))}
+  assert all(np.asarray(v['map']).shape == (8, 8)
+             for v in ig['class_maps'].values())
+  page = (model_dir / 'report' / 'report.html').read_text()
+  for png in ('attributions.png', 'attribution_examples.png'):
+    data = (model_dir / 'report' / png).read_bytes()
+    assert base64.b64encode(data).decode() in page
   data = report['provenance']['data']
   assert data['train']['split'] == 'train' and len(
       data['train']['files_sha256']) == 1
@@ -169,6 +185,19 @@ def test_text_run_exports_a_model_of_raw_strings(tmp_path, text_dir):
   np.testing.assert_allclose(
       serving.signatures['serving_default'](reviews)['output_0'].numpy()[:, 0],
       probabilities, atol=1e-6)
+  # Which words drove the predictions: the sentiment words, each way.
+  ig = json.loads((model_dir / 'report' / 'report.json').read_text())[
+      'attributions']
+  assert (ig['kind'], ig['baseline']) == ('text', 'padding')
+  assert ig['completeness_error'] <= 1e-3
+  sentiment = {'1': {'great', 'superb', 'lovely', 'good', 'fine'},
+               '0': {'bad', 'awful', 'dull', 'boring', 'poor'}}
+  for label, words in sentiment.items():
+    top = [row['token'] for row in ig['token_ranking'][label]['for'][:5]]
+    assert set(top) == words, (label, top)
+  page = (model_dir / 'report' / 'report.html').read_text()
+  first = ig['sentences'][0]
+  assert f'>{first["tokens"][0]}</span>' in page
 
 
 @pytest.mark.parametrize('args, message', [
@@ -189,6 +218,9 @@ def test_text_run_exports_a_model_of_raw_strings(tmp_path, text_dir):
      r"model.layers\[0\] is the text .*must be a Python literal"),
     (('--config.model.normalize_inputs=True',),
      'model.normalize_inputs=True standardises table columns'),
+    (('--config.report.ig_baseline=mean',),
+     r"report.ig_baseline='mean' is not a baseline for .*image.*; use auto or "
+     r"one of black, blurred"),
     (('--config.train.deterministic=True', '--config.train.jit_compile=True'),
      r'no deterministic XLA gradient for MaxPooling2D \(layer 3 of the '
      r'model\).*jit_compile=False'),

@@ -2,13 +2,14 @@
 
 For accelerators where TensorFlow cannot be installed: it runs on any Keras
 backend (`KERAS_BACKEND=jax` with a JAX that sees the GPU), and imports no
-TensorFlow and nothing of tfpipeline but its config. It builds the
-experiment's `model.layers` between an image input and the softmax head,
-trains on random images held on the device (`--feed=host`: in host memory),
-and reports per dtype policy: median ms/step, images/s, time to first step,
-and MFU (analytic training FLOPs, 3 x forward, over a peak). It measures the
-model and XLA, not tfpipeline's own loop or input pipeline:
-`python -m tfpipeline.bench` does that, with TensorFlow.
+TensorFlow and nothing of tfpipeline but its config and the datasheet peaks
+of `accelerators`. It builds the experiment's `model.layers` between an
+image input and the softmax head, trains on random images held on the
+device (`--feed=host`: in host memory), and reports per dtype policy:
+median ms/step, images/s, time to first step, and MFU (analytic training
+FLOPs, 3 x forward, over a peak). It measures the model and XLA, not
+tfpipeline's own loop or input pipeline: `python -m tfpipeline.bench` does
+that, with TensorFlow.
 
     KERAS_BACKEND=jax python -m tfpipeline.bench_keras --ceilings
     KERAS_BACKEND=jax python -m tfpipeline.bench_keras --batch=256,1024
@@ -41,6 +42,7 @@ from absl import app
 from absl import flags
 import numpy as np
 
+from tfpipeline import accelerators
 from tfpipeline import config as config_lib
 
 _CONFIG = flags.DEFINE_string('config', 'cifar10_cnn',
@@ -67,9 +69,6 @@ _CEILINGS = flags.DEFINE_bool('ceilings', False, 'JAX only: time 8192^3 '
                               'matmuls first, for MFU against measured peaks.')
 _OUT = flags.DEFINE_string('out', 'bench_keras.json', 'Where to write JSON.')
 
-# H100 SXM dense datasheet peaks, TFLOP/s. JAX and TensorFlow both run
-# float32 convolutions and matmuls as TF32 on the GPU by default.
-DATASHEET_TFLOPS = {'bfloat16': 989.0, 'tf32': 495.0, 'float32': 67.0}
 
 def _case() -> dict:
   """What to build and feed: the experiment's model or keras.io's MNIST."""
@@ -304,13 +303,16 @@ def _machine(keras) -> dict:
   return machine
 
 
-def _add_mfu(result: dict, ceilings: dict | None) -> None:
-  """MFU against the datasheet and, if measured, the matmul ceilings."""
+def _add_mfu(result: dict, ceilings: dict | None, device: str) -> None:
+  """MFU against the device's datasheet peaks (none for a device the table
+  lacks) and, if measured, the matmul ceilings. JAX and TensorFlow both run
+  float32 convolutions and matmuls as TF32 on the GPU by default."""
   bf16 = result['precision'] == 'mixed_bfloat16'
   tflops = result['tflops']
-  result['mfu_datasheet'] = {
-      key: tflops / DATASHEET_TFLOPS[key]
-      for key in (('bfloat16',) if bf16 else ('tf32', 'float32'))}
+  peaks = {key: accelerators.gpu_peak_tflops(device, key)
+           for key in (('bfloat16',) if bf16 else ('tf32', 'float32'))}
+  result['mfu_datasheet'] = {key: tflops / peak
+                             for key, peak in peaks.items() if peak}
   if ceilings:
     key = 'bfloat16' if bf16 else 'float32_default'
     result['mfu_measured'] = {key: tflops / ceilings[key]['tflops']}
@@ -338,13 +340,14 @@ def _print_table(machine: dict, ceilings: dict | None, results: list) -> None:
   print(header)
   for r in results:
     measured = next(iter(r.get('mfu_measured', {}).values()), None)
-    sheet_key, sheet = next(iter(r['mfu_datasheet'].items()))
+    sheet = ', '.join(f'{100 * v:.1f}% {k}'
+                      for k, v in list(r['mfu_datasheet'].items())[:1]) or '-'
     print(f'{r["case"]:<15}{r["precision"]:<16}{r["batch"]:>6}'
           f'{r["ms_per_step"]:>9.3f}{r["images_per_sec"]:>11,.0f}'
           f'{r["epoch_s"]:>9.3f}{r["first_step_s"]:>9.2f}'
           f'{r["feed_ms_per_step"]:>9.3f}{r["tflops"]:>9.1f}'
           f'{"-" if measured is None else f"{100 * measured:.1f}%":>9}'
-          f'{f"{100 * sheet:.1f}% {sheet_key}":>16}'
+          f'{sheet:>16}'
           f'{r.get("scan_ms_per_step", float("nan")):>9.3f}')
   print('== end')
 
@@ -365,7 +368,7 @@ def main(argv):
     for policy in _PRECISION.value:
       print(f'{case["name"]}: batch {batch}, {policy}', flush=True)
       result = _measure(keras, case, batch, policy)
-      _add_mfu(result, ceilings)
+      _add_mfu(result, ceilings, machine.get('device', ''))
       results.append(result)
   with open(_OUT.value, 'w', encoding='utf-8') as f:
     json.dump({'machine': machine, 'ceilings': ceilings, 'results': results},

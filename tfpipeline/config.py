@@ -34,7 +34,10 @@ RESUMABLE_CHANGES = frozenset({
     'data.download'})
 # Prefixes of keys a resumed run may change: they act after training.
 RESUMABLE_PREFIXES = ('report.',)
-IG_BASELINES = ('mean', 'zeros')
+# Integrated Gradients baselines by kind of data; report.ig_baseline=auto
+# takes the first.
+IG_BASELINES = {'table': ('mean', 'zeros'), 'image': ('black', 'blurred'),
+                'text': ('padding',)}
 AUGMENT_OPS = ('random_flip', 'random_crop')
 ENERGY_METHODS = ('auto', 'codecarbon', 'estimate')
 
@@ -126,12 +129,13 @@ def get_config() -> config_dict.ConfigDict:
   c.report = config_dict.ConfigDict()
   c.report.attribution_examples = 100  # test examples explained (IG)
   c.report.ig_steps = 50  # Integrated Gradients: trapezoid intervals
-  c.report.ig_baseline = 'mean'  # mean (training split) | zeros
+  c.report.ig_baseline = 'auto'  # auto | table: mean (training split), zeros | image: black, blurred | text: padding
   c.report.fairness_min_ratio = 0.8  # flag a metric whose worst/best group ratio is lower
   c.report.energy_method = 'auto'  # auto (codecarbon if installed) | codecarbon | estimate
   c.report.cpu_watts = 0.0  # whole CPU at full load; 0: 4 W per thread (codecarbon's fallback)
   c.report.gpu_watts = 300.0  # per GPU at full load (a datacentre GPU's typical TDP)
   c.report.tpu_watts = 200.0  # per TPU chip at full load
+  c.report.peak_flops_per_s = 0.0  # all devices' peak, for MFU; 0: datasheet peaks of known GPUs and TPUs
   c.report.pue = 1.0  # datacentre power usage effectiveness; 1.0: the machine alone
   c.report.country = ''  # ISO 3166 alpha-3 code (FRA, USA...): grid intensity via codecarbon
   c.report.grid_gco2_per_kwh = 475.0  # used when country is ''; 475: world average
@@ -321,7 +325,9 @@ def validate(config: config_dict.ConfigDict) -> config_dict.ConfigDict:
 
   for key in ('report.attribution_examples', 'report.ig_steps'):
     _check_positive(config, key)
-  _check_choice(config, 'report.ig_baseline', IG_BASELINES)
+  _check_choice(config, 'report.ig_baseline', ('auto', *(
+      name for names in IG_BASELINES.values() for name in names)))
+  _check_positive(config, 'report.peak_flops_per_s', float, allow_zero=True)
   _check_choice(config, 'report.energy_method', ENERGY_METHODS)
   ratio = config.report.fairness_min_ratio
   _check(isinstance(ratio, float) and 0 <= ratio <= 1,

@@ -203,7 +203,7 @@ def _train_and_export(config, model_dir: pathlib.Path, strategy, splits,
     report_start = time.perf_counter()
     from tfpipeline import report as report_lib  # pylint: disable=g-import-not-at-top
     report_lib.write(
-        model_dir, config=config, splits=splits, model=model,
+        model_dir, config=config, splits=splits, inputs=inputs, model=model,
         strategy=strategy, test_evaluation=test_evaluation,
         test_metrics=test_metrics, times=meter.stop(),
         train_seconds=train_seconds, start_step=start_step)

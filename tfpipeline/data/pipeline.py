@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
+from tfpipeline import config as config_lib
 from tfpipeline.data import preprocess
 from tfpipeline.data import sources
 from tfpipeline.data.sources import Split
@@ -299,6 +300,12 @@ def inputs(splits, config) -> Inputs:
       'crossentropy' not in config.loss):  # Regression: label statistics.
     raise UserError('model.standardize_targets=True needs the labels in '
                     'memory, but this dataset is streamed; set it to False')
+  baseline = config.report.ig_baseline
+  if baseline != 'auto' and baseline not in config_lib.IG_BASELINES.get(
+      kind, ()):
+    raise UserError(f'report.ig_baseline={baseline!r} is not a baseline for '
+                    f'{feature}; use auto or one of ' + ', '.join(
+                        config_lib.IG_BASELINES.get(kind, ('auto',))))
   vectorizer, shape, dtype = None, splits.feature_shape, splits.feature_dtype
   if kind == sources.TEXT:
     if not data.vocab_size:

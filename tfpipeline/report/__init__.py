@@ -27,13 +27,13 @@ from tfpipeline.report import privacy
 from tfpipeline.report import provenance
 from tfpipeline.report import render
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Files written before the report, whose hashes the report itself shows.
 _TRAINED_ARTEFACTS = ('config.json', 'metrics.json', 'model.keras',
                       'saved_model/saved_model.pb')
 
 
-def write(model_dir: pathlib.Path, *, config, splits, model, strategy,
+def write(model_dir: pathlib.Path, *, config, splits, inputs, model, strategy,
           test_evaluation, test_metrics: dict, times: dict,
           train_seconds: float, start_step: int) -> dict:
   """Writes report/ (json, md, html, png, predictions.csv); returns the json.
@@ -42,6 +42,7 @@ def write(model_dir: pathlib.Path, *, config, splits, model, strategy,
     model_dir: the run directory, with config.json, metrics and the model.
     config: the resolved config of the run.
     splits: the data splits the model was trained and tested on.
+    inputs: the splits as model inputs (`pipeline.Inputs`).
     model: the trained Keras model.
     strategy: the tf.distribute strategy it trained under.
     test_evaluation: the model's outputs on the test split, with its labels
@@ -52,6 +53,8 @@ def write(model_dir: pathlib.Path, *, config, splits, model, strategy,
     start_step: the step this process resumed from (0 for a fresh run).
   """
   train, test = splits.train, test_evaluation
+  report_dir = model_dir / 'report'
+  report_dir.mkdir(exist_ok=True)
   batch = config.train.global_batch_size
   total_steps = config_lib.total_steps(config, len(train))
   report = {
@@ -59,12 +62,14 @@ def write(model_dir: pathlib.Path, *, config, splits, model, strategy,
       'compute': compute.section(
           model, strategy, config.report, times,
           examples_seen=(total_steps - start_step) * batch,
-          train_seconds=train_seconds, resumed_from_step=start_step),
+          train_seconds=train_seconds, resumed_from_step=start_step,
+          mixed_precision=config.train.mixed_precision),
       'fairness': fairness.section(
           test.labels, test.predictions, test.groups,
           group_name=splits.group_name, loss=config.loss,
           min_ratio=config.report.fairness_min_ratio),
-      'attributions': _attributions(model, splits, config),
+      'attributions': _attributions(model, splits, inputs, config,
+                                    report_dir),
       'privacy': privacy.section(config.privacy, batch_size=batch,
                                  train_rows=len(train), steps=total_steps),
       'provenance': provenance.section(
@@ -78,8 +83,6 @@ def write(model_dir: pathlib.Path, *, config, splits, model, strategy,
       config, report, test_metrics=test_metrics,
       model_summary=_summary(model))
 
-  report_dir = model_dir / 'report'
-  report_dir.mkdir(exist_ok=True)
   artifacts.write_text(report_dir / 'report.json',
                        json.dumps(report, indent=2) + '\n')
   artifacts.write_text(report_dir / 'predictions.csv',
@@ -105,18 +108,24 @@ def _summary(model) -> str:
   return 'Sequential: ' + ' -> '.join(parts)
 
 
-def _attributions(model, splits, config) -> dict:
-  """Integrated Gradients of a table's columns; other inputs are skipped."""
-  if splits.kind != sources.TABLE:
-    return {'method': None, 'skipped': (
-        f'attributions of {splits.kind} inputs are not computed yet; the '
-        f'report explains table columns only')}
-  return attributions.section(
-      model, splits.test.features[:config.report.attribution_examples],
-      list(splits.feature_names),
-      train_mean=splits.train.features.mean(axis=0),
-      baseline_kind=config.report.ig_baseline, steps=config.report.ig_steps,
-      classification='crossentropy' in config.loss)
+def _attributions(model, splits, inputs, config, report_dir) -> dict:
+  """The attributions section; an image report's example figure too."""
+  from tfpipeline.data import pipeline  # pylint: disable=g-import-not-at-top
+  batch = next(iter(pipeline.evaluation_dataset(
+      inputs.test, config.report.attribution_examples)))
+  table = splits.kind == sources.TABLE
+  result, drawing = attributions.section(
+      model, {k: v.numpy() for k, v in batch.items()}, kind=splits.kind,
+      report_config=config.report,
+      classification='crossentropy' in config.loss,
+      train_mean=splits.train.features.mean(axis=0) if table else None,
+      feature_names=list(splits.feature_names),
+      vocabulary=(inputs.vectorizer.get_vocabulary() if inputs.vectorizer
+                  else None))
+  if drawing:
+    with artifacts.replacing(report_dir / render.EXAMPLES_PNG) as tmp:
+      tmp.write_bytes(render.attribution_examples_png(**drawing))
+  return result
 
 
 def _predictions_csv(splits, test) -> str:

@@ -1,104 +1,282 @@
-"""Feature attributions by Integrated Gradients (Sundararajan et al. 2017).
+"""The report's feature attributions: what drove the model's predictions.
 
-attribution_i = (x_i - b_i) x the mean gradient of the output along the
-straight path from the baseline b to x, by the trapezoid rule. Attributions
-sum to f(x) - f(b) (completeness) up to the quadrature error, which the
-report states and warns about above 5%.
+Integrated Gradients (see `integrated_gradients`) over the float input each
+kind of data gives the model, for the first `report.attribution_examples`
+test examples:
+
+- a table's columns, from the training mean (or zeros): ranked by mean
+  absolute attribution;
+- an image's pixels, from a black (or blurred) image: per-class mean
+  absolute maps (channels summed), and a few examples drawn beside their
+  maps;
+- a text's token embeddings, from the padding token's embedding at every
+  position: per token, the sum over its embedding; tokens ranked per class
+  by mean signed attribution, and a few sentences shaded by it.
+
+Classifiers explain the predicted class (a binary classifier's single
+output explains class 1, and its negation class 0); regressors output 0.
 """
 
-from absl import logging
 import numpy as np
 
-COMPLETENESS_WARNING = 0.05
-_CHUNK = 128  # examples per compiled call
+from tfpipeline import config as config_lib
+from tfpipeline.data import sources
+from tfpipeline.report import integrated_gradients as ig
+
+# Images: examples drawn per class, for at most this many classes, and the
+# largest side of a per-class map kept in report.json (larger maps are
+# area-averaged down).
+EXAMPLES_PER_CLASS = 2
+DRAWN_CLASSES = 10
+MAX_MAP_SIDE = 64
+# Text: tokens listed per class and direction, the fewest occurrences a
+# ranked token needs (a word seen once ranks by chance), sentences shown.
+TOP_TOKENS = 15
+MIN_TOKEN_COUNT = 2
+SHADED_SENTENCES = 5
 
 
-class IntegratedGradients:
-  """Integrated Gradients of one output of `model`, compiled once.
+def section(model, inputs: dict, *, kind: str, report_config,
+            classification: bool, train_mean=None, feature_names=(),
+            vocabulary=None) -> tuple[dict, dict | None]:
+  """The `attributions` section, and what the image figure draws.
 
   Args:
-    model: a Keras model taking (n, d) features.
-    steps: trapezoid intervals along the path (steps + 1 gradients).
+    model: the trained Sequential model.
+    inputs: a batch of test examples: 'features' as the model takes them,
+      'labels'.
+    kind: `sources.TABLE`, `IMAGE`, `TEXT` or `TENSOR`.
+    report_config: config.report.
+    classification: the loss is a cross-entropy.
+    train_mean: a table's training mean per column (the 'mean' baseline).
+    feature_names: a table's column names.
+    vocabulary: a text model's tokens by id.
+
+  Returns:
+    (section, drawing): drawing holds the images, signed maps and titles of
+    the examples an image report draws, else None.
   """
-
-  def __init__(self, model, steps: int = 50):
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    self._model, self._steps = model, steps
-    features = tf.TensorSpec([None, model.input_shape[-1]], tf.float32)
-    # One trace for every chunk size, and no AutoGraph (no Python control
-    # flow): tracing costs more than the math here.
-    self._attribute = tf.function(self._chunk, input_signature=(
-        features, features, tf.TensorSpec([None], tf.int32)), autograph=False)
-
-  def _chunk(self, inputs, baseline, targets):
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    alphas = tf.linspace(0.0, 1.0, self._steps + 1)[:, None, None]
-    path = baseline[None] + alphas * (inputs - baseline)[None]  # (s+1, n, d)
-    flat = tf.reshape(path, [-1, tf.shape(inputs)[1]])
-    flat_targets = tf.tile(targets, [self._steps + 1])
-    with tf.GradientTape() as tape:
-      tape.watch(flat)
-      outputs = tf.cast(self._model(flat, training=False), tf.float32)
-      chosen = tf.gather(outputs, flat_targets, axis=1, batch_dims=1)
-    gradients = tf.reshape(tape.gradient(chosen, flat), tf.shape(path))
-    mean_gradient = tf.reduce_mean(
-        (gradients[:-1] + gradients[1:]) / 2.0, axis=0)
-    return (inputs - baseline) * mean_gradient
-
-  def __call__(self, inputs: np.ndarray, baseline: np.ndarray,
-               targets: np.ndarray | None = None) -> np.ndarray:
-    """Attributions (n, d) of output `targets[i]` (default 0) of each row."""
-    inputs = np.asarray(inputs, np.float32)
-    baseline = np.broadcast_to(np.asarray(baseline, np.float32), inputs.shape)
-    if targets is None:
-      targets = np.zeros(len(inputs), np.int32)
-    return np.concatenate([
-        self._attribute(inputs[i:i + _CHUNK], baseline[i:i + _CHUNK],
-                        np.asarray(targets[i:i + _CHUNK], np.int32)).numpy()
-        for i in range(0, len(inputs), _CHUNK)])
+  if kind not in config_lib.IG_BASELINES:
+    return {'method': None, 'skipped': (
+        f'attributions of {kind} inputs are not computed: Integrated '
+        f'Gradients here explains table columns, image pixels and text '
+        f'tokens')}, None
+  baseline = report_config.ig_baseline
+  if baseline == 'auto':
+    baseline = config_lib.IG_BASELINES[kind][0]
+  common = {'method': 'integrated_gradients', 'kind': kind,
+            'rule': 'trapezoid', 'baseline': baseline,
+            'examples': len(inputs['features'])}
+  steps = report_config.ig_steps
+  if kind == sources.TABLE:
+    return {**common, **_table(model, inputs['features'], feature_names,
+                               train_mean, baseline, steps,
+                               classification)}, None
+  if kind == sources.IMAGE:
+    result, drawing = _image(model, inputs, baseline, steps, classification)
+    return {**common, **result}, drawing
+  return {**common, **_text(model, inputs['features'], vocabulary, steps,
+                            classification)}, None
 
 
-def completeness_error(attributions: np.ndarray, output_at_inputs: np.ndarray,
-                       output_at_baseline: np.ndarray) -> float:
-  """sum_i |sum(attr_i) - (f(x_i) - f(b))| / sum_i |f(x_i) - f(b)|."""
-  delta = output_at_inputs - output_at_baseline
-  gap = np.abs(attributions.sum(axis=1) - delta).sum()
-  return float(gap / max(np.abs(delta).sum(), 1e-12))
+def _apply(layers, inputs, mask=None):
+  """`layers` called in order, in inference mode, passing a padding mask to
+  the layers that take one (as Sequential does)."""
+  for layer in layers:
+    kwargs = {'mask': mask} if mask is not None and getattr(
+        layer, '_call_has_mask_arg', False) else {}
+    outputs = layer(inputs, training=False, **kwargs)
+    mask = layer.compute_mask(inputs, mask) if mask is not None else None
+    inputs = outputs
+  return inputs
 
 
-def section(model, inputs: np.ndarray, feature_names, *, train_mean,
-            baseline_kind: str, steps: int, classification: bool) -> dict:
-  """The report's `attributions` section for `inputs` (a test sample)."""
+def _targets(outputs: np.ndarray, classification: bool) -> np.ndarray:
+  """The output explained per example: the predicted class, or output 0."""
+  if classification and outputs.shape[1] > 1:
+    return outputs.argmax(axis=1).astype(np.int32)
+  return np.zeros(len(outputs), np.int32)
+
+
+def _classes(outputs: np.ndarray, classification: bool):
+  """(predicted class per example, sign turning the explained output's
+  attributions into the class's), or (None, None) for regression."""
+  if not classification:
+    return None, None
+  if outputs.shape[1] > 1:
+    return outputs.argmax(axis=1), np.ones(len(outputs))
+  predicted = (outputs[:, 0] > 0.5).astype(np.int64)
+  return predicted, np.where(predicted == 1, 1.0, -1.0)
+
+
+def _output_name(outputs: np.ndarray, classification: bool) -> str:
+  if classification and outputs.shape[1] > 1:
+    return 'predicted class'
+  return ('output 0 (class 1; class 0 is its negation)' if classification
+          else 'output 0')
+
+
+def _table(model, features, feature_names, train_mean, baseline_kind, steps,
+           classification) -> dict:
+  features = np.asarray(features, np.float32)
   baseline = (np.asarray(train_mean, np.float32) if baseline_kind == 'mean'
-              else np.zeros(inputs.shape[1], np.float32))
-  outputs = np.asarray(model(inputs, training=False), np.float32)
-  at_baseline = np.asarray(model(baseline[None], training=False), np.float32)
-  # Classifiers: the predicted class's output; regressors: the first output.
-  targets = (outputs.argmax(axis=1) if classification and outputs.shape[1] > 1
-             else np.zeros(len(inputs), np.int64))
-  attributions = IntegratedGradients(model, steps)(inputs, baseline, targets)
-  rows = np.arange(len(inputs))
-  error = completeness_error(attributions, outputs[rows, targets],
-                             at_baseline[0, targets])
-  if error > COMPLETENESS_WARNING:
-    logging.warning('Integrated Gradients completeness error %.1f%% > %d%%: '
-                    'raise report.ig_steps', 100 * error,
-                    100 * COMPLETENESS_WARNING)
+              else np.zeros(features.shape[1], np.float32))
+  forward = lambda x: model(x, training=False)  # pylint: disable=unnecessary-lambda-assignment
+  outputs = np.asarray(forward(features), np.float32)
+  attributions, steps, error = ig.attribute(
+      forward, features, baseline, _targets(outputs, classification),
+      steps=steps)
   importance = np.abs(attributions).mean(axis=0)
   order = np.argsort(-importance, kind='stable')
   return {
-      'method': 'integrated_gradients',
       'steps': steps,
-      'rule': 'trapezoid',
-      'baseline': baseline_kind,
       'baseline_values': dict(zip(feature_names, baseline.tolist())),
-      'examples': len(inputs),
-      'output': ('predicted class' if classification and outputs.shape[1] > 1
-                 else 'output 0'),
+      'output': _output_name(outputs, classification),
       'completeness_error': error,
-      'completeness_warning': error > COMPLETENESS_WARNING,
+      'completeness_warning': error > ig.COMPLETENESS_LIMIT,
       'ranking': [{'feature': feature_names[i],
                    'mean_abs_attribution': float(importance[i])}
                   for i in order],
       'per_example': attributions.tolist(),
   }
+
+
+def blurred(images: np.ndarray) -> np.ndarray:
+  """Each image under a Gaussian blur of sigma = its shorter side / 8,
+  per channel, edges extended: shapes gone, colours kept."""
+  from scipy import ndimage  # pylint: disable=g-import-not-at-top
+  sigma = max(min(images.shape[1:3]) / 8, 1.0)
+  return ndimage.gaussian_filter(np.asarray(images, np.float32),
+                                 sigma=(0, sigma, sigma, 0), mode='nearest')
+
+
+def _pooled(image_map: np.ndarray) -> np.ndarray:
+  """An (H, W) map area-averaged to at most MAX_MAP_SIDE a side."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  height, width = image_map.shape
+  scale = MAX_MAP_SIDE / max(height, width)
+  if scale >= 1:
+    return image_map
+  size = (max(1, round(height * scale)), max(1, round(width * scale)))
+  return tf.image.resize(image_map[..., None], size, method='area'
+                         ).numpy()[..., 0]
+
+
+def _image(model, inputs, baseline_kind, steps, classification):
+  images = np.asarray(inputs['features'])
+  pixels = images.astype(np.float32)
+  # The layers after the input, so that float pixels reach them (the model
+  # itself would cast them back to its uint8 input).
+  forward = lambda x: _apply(model.layers, x)  # pylint: disable=unnecessary-lambda-assignment
+  outputs = np.asarray(forward(pixels), np.float32)
+  baseline = (np.zeros_like(pixels) if baseline_kind == 'black'
+              else blurred(pixels))
+  attributions, steps, error = ig.attribute(
+      forward, pixels, baseline, _targets(outputs, classification),
+      steps=steps)
+  signed = attributions.sum(axis=-1)  # (n, H, W), toward the explained output
+  magnitude = np.abs(attributions).sum(axis=-1)
+  predicted, sign = _classes(outputs, classification)
+  if predicted is None:
+    predicted, sign = np.zeros(len(images), np.int64), np.ones(len(images))
+  class_maps, drawn = {}, []
+  for c in np.unique(predicted):
+    members = np.flatnonzero(predicted == c)
+    class_maps[str(c)] = {'examples': len(members), 'map': _pooled(
+        magnitude[members].mean(axis=0)).tolist()}
+    if len(class_maps) <= DRAWN_CLASSES:
+      drawn += list(members[:EXAMPLES_PER_CLASS])
+  labels = np.asarray(inputs['labels']).reshape(len(images), -1)
+  labels = labels.argmax(axis=1) if labels.shape[1] > 1 else labels[:, 0]
+  drawing = {
+      'images': images[drawn],
+      'maps': signed[drawn] * sign[drawn, None, None],
+      'titles': [(f'predicted {predicted[i]}' if classification else
+                  f'output {outputs[i, 0]:.3g}') + f', label {labels[i]:g}'
+                 for i in drawn],
+  }
+  return {
+      'steps': steps,
+      'output': _output_name(outputs, classification),
+      'completeness_error': error,
+      'completeness_warning': error > ig.COMPLETENESS_LIMIT,
+      'class_maps': class_maps,
+      'map_method': ('mean over the examples predicted as the class of the '
+                     'absolute attribution summed over channels, at most '
+                     f'{MAX_MAP_SIDE} pixels a side (area-averaged)'),
+  }, drawing
+
+
+def _text(model, tokens, vocabulary, steps, classification) -> dict:
+  import keras  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  first = model.layers[0]
+  if not isinstance(first, keras.layers.Embedding):
+    return {'method': None, 'skipped': (
+        'attributions of text need an Embedding as the first of '
+        f'model.layers (Integrated Gradients runs over its output); this '
+        f'model starts with {type(first).__name__}')}
+  tokens = np.asarray(tokens, np.int64)
+  embedded = np.asarray(first(tokens), np.float32)
+  padding = np.asarray(first(np.zeros((1, tokens.shape[1]), np.int64)),
+                       np.float32)
+
+  def forward(x, token_ids):
+    mask = (token_ids != 0) if first.mask_zero else None
+    return _apply(model.layers[1:], x, mask)
+
+  outputs = np.asarray(forward(embedded, tokens), np.float32)
+  attributions, steps, error = ig.attribute(
+      forward, embedded, padding, _targets(outputs, classification), tokens,
+      steps=steps, context_specs=(tf.TensorSpec([None, tokens.shape[1]],
+                                                tf.int64),))
+  per_token = attributions.sum(axis=-1)  # (n, length)
+  predicted, sign = _classes(outputs, classification)
+  if predicted is None:
+    predicted, sign = np.zeros(len(tokens), np.int64), np.ones(len(tokens))
+  toward = per_token * sign[:, None]  # toward each example's class
+  ranking = {str(c): _token_ranking(tokens[predicted == c],
+                                    toward[predicted == c], vocabulary)
+             for c in np.unique(predicted)}
+  sentences = [{
+      'example': int(i),
+      'predicted': (int(predicted[i]) if classification
+                    else float(outputs[i, 0])),
+      'tokens': [vocabulary[t] for t in tokens[i] if t],
+      'attributions': toward[i][tokens[i] != 0].tolist(),
+  } for i in range(min(SHADED_SENTENCES, len(tokens)))]
+  return {
+      'steps': steps,
+      'output': _output_name(outputs, classification),
+      'completeness_error': error,
+      'completeness_warning': error > ig.COMPLETENESS_LIMIT,
+      'token_ranking': ranking,
+      'min_token_count': MIN_TOKEN_COUNT,
+      'sentences': sentences,
+      'token_method': ('a token\'s attribution is the sum over its embedding; '
+                       'ranked per predicted class by the mean over its '
+                       f'occurrences (at least {MIN_TOKEN_COUNT}) of the '
+                       'attribution toward that class; padding excluded '
+                       '(its attribution is 0)'),
+  }
+
+
+def _token_ranking(tokens: np.ndarray, toward: np.ndarray,
+                   vocabulary) -> dict:
+  """The tokens most for and most against a class, by mean attribution."""
+  ids, values = tokens.ravel(), toward.ravel()
+  counts = np.bincount(ids, minlength=len(vocabulary))
+  sums = np.bincount(ids, weights=values, minlength=len(vocabulary))
+  counts[0] = 0  # Padding.
+  eligible = np.flatnonzero(counts >= MIN_TOKEN_COUNT)
+  means = sums[eligible] / counts[eligible]
+  order = eligible[np.argsort(-means, kind='stable')]
+
+  def rows(ids_in_order):
+    return [{'token': vocabulary[t], 'mean_attribution': float(
+        sums[t] / counts[t]), 'count': int(counts[t])}
+            for t in ids_in_order]
+
+  ordered_means = sums[order] / counts[order]
+  return {'for': rows(order[ordered_means > 0][:TOP_TOKENS]),
+          'against': rows(order[ordered_means < 0][::-1][:TOP_TOKENS])}

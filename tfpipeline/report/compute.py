@@ -19,11 +19,15 @@ import time
 from absl import logging
 import numpy as np
 
+from tfpipeline import accelerators
 from tfpipeline.errors import UserError
 
 # The graph ops that Dense and convolution layers become (the profiler
-# gives grouped convolutions no count: their analytic count stands alone).
+# gives grouped convolutions no count: their analytic count stands alone),
+# and those of 1-D and 2-D max and average pooling (it counts no 3-D
+# pooling, and global pooling's Mean is shared with normalization layers).
 _MULTIPLY_ADD_OPS = ('MatMul', 'Conv2D', 'Conv3D')
+_POOLING_OPS = ('MaxPool', 'AvgPool')
 # codecarbon's fallback for a CPU it does not know: 4 W per thread.
 WATTS_PER_CPU_THREAD = 4.0
 JOULES_PER_KWH = 3.6e6
@@ -117,7 +121,10 @@ def forward_flops(model) -> dict:
   count covers Dense (2 x inputs x units) and convolutions (2 x output
   positions x kernel size x input channels / groups x filters), plus their
   biases; the multiply-adds alone must equal the graph's MatMul and Conv
-  operations. Embedding lookups and pooling have no multiply-adds.
+  operations. Pooling counts one operation per window element per output
+  (global pooling: per input element), checked against the graph's 1-D and
+  2-D MaxPool and AvgPool. An Embedding is a lookup: no FLOPs (the graph's
+  index checks, two per token, stay in its total).
   """
   import keras  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -137,13 +144,24 @@ def forward_flops(model) -> dict:
   finally:
     tf.compat.v1.logging.set_verbosity(verbosity)
   op_types = {op.name: op.type for op in frozen.graph.get_operations()}
-  matmul = sum(node.total_float_ops for node in profile.children
-               if op_types.get(node.name) in _MULTIPLY_ADD_OPS)
-  convolutions = (keras.layers.Conv1D, keras.layers.Conv2D,
-                  keras.layers.Conv3D)
-  multiply_adds, biases = 0, 0
+
+  def graph_count(kinds):
+    return int(sum(node.total_float_ops for node in profile.children
+                   if op_types.get(node.name) in kinds))
+
+  layers = keras.layers
+  convolutions = (layers.Conv1D, layers.Conv2D, layers.Conv3D)
+  checked_pooling = (layers.MaxPooling1D, layers.MaxPooling2D,
+                     layers.AveragePooling1D, layers.AveragePooling2D)
+  windowed_pooling = checked_pooling + (layers.MaxPooling3D,
+                                        layers.AveragePooling3D)
+  global_pooling = (layers.GlobalAveragePooling1D,
+                    layers.GlobalAveragePooling2D,
+                    layers.GlobalAveragePooling3D, layers.GlobalMaxPooling1D,
+                    layers.GlobalMaxPooling2D, layers.GlobalMaxPooling3D)
+  multiply_adds, biases, pooling, checked = 0, 0, 0, 0
   for layer in model.layers:
-    if isinstance(layer, keras.layers.Dense):
+    if isinstance(layer, layers.Dense):
       multiply_adds += 2 * layer.kernel.shape[0] * layer.kernel.shape[1]
       biases += layer.units if layer.use_bias else 0
     elif isinstance(layer, convolutions):
@@ -151,12 +169,22 @@ def forward_flops(model) -> dict:
       positions = int(np.prod(layer.output.shape[1:-1]))
       multiply_adds += 2 * positions * int(np.prod(kernel))
       biases += positions * kernel[-1] if layer.use_bias else 0
+    elif isinstance(layer, windowed_pooling):
+      count = int(np.prod(layer.output.shape[1:]) * np.prod(layer.pool_size))
+      pooling += count
+      checked += count if isinstance(layer, checked_pooling) else 0
+    elif isinstance(layer, global_pooling):
+      pooling += int(np.prod(layer.input.shape[1:]))
+  graph_pooling = graph_count(_POOLING_OPS)
   return {
       'graph_total': int(profile.total_float_ops),
-      'graph_matmul': int(matmul),
-      'analytic': int(multiply_adds + biases),
+      'graph_matmul': graph_count(_MULTIPLY_ADD_OPS),
+      'analytic': int(multiply_adds + biases + pooling),
       'analytic_matmul': int(multiply_adds),
-      'matmul_agrees': int(matmul) == multiply_adds,
+      'matmul_agrees': graph_count(_MULTIPLY_ADD_OPS) == multiply_adds,
+      'graph_pooling': graph_pooling,
+      'analytic_pooling': int(pooling),
+      'pooling_agrees': graph_pooling == checked,
       'method': 'tf.compat.v1.profiler float_operation on the frozen '
                 'forward graph, batch 1',
   }
@@ -216,12 +244,38 @@ def grid_intensity(report_config) -> dict:
                     f"({mix[code].get('year', 'year not stated')})"}
 
 
+def matmul_precision(kind: str, mixed_precision: str) -> str:
+  """What the matmuls run in: 'bfloat16', 'float16', 'tf32' or 'float32'."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if mixed_precision != 'float32':
+    return mixed_precision.removeprefix('mixed_')
+  if kind == 'GPU' and tf.config.experimental.tensor_float_32_execution_enabled():
+    return 'tf32'
+  return 'float32'
+
+
+def utilisation(report_config, device: dict, mixed_precision: str,
+                achieved_flops_per_s: float) -> dict:
+  """MFU: achieved FLOP/s over the peak of the devices that trained."""
+  precision = matmul_precision(device['kind'], mixed_precision)
+  if report_config.peak_flops_per_s:
+    peak, source = report_config.peak_flops_per_s, 'report.peak_flops_per_s'
+  else:
+    peak, source = accelerators.peak_flops_per_s(
+        device['kind'], device['model'], precision, device['replicas'])
+  return {'precision': precision, 'peak_flops_per_s': peak,
+          'peak_source': source,
+          'mfu': achieved_flops_per_s / peak if peak else None}
+
+
 def section(model, strategy, report_config, times: dict, *, examples_seen: int,
-            train_seconds: float, resumed_from_step: int) -> dict:
+            train_seconds: float, resumed_from_step: int,
+            mixed_precision: str) -> dict:
   """The report's `compute` section."""
   flops = forward_flops(model)
   device = devices(strategy)
   training_flops = 3 * flops['graph_total'] * examples_seen
+  achieved = training_flops / max(train_seconds, 1e-9)
   energy = _energy(report_config, device, times)
   intensity = grid_intensity(report_config)
   energy['grid_gco2_per_kwh'] = intensity['g_per_kwh']
@@ -237,7 +291,9 @@ def section(model, strategy, report_config, times: dict, *, examples_seen: int,
                                '+ backward ~ 2x forward)',
       'train_wall_s': train_seconds,
       'run_wall_s': times['wall_s'],
-      'achieved_flops_per_s': training_flops / max(train_seconds, 1e-9),
+      'achieved_flops_per_s': achieved,
+      'utilisation': utilisation(report_config, device, mixed_precision,
+                                 achieved),
       'devices': device,
       'energy': energy,
       'scope': _scope(resumed_from_step),

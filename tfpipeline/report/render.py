@@ -12,6 +12,8 @@ import io
 import json
 import pathlib
 
+import numpy as np
+
 from tfpipeline import artifacts
 
 
@@ -38,6 +40,19 @@ class _Image:
   alt: str
 
 
+@dataclasses.dataclass
+class _Tokens:
+  """A sentence's tokens shaded by signed attribution."""
+  caption: str
+  tokens: list
+  attributions: list
+
+
+# Drawn when the report is written (it needs the test images), kept by a
+# re-render: the other plots are drawn from report.json alone.
+EXAMPLES_PNG = 'attribution_examples.png'
+
+
 def render(model_dir: pathlib.Path) -> list[pathlib.Path]:
   """(Re)writes report.md, report.html and the plots; returns their paths."""
   report_dir = model_dir / 'report'
@@ -46,13 +61,18 @@ def render(model_dir: pathlib.Path) -> list[pathlib.Path]:
   images = {'loss.png': _loss_plot(history)}
   if report['fairness']['evaluated']:
     images['groups.png'] = _group_plot(report['fairness'])
-  if report['attributions']['method']:
-    images['attributions.png'] = _attribution_plot(report['attributions'])
+  attributions = report['attributions']
+  if attributions['method'] and attributions['kind'] == 'table':
+    images['attributions.png'] = _attribution_plot(attributions)
+  elif attributions['method'] and attributions['kind'] == 'image':
+    images['attributions.png'] = _class_map_plot(attributions)
   written = []
   for name, png in images.items():
     with artifacts.replacing(report_dir / name) as tmp:
       tmp.write_bytes(png)
     written.append(report_dir / name)
+  if (report_dir / EXAMPLES_PNG).is_file():
+    images[EXAMPLES_PNG] = (report_dir / EXAMPLES_PNG).read_bytes()
   blocks = _blocks(report, images)
   artifacts.write_text(report_dir / 'report.md', _markdown(blocks))
   artifacts.write_text(report_dir / 'report.html', _html(blocks, images,
@@ -75,6 +95,19 @@ def _figure(left: float = 0.12):
   # Fixed margins: tight_layout's text measuring was most of render's time.
   figure.subplots_adjust(left=left, right=0.97, top=0.9, bottom=0.14)
   return figure, figure.subplots()
+
+
+def _grid(rows: int, columns: int, cell_inches: float):
+  """A figure of rows x columns image panels, axes off."""
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  figure = Figure(figsize=(columns * cell_inches, rows * cell_inches + 0.6),
+                  dpi=100)
+  figure.subplots_adjust(left=0.02, right=0.98, top=1 - 0.6 / (
+      rows * cell_inches + 0.6), bottom=0.02, wspace=0.1, hspace=0.35)
+  axes = np.asarray(figure.subplots(rows, columns, squeeze=False))
+  for panel in axes.ravel():
+    panel.set_axis_off()
+  return figure, axes
 
 
 def _png(figure) -> bytes:
@@ -131,6 +164,52 @@ def _attribution_plot(attributions: dict) -> bytes:
   return _png(figure)
 
 
+def _class_map_plot(attributions: dict) -> bytes:
+  """Each class's mean absolute attribution map, five classes a row."""
+  maps = attributions['class_maps']
+  columns = min(len(maps), 5)
+  rows = -(-len(maps) // columns)
+  figure, axes = _grid(rows, columns, 1.5)
+  for panel, (name, entry) in zip(axes.ravel(), maps.items()):
+    panel.imshow(np.asarray(entry['map']), cmap='magma')
+    panel.set_title(f"class {name} (n={entry['examples']})", fontsize=8)
+  figure.suptitle('Mean |attribution| by predicted class', fontsize=10)
+  return _png(figure)
+
+
+def attribution_examples_png(images: np.ndarray, maps: np.ndarray,
+                             titles: list[str]) -> bytes:
+  """Test images beside their signed attribution maps (red: toward the
+  explained class, blue: against), two pairs a row."""
+  pairs = len(images)
+  rows = max(1, -(-pairs // 2))
+  figure, axes = _grid(rows, 4, 1.5)
+  for i in range(pairs):
+    image_panel, map_panel = axes[i // 2, 2 * (i % 2)], axes[i // 2,
+                                                             2 * (i % 2) + 1]
+    image = np.asarray(images[i], np.float32)
+    if image.shape[-1] not in (1, 3):  # Other channel counts: the first.
+      image = image[..., :1]
+    low, high = image.min(), image.max()
+    image = (image - low) / max(high - low, 1e-12)
+    image_panel.imshow(image[..., 0] if image.shape[-1] == 1 else image,
+                       cmap='gray')
+    image_panel.set_title(titles[i], fontsize=7)
+    limit = max(float(np.abs(maps[i]).max()), 1e-12)
+    map_panel.imshow(maps[i], cmap='bwr', vmin=-limit, vmax=limit)
+    map_panel.set_title('attribution', fontsize=7)
+  figure.suptitle('Test images and their Integrated Gradients', fontsize=10)
+  return _png(figure)
+
+
+def _mfu(utilisation: dict) -> str:
+  if utilisation['mfu'] is None:
+    return f"not known: {utilisation['peak_source']}"
+  return (f"{100 * utilisation['mfu']:.2f}% of "
+          f"{_number(utilisation['peak_flops_per_s'])} FLOP/s "
+          f"({utilisation['peak_source']})")
+
+
 def _number(value) -> str:
   if isinstance(value, bool) or value is None:
     return str(value)
@@ -168,13 +247,17 @@ def _blocks(report: dict, images: dict) -> list:
   blocks += [_Heading('Compute and carbon'), _Table(['quantity', 'value'], [
       ['trainable parameters', _number(compute['trainable_parameters'])],
       ['forward FLOPs / example (graph)', _number(flops['graph_total'])],
-      ['Dense and Conv FLOPs / example (analytic)', _number(flops['analytic'])],
+      ['Dense, Conv and pooling FLOPs / example (analytic)',
+       _number(flops['analytic'])],
       ['graph MatMul and Conv = analytic', _number(flops['matmul_agrees'])],
+      ['graph MaxPool and AvgPool = analytic',
+       _number(flops['pooling_agrees'])],
       ['examples seen', _number(compute['examples_seen'])],
       ['training FLOPs', _number(compute['training_flops'])],
       ['training wall time (s)', _number(compute['train_wall_s'])],
       ['run wall time (s)', _number(compute['run_wall_s'])],
       ['achieved FLOP/s', _number(compute['achieved_flops_per_s'])],
+      ['MFU (achieved / peak)', _mfu(compute['utilisation'])],
       ['devices', f"{compute['devices']['count']} x "
                   f"{compute['devices']['kind']} "
                   f"({compute['devices']['model']}), "
@@ -204,21 +287,7 @@ def _blocks(report: dict, images: dict) -> list:
     blocks.append(_Text(fairness['reason']))
 
   blocks.append(_Heading('Feature attributions'))
-  if not attributions['method']:
-    blocks.append(_Text(attributions['skipped']))
-  else:
-    blocks += [
-        _Image('attributions.png', 'mean absolute attribution per feature'),
-        _Text(f"Integrated Gradients, {attributions['steps']} trapezoid steps "
-              f"from the {attributions['baseline']} baseline, over "
-              f"{attributions['examples']} test examples ({attributions['output']}). "
-              f"Completeness error {attributions['completeness_error']:.2e}"
-              + (' (ABOVE 5%: raise report.ig_steps).'
-                 if attributions['completeness_warning'] else '.')),
-        _Table(['rank', 'feature', 'mean |attribution|'],
-               [[str(i + 1), row['feature'],
-                 _number(row['mean_abs_attribution'])]
-                for i, row in enumerate(attributions['ranking'])])]
+  blocks += _attribution_blocks(attributions, images)
 
   blocks.append(_Heading('Privacy'))
   if privacy['dp_sgd']:
@@ -272,6 +341,47 @@ def _blocks(report: dict, images: dict) -> list:
   return blocks
 
 
+def _attribution_blocks(attributions: dict, images: dict) -> list:
+  if not attributions['method']:
+    return [_Text(attributions['skipped'])]
+  summary = _Text(
+      f"Integrated Gradients, {attributions['steps']} trapezoid steps from "
+      f"the {attributions['baseline']} baseline, over "
+      f"{attributions['examples']} test examples ({attributions['output']}). "
+      f"Completeness error {attributions['completeness_error']:.2e}" +
+      (' (ABOVE 5%: raise report.ig_steps).'
+       if attributions['completeness_warning'] else ' (at most 5%).'))
+  kind = attributions['kind']
+  if kind == 'table':
+    return [_Image('attributions.png', 'mean absolute attribution per feature'),
+            summary,
+            _Table(['rank', 'feature', 'mean |attribution|'],
+                   [[str(i + 1), row['feature'],
+                     _number(row['mean_abs_attribution'])]
+                    for i, row in enumerate(attributions['ranking'])])]
+  if kind == 'image':
+    blocks = [_Image('attributions.png',
+                     'mean absolute attribution map per predicted class'),
+              summary, _Text(f"Maps: {attributions['map_method']}.")]
+    if EXAMPLES_PNG in images:
+      blocks.insert(1, _Image(EXAMPLES_PNG, 'test images beside their '
+                              'attribution maps'))
+    return blocks
+  blocks = [summary, _Text(f"Tokens: {attributions['token_method']}.")]
+  for name, ranking in attributions['token_ranking'].items():
+    for direction in ('for', 'against'):
+      blocks.append(_Table(
+          [f'tokens {direction} class {name}', 'mean attribution', 'count'],
+          [[row['token'], _number(row['mean_attribution']),
+            _number(row['count'])] for row in ranking[direction]]))
+  for sentence in attributions['sentences']:
+    blocks.append(_Tokens(
+        f"Test example {sentence['example']}, predicted "
+        f"{_number(sentence['predicted'])} (red: toward the prediction, "
+        f"blue: against)", sentence['tokens'], sentence['attributions']))
+  return blocks
+
+
 def _markdown(blocks: list) -> str:
   out = []
   for block in blocks:
@@ -281,6 +391,10 @@ def _markdown(blocks: list) -> str:
       out.append(block.text)
     elif isinstance(block, _Image):
       out.append(f'![{block.alt}]({block.name})')
+    elif isinstance(block, _Tokens):
+      out.append(f'{block.caption}: ' + ' '.join(
+          f'{token}({value:+.2g})' for token, value in
+          zip(block.tokens, block.attributions)))
     else:
       out.extend('| ' + ' | '.join(str(c).replace('|', '\\|') for c in row)
                  + ' |' for row in [block.header, ['---'] * len(block.header),
@@ -294,6 +408,19 @@ _STYLE = ('body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem '
           'margin:.5rem 0}td,th{border:1px solid #ccc;padding:.2rem .5rem;'
           'text-align:left;vertical-align:top}th{background:#f3f3f3}'
           'img{max-width:100%}')
+
+
+def _shaded(block: _Tokens) -> str:
+  """Tokens as spans, red toward the prediction and blue against, opacity
+  by |attribution| over the sentence's largest."""
+  scale = max((abs(v) for v in block.attributions), default=0.0) or 1.0
+  spans = []
+  for token, value in zip(block.tokens, block.attributions):
+    colour = '220,40,40' if value > 0 else '40,90,220'
+    spans.append(f'<span title="{value:+.3g}" style="background:rgba('
+                 f'{colour},{abs(value) / scale:.2f})">'
+                 f'{html.escape(token)}</span>')
+  return ' '.join(spans)
 
 
 def _html(blocks: list, images: dict, report: dict) -> str:
@@ -311,6 +438,8 @@ def _html(blocks: list, images: dict, report: dict) -> str:
       data = base64.b64encode(images[block.name]).decode()
       out.append(f'<p><img alt="{e(block.alt)}" '
                  f'src="data:image/png;base64,{data}"></p>')
+    elif isinstance(block, _Tokens):
+      out.append(f'<p>{e(block.caption)}:<br>{_shaded(block)}</p>')
     else:
       out.append('<table><tr>' + ''.join(f'<th>{e(h)}</th>'
                                          for h in block.header) + '</tr>')

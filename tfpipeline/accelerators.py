@@ -1,0 +1,71 @@
+"""Datasheet peak FLOP/s of the accelerators MFU is computed against.
+
+Dense (no sparsity) matmul peaks per device as TensorFlow counts devices:
+a GPU, or a TPU core for v2 and v3 (two per chip) and a chip from v4 on.
+On Ampere and newer GPUs TensorFlow runs float32 matmuls and convolutions
+as TF32 by default, so `precision` is what the matmuls run in. TPUs run
+float32 matmuls in bfloat16 passes at default precision: their one peak is
+bfloat16's. Imports nothing heavy: `bench_keras` runs without TensorFlow.
+"""
+
+import os
+
+# (substring of the device name, {precision: TFLOP/s}); first match wins.
+_GPU_TFLOPS = (
+    ('H100 PCIe', {'float32': 51.2, 'tf32': 378.0, 'bfloat16': 756.0}),
+    ('H100', {'float32': 67.0, 'tf32': 494.7, 'bfloat16': 989.4}),
+    ('H200', {'float32': 67.0, 'tf32': 494.7, 'bfloat16': 989.4}),
+    ('A100', {'float32': 19.5, 'tf32': 156.0, 'bfloat16': 312.0}),
+    ('L40S', {'float32': 91.6, 'tf32': 183.0, 'bfloat16': 362.0}),
+    ('L4', {'float32': 30.3, 'tf32': 60.0, 'bfloat16': 121.0}),
+    ('V100', {'float32': 15.7, 'tf32': 15.7, 'float16': 125.0}),
+    ('T4', {'float32': 8.1, 'tf32': 8.1, 'float16': 65.0}),
+)
+# TPU generation (TPU_ACCELERATOR_TYPE's prefix, e.g. 'v5litepod' of
+# 'v5litepod-8') -> bfloat16 TFLOP/s per TensorFlow device.
+_TPU_TFLOPS = {'v2': 22.5, 'v3': 61.5, 'v4': 275.0, 'v5litepod': 197.0,
+               'v5e': 197.0, 'v5p': 459.0, 'v6e': 918.0}
+
+
+def gpu_peak_tflops(device_name: str, precision: str) -> float | None:
+  """A GPU's dense peak in `precision` ('float32', 'tf32', 'bfloat16',
+  'float16'), or None when the GPU or its precision is not listed. Ampere
+  and newer peak the same in float16 as in bfloat16."""
+  for part, peaks in _GPU_TFLOPS:
+    if part in device_name:
+      if precision == 'float16' and 'bfloat16' in peaks:
+        return peaks['bfloat16']
+      return peaks.get(precision)
+  return None
+
+
+def tpu_generation() -> str | None:
+  """'v4', 'v5litepod'...: from TPU_ACCELERATOR_TYPE, which TPU VMs set."""
+  accelerator = os.environ.get('TPU_ACCELERATOR_TYPE', '')
+  return accelerator.split('-')[0] or None
+
+
+def peak_flops_per_s(kind: str, model: str, precision: str,
+                     count: int) -> tuple[float | None, str]:
+  """(all `count` devices' peak FLOP/s or None, where it comes from).
+
+  Args:
+    kind: 'GPU', 'TPU' or 'CPU'.
+    model: the device name ('NVIDIA H100 80GB HBM3').
+    precision: what the matmuls run in: 'float32', 'tf32', 'bfloat16',
+      'float16'.
+    count: the devices that trained.
+  """
+  if kind == 'GPU':
+    tflops = gpu_peak_tflops(model, precision)
+    if tflops is None:
+      return None, f'{model} in {precision} is not in the datasheet table'
+    return tflops * 1e12 * count, f'{model} datasheet, dense {precision}'
+  if kind == 'TPU':
+    generation = tpu_generation()
+    if generation not in _TPU_TFLOPS:
+      return None, (f'TPU generation {generation or "unknown"} (from '
+                    f'TPU_ACCELERATOR_TYPE) is not in the datasheet table')
+    return (_TPU_TFLOPS[generation] * 1e12 * count,
+            f'TPU {generation} datasheet, bfloat16')
+  return None, 'no datasheet peak for CPUs'
