@@ -1,5 +1,7 @@
 """experiments/colab_tpu.ipynb runs top to bottom here (no TPU: fallback)."""
 
+import re
+
 from conftest import REPO
 
 
@@ -20,7 +22,16 @@ def test_colab_notebook_runs_on_cpu(tmp_path, monkeypatch):
   assert 'no TPU: CPU/GPU fallback' in text
   assert 'OneDeviceStrategy: 1 replica(s) on 1 CPU device(s)' in text
   assert "diabetes {'loss'" in text and "wide MLP {'loss'" in text
+  accuracy = float(re.search(r"digits_cnn \{'loss': [^,]+, 'accuracy': ([0-9.]+)",
+                             text).group(1))
+  assert accuracy >= 0.97
+  assert 'mnist_convnet skipped: it needs a TPU runtime and a network' in text
+  assert re.search(r'digits: IG over 100 test images, \d+ steps from black, '
+                   r'completeness error [0-4]\.\d\d%', text)
+  assert 'MFU: not known (no datasheet peak for CPUs)' in text
   assert 'most influential features:' in text and 'CO2e' in text
-  assert text.count('files in') == 2 and 'match MANIFEST.json' in text
-  assert sum('image/png' in o.get('data', {}) for o in outputs) == 4
+  assert text.count('files in') == 3 and 'match MANIFEST.json' in text
+  # diabetes: loss, groups, attributions; digits: class maps, examples;
+  # the curves.
+  assert sum('image/png' in o.get('data', {}) for o in outputs) == 6
   assert not [o for o in outputs if o.get('output_type') == 'error']
