@@ -195,6 +195,10 @@ def test_text_run_exports_a_model_of_raw_strings(tmp_path, text_dir):
   for label, words in sentiment.items():
     top = [row['token'] for row in ig['token_ranking'][label]['for'][:5]]
     assert set(top) == words, (label, top)
+  card = json.loads((model_dir / 'report' / 'report.json').read_text())[
+      'model_card']
+  assert 'Tokens driving each predicted class (Integrated Gradients): 0: ' in (
+      card['training_data'])
   page = (model_dir / 'report' / 'report.html').read_text()
   first = ig['sentences'][0]
   assert f'>{first["tokens"][0]}</span>' in page

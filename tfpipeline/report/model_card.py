@@ -13,6 +13,24 @@ def _stated(value: str, key: str) -> str:
   return value or f'{NOT_KNOWN}: not stated (set --config.{key}=...).'
 
 
+def _influences(attributions: dict) -> str:
+  """' Most influential features (Integrated Gradients): ...' or ''."""
+  if attributions.get('kind') == 'table':
+    top = [row['feature'] for row in attributions['ranking'][:3]]
+    return (f" Most influential features (Integrated Gradients): "
+            f"{', '.join(top)}.")
+  if attributions.get('kind') == 'image':
+    return (' Per-class attribution maps (Integrated Gradients) are in the '
+            'report.')
+  if attributions.get('kind') == 'text' and attributions['method']:
+    return ' Tokens driving each predicted class (Integrated Gradients): ' + (
+        '; '.join(f"{name}: " + ', '.join(
+            row['token'] for row in ranking['for'][:3])
+                  for name, ranking in attributions['token_ranking'].items())
+        ) + '.'
+  return ''
+
+
 def section(config, report: dict, *, test_metrics: dict, model_summary: str
             ) -> dict:
   """The report's `model_card` section, from the other sections."""
@@ -21,7 +39,6 @@ def section(config, report: dict, *, test_metrics: dict, model_summary: str
   attributions = report['attributions']
   data = provenance['data']
   source = data.get('name') or data.get('path') or data.get('source')
-  top = [row['feature'] for row in attributions.get('ranking', [])[:3]]
 
   factors = (f"Groups by {fairness['group']!r}: "
              f"{', '.join(sorted(fairness['by_group']))} (test split)."
@@ -85,8 +102,7 @@ def section(config, report: dict, *, test_metrics: dict, model_summary: str
       'training_data': (f"The training split of {source}: "
                         f"{data['train']['rows']} rows; validation "
                         f"{data['validation']['rows']} rows."
-                        + (f" Most influential features (Integrated "
-                           f"Gradients): {', '.join(top)}." if top else '')),
+                        + _influences(attributions)),
       'ethical_considerations': ethical,
       'caveats_and_recommendations': caveats,
   }
