@@ -2,6 +2,7 @@
 strategy; the privacy budget in the report."""
 
 import json
+import re
 
 import keras
 import numpy as np
@@ -124,7 +125,10 @@ def test_dp_step_is_the_same_in_the_fused_loop_per_step_loop_and_keras_fit():
   assert not np.allclose(fused[0], without_dp[0], atol=1e-3)
 
 
-DP_FLAGS = ('--config.privacy.dp=True', '--config.train.epochs=3')
+# The diabetes default less its training statistics (refused under DP).
+DP_FLAGS = ('--config.privacy.dp=True', '--config.train.epochs=3',
+            '--config.model.normalize_inputs=False',
+            '--config.model.standardize_targets=False')
 
 
 @pytest.fixture(scope='module')
@@ -183,3 +187,46 @@ def test_target_epsilon_calibrates_the_noise(tmp_path, tfds_dir):
   report = json.loads((model_dir / 'report' / 'report.json').read_text())
   assert report['privacy']['epsilon'] == pytest.approx(5.0, rel=0.01)
   assert report['privacy']['noise_multiplier_source'].startswith('calibrated')
+
+
+def test_no_raw_training_statistic_is_published(dp_one_device, tfds_dir):
+  """Neither the model nor the report holds a training mean or variance."""
+  import tfpipeline
+  c = config.load('diabetes')
+  c.data.data_dir = str(tfds_dir)
+  train = sources.load(c.data, loss=c.loss).train
+  statistics = np.concatenate([
+      train.features.mean(axis=0), train.features.var(axis=0),
+      train.labels.mean(axis=0), train.labels.std(axis=0)]).astype(np.float32)
+  weights = np.concatenate([w.ravel() for w in tfpipeline.load_model(
+      dp_one_device).get_weights()]).astype(np.float32)
+  assert not np.isin(statistics, weights).any()
+  report_json = (dp_one_device / 'report' / 'report.json').read_text()
+  report = json.loads(report_json)
+  published = {float(v) for v in re.findall(r'-?\d+\.\d+(?:e-?\d+)?',
+                                             report_json)}
+  assert not published & {float(v) for v in statistics}
+  assert not published & {float(np.float64(v)) for v in
+                          train.features.astype(np.float64).mean(axis=0)}
+  assert report['attributions']['baseline'] == 'zeros'
+  assert set(report['attributions']['baseline_values'].values()) == {0.0}
+  section = report['privacy']
+  assert section['covers'].startswith('The trained weights')
+  assert any('training loss' in item for item in section['not_covered'])
+  html = (dp_one_device / 'report' / 'report.html').read_text()
+  assert 'Not covered: The training loss' in html
+
+
+@pytest.mark.parametrize('flag, key', [
+    ('--config.model.normalize_inputs=True', 'model.normalize_inputs'),
+    ('--config.model.standardize_targets=True', 'model.standardize_targets'),
+    ('--config.report.ig_baseline=mean', 'report.ig_baseline'),
+])
+def test_dp_refuses_exact_training_statistics(tmp_path, tfds_dir, flag, key):
+  model_dir = tmp_path / 'run'
+  result = run_cli(f'--model_dir={model_dir}',
+                   f'--config.data.data_dir={tfds_dir}', *DP_FLAGS, flag)
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert result.last_line.startswith(f'error: config key {key}=')
+  assert 'with privacy.dp' in result.last_line
+  assert not model_dir.exists()

@@ -212,6 +212,11 @@ def test_text_run_exports_a_model_of_raw_strings(tmp_path, text_dir):
      r"data.augment=\('random_crop',\): image ops need image features"),
     (('--config.data.name=tiny_reviews', "--config.data.features=('text',)",
       '--config.data.group=length'), 'data.vocab_size: .* holds strings'),
+    (('--config.data.vocab_size=40', '--config.data.name=tiny_reviews',
+      "--config.data.features=('text',)", '--config.data.group=length',
+      '--config.privacy.dp=True'),
+     'privacy.dp=True: .* tokenized by a vocabulary adapted on the training '
+     'split and exported with the model, outside the DP guarantee'),
     (("--config.model.layers=(('Conv2D', {'filters': 4}),)",),
      r"model.layers\[0\]: .*kernel_size"),
     (("--config.model.layers=(('Dense', {'units': 4}),)",),

@@ -318,6 +318,22 @@ def validate(config: config_dict.ConfigDict) -> config_dict.ConfigDict:
   _check(isinstance(delta, float) and 0 < delta < 1, 'privacy.delta', delta,
          'a probability between 0 and 1')
   if config.privacy.dp:
+    # Statistics of the training split outside DP-SGD's noise would be
+    # published exactly, in the model or the report.
+    _check(not config.model.normalize_inputs, 'model.normalize_inputs', True,
+           'False with privacy.dp: the Normalization layer would export the '
+           "training split's exact mean and variance, outside the DP "
+           'guarantee; scale inputs with public constants instead (a '
+           'Rescaling, or a Normalization with given mean and variance, in '
+           'model.layers)')
+    _check(not config.model.standardize_targets or classification,
+           'model.standardize_targets', True,
+           "False with privacy.dp: the output layer would export the training "
+           "labels' exact mean and standard deviation, outside the DP "
+           'guarantee')
+    _check(config.report.ig_baseline != 'mean', 'report.ig_baseline', 'mean',
+           "zeros or auto with privacy.dp: the report would publish the "
+           "training split's exact means as the baseline")
     _check(config.train.mixed_precision != 'mixed_float16',
            'train.mixed_precision', config.train.mixed_precision,
            'float32 or mixed_bfloat16 with privacy.dp (loss scaling would '

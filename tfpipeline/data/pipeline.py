@@ -308,6 +308,11 @@ def inputs(splits, config) -> Inputs:
                         config_lib.IG_BASELINES.get(kind, ('auto',))))
   vectorizer, shape, dtype = None, splits.feature_shape, splits.feature_dtype
   if kind == sources.TEXT:
+    if config.privacy.dp:
+      raise UserError(f'privacy.dp=True: {feature} is tokenized by a '
+                      f'vocabulary adapted on the training split and '
+                      f'exported with the model, outside the DP guarantee; '
+                      f'DP-SGD on text is not supported yet')
     if not data.vocab_size:
       raise UserError(f'data.vocab_size: {feature} holds strings; set the '
                       f'number of tokens, e.g. --config.data.vocab_size=20000')

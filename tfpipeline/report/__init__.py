@@ -118,7 +118,9 @@ def _attributions(model, splits, inputs, config, report_dir) -> dict:
       model, {k: v.numpy() for k, v in batch.items()}, kind=splits.kind,
       report_config=config.report,
       classification='crossentropy' in config.loss,
-      train_mean=splits.train.features.mean(axis=0) if table else None,
+      private=config.privacy.dp,
+      train_mean=(splits.train.features.mean(axis=0)
+                  if table and not config.privacy.dp else None),
       feature_names=list(splits.feature_names),
       vocabulary=(inputs.vectorizer.get_vocabulary() if inputs.vectorizer
                   else None))

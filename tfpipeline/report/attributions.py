@@ -4,8 +4,8 @@ Integrated Gradients (see `integrated_gradients`) over the float input each
 kind of data gives the model, for the first `report.attribution_examples`
 test examples:
 
-- a table's columns, from the training mean (or zeros): ranked by mean
-  absolute attribution;
+- a table's columns, from the training mean (or zeros, always under
+  DP-SGD): ranked by mean absolute attribution;
 - an image's pixels, from a black (or blurred) image: per-class mean
   absolute maps (channels summed), and a few examples drawn beside their
   maps;
@@ -37,8 +37,8 @@ SHADED_SENTENCES = 5
 
 
 def section(model, inputs: dict, *, kind: str, report_config,
-            classification: bool, train_mean=None, feature_names=(),
-            vocabulary=None) -> tuple[dict, dict | None]:
+            classification: bool, private: bool = False, train_mean=None,
+            feature_names=(), vocabulary=None) -> tuple[dict, dict | None]:
   """The `attributions` section, and what the image figure draws.
 
   Args:
@@ -48,6 +48,8 @@ def section(model, inputs: dict, *, kind: str, report_config,
     kind: `sources.TABLE`, `IMAGE`, `TEXT` or `TENSOR`.
     report_config: config.report.
     classification: the loss is a cross-entropy.
+    private: trained with DP-SGD: a table's automatic baseline is zeros,
+      never the training mean (which the report would publish).
     train_mean: a table's training mean per column (the 'mean' baseline).
     feature_names: a table's column names.
     vocabulary: a text model's tokens by id.
@@ -63,7 +65,8 @@ def section(model, inputs: dict, *, kind: str, report_config,
         f'tokens')}, None
   baseline = report_config.ig_baseline
   if baseline == 'auto':
-    baseline = config_lib.IG_BASELINES[kind][0]
+    baseline = ('zeros' if private and kind == sources.TABLE
+                else config_lib.IG_BASELINES[kind][0])
   common = {'method': 'integrated_gradients', 'kind': kind,
             'rule': 'trapezoid', 'baseline': baseline,
             'examples': len(inputs['features'])}

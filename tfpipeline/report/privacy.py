@@ -14,6 +14,22 @@ ASSUMPTION = (
     'approximation, not a proof for shuffled batches. The guarantee is '
     'per example (record-level), not per person.')
 
+# What the (epsilon, delta) guarantee covers, and what a DP run publishes
+# outside it. Training statistics that would sit in the model or the report
+# (Normalization's mean and variance, label standardisation, the mean
+# baseline of attributions, a tokenizer's vocabulary) are refused under
+# privacy.dp, so none of them is published.
+COVERS = (
+    'The trained weights (model.keras, saved_model/, checkpoints/) and what '
+    'is computed from them on data other than the training split: '
+    'validation and test metrics, predictions.csv, fairness, and '
+    'attributions (from a zeros or fixed baseline).')
+NOT_COVERED = (
+    'The training loss logged per epoch (metrics.jsonl, tensorboard/, '
+    'loss.png, the console): computed on training batches without noise.',
+    "The training split's row count and sha256 (provenance.data): they "
+    'identify the exact training set.')
+
 
 def _event(noise_multiplier: float, sampling_probability: float, steps: int):
   import dp_accounting  # pylint: disable=g-import-not-at-top
@@ -71,6 +87,8 @@ def section(privacy_config, *, batch_size: int, train_rows: int,
       'accountant': 'dp_accounting.rdp.RdpAccountant (version: see '
                     'provenance.packages)',
       'assumption': ASSUMPTION,
+      'covers': COVERS,
+      'not_covered': list(NOT_COVERED),
       'caveats': caveats,
   }
 

@@ -299,7 +299,10 @@ def _blocks(report: dict, images: dict) -> list:
         ['l2 norm clip', _number(privacy['l2_norm_clip'])],
         ['sampling probability', _number(privacy['sampling_probability'])],
         ['steps', _number(privacy['steps'])]]),
-               _Text(privacy['assumption'])]
+               _Text(privacy['assumption']),
+               _Text(f"Covered: {privacy['covers']}")]
+    blocks += [_Text(f'Not covered: {item}') for item in
+               privacy['not_covered']]
     blocks += [_Text(c) for c in privacy['caveats']]
   else:
     blocks.append(_Text(privacy['statement']))
