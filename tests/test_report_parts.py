@@ -471,3 +471,28 @@ def test_energy_meter_with_codecarbon_records_its_measurement():
   assert measured['tracking_mode'] == 'process'
   assert measured['energy_kwh']['total'] > 0
   assert times['wall_s'] > 0 and times['process_cpu_s'] > 0
+
+
+def test_data_fingerprint_depends_on_the_data_alone():
+  """Object arrays (TFDS text) hash their values, not their addresses:
+  the same in another process."""
+  import subprocess
+  import sys
+  from tfpipeline.report import provenance
+  code = ("import numpy as np; from tfpipeline.report import provenance; "
+          "print(provenance.arrays_sha256(np.arange(3, dtype=np.float32), "
+          "np.array([b'even', 'odd', b'odd'], dtype=object)))")
+  here = provenance.arrays_sha256(
+      np.arange(3, dtype=np.float32),
+      np.array([b'even', 'odd', b'odd'], dtype=object))
+  there = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                         text=True, check=True).stdout.strip()
+  assert here == there
+  assert here != provenance.arrays_sha256(
+      np.arange(3, dtype=np.float32),
+      np.array([b'even', b'odd', b'odd!'], dtype=object))
+  # Values, dtype and shape all count; element boundaries too.
+  assert provenance.arrays_sha256(np.zeros(2, np.float32)) != (
+      provenance.arrays_sha256(np.zeros(1, np.float64)))
+  assert provenance.arrays_sha256(np.array(['ab', 'c'], dtype=object)) != (
+      provenance.arrays_sha256(np.array(['a', 'bc'], dtype=object)))

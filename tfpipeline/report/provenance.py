@@ -58,12 +58,31 @@ def data_fingerprint(splits) -> dict:
                           files, sort_keys=True)),
                       'files_sha256': files}
       continue
-    digest = hashlib.sha256()
-    for array in (split.features, split.labels, split.groups):
-      if array is not None:
-        digest.update(np.ascontiguousarray(array).tobytes())
-    result[name] = {'rows': len(split), 'sha256': digest.hexdigest()}
+    result[name] = {'rows': len(split), 'sha256': arrays_sha256(
+        split.features, split.labels, split.groups)}
   return result
+
+
+def arrays_sha256(*arrays) -> str:
+  """sha256 of arrays' dtypes, shapes and values; None entries skipped.
+
+  Object arrays (TFDS strings) are hashed element by element, each value's
+  UTF-8 bytes behind its length: their `tobytes()` would be the elements'
+  memory addresses, different in every process.
+  """
+  digest = hashlib.sha256()
+  for array in arrays:
+    if array is None:
+      continue
+    array = np.ascontiguousarray(array)
+    digest.update(f'{array.dtype.str}{array.shape}'.encode())
+    if array.dtype != object:
+      digest.update(array.tobytes())
+      continue
+    for value in array.ravel():
+      data = value if isinstance(value, bytes) else str(value).encode()
+      digest.update(len(data).to_bytes(8, 'little') + data)
+  return digest.hexdigest()
 
 
 def _version(distribution: str) -> str | None:
