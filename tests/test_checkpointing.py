@@ -144,6 +144,17 @@ def test_result_changing_config_is_refused_and_nothing_changes(tmp_path):
       result.last_line)
   assert '--allow_config_change' in result.last_line
   assert _snapshot(model_dir) == before
+  # Fewer epochs than the checkpoints have run would count steps backwards.
+  step = max(int(p.name[5:-6]) for p in
+             (model_dir / 'checkpoints').glob('ckpt-*.index'))
+  assert step > 100
+  result = run_cli(f'--model_dir={model_dir}', *RUN, '--config.train.epochs=1')
+  assert result.returncode == 2
+  assert result.last_line == (
+      f'error: train.epochs=1 ends at step 100, but --model_dir={model_dir} '
+      f'has a checkpoint at step {step} (epoch {-(-step // 100)}); set '
+      f'--config.train.epochs to at least that, or use a new --model_dir')
+  assert _snapshot(model_dir) == before
 
 
 def test_harmless_and_allowed_changes_resume(tmp_path):

@@ -96,7 +96,7 @@ def _run_checked(config, model_dir: pathlib.Path, strategy, *, tpu: str,
   _check_model(config, splits, inputs)
   config = _calibrate_noise(config, len(splits.train))
   if chief:
-    _check_resume(model_dir, config, allow_config_change)
+    _check_resume(model_dir, config, allow_config_change, len(splits.train))
 
   checkpoints = model_dir / 'checkpoints'
   if chief:
@@ -255,9 +255,11 @@ def _check_model_dir(model_dir: pathlib.Path) -> None:
                     f'(no config.json); give a new or empty directory')
 
 
-def _check_resume(model_dir: pathlib.Path, config,
-                  allow_config_change: bool) -> None:
-  """A run in `model_dir` may be resumed only by a compatible config."""
+def _check_resume(model_dir: pathlib.Path, config, allow_config_change: bool,
+                  train_rows: int) -> None:
+  """A run in `model_dir` may be resumed only by a compatible config, and
+  only forward: its checkpoints must not be past the config's last step
+  (the report's examples, FLOPs and epsilon would count steps backwards)."""
   saved = model_dir / 'config.json'
   if not saved.is_file():
     return
@@ -268,6 +270,18 @@ def _check_resume(model_dir: pathlib.Path, config,
     raise UserError(f'--model_dir={model_dir} holds a run with {key}={was!r}, '
                     f'now {now!r}{more}; use a new --model_dir, or pass '
                     f'--allow_config_change to resume anyway')
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  state = tf.train.get_checkpoint_state(str(model_dir / 'checkpoints'))
+  steps = [int(path.rsplit('-', 1)[-1])
+           for path in (state.all_model_checkpoint_paths if state else ())]
+  total = config_lib.total_steps(config, train_rows)
+  if steps and max(steps) > total:
+    per_epoch = config_lib.steps_per_epoch(config, train_rows)
+    raise UserError(
+        f'train.epochs={config.train.epochs} ends at step {total}, but '
+        f'--model_dir={model_dir} has a checkpoint at step {max(steps)} '
+        f'(epoch {-(-max(steps) // per_epoch)}); set --config.train.epochs '
+        f'to at least that, or use a new --model_dir')
 
 
 def _check_batch(config, train_rows: int, replicas: int, *,
