@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import re
 import resource
 import signal
 import socket
@@ -154,6 +155,23 @@ def test_result_changing_config_is_refused_and_nothing_changes(tmp_path):
       f'error: train.epochs=1 ends at step 100, but --model_dir={model_dir} '
       f'has a checkpoint at step {step} (epoch {-(-step // 100)}); set '
       f'--config.train.epochs to at least that, or use a new --model_dir')
+  assert _snapshot(model_dir) == before
+
+
+def test_checkpoint_that_does_not_fit_the_model_is_refused(tmp_path):
+  """A model change passed with --allow_config_change: exit 2 naming the
+  shapes, not a silent restart from step 0 as if the checkpoint were
+  corrupt."""
+  model_dir = _interrupted_run(tmp_path)
+  before = _snapshot(model_dir)
+  result = run_cli(f'--model_dir={model_dir}', *RUN,
+                   '--config.model.hidden_units=(32,)',
+                   '--allow_config_change')
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert re.match(r'error: checkpoint .*/checkpoints/ckpt-\d+ does not fit '
+                  r'the model \(.*incompatible tensor with shape .*64.*32',
+                  result.last_line), result.last_line
+  assert 'unreadable' not in result.stderr
   assert _snapshot(model_dir) == before
 
 

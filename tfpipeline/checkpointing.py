@@ -14,7 +14,9 @@ by position.
 TensorFlow writes a checkpoint's files before it updates the `checkpoint`
 index file, so a crash while saving leaves the previous checkpoint current;
 a corrupt or truncated latest checkpoint fails its checksum on restore and
-the one before it is used.
+the one before it is used. A readable checkpoint that does not fit the model
+(a config changed with --allow_config_change) is bad input, not corruption:
+the run stops rather than restart from step 0.
 """
 
 import pathlib
@@ -24,6 +26,8 @@ from absl import logging
 import tensorflow as tf
 
 from tfpipeline.errors import Preempted
+from tfpipeline.errors import UserError
+from tfpipeline.errors import first_line
 
 
 class CheckpointError(RuntimeError):
@@ -59,10 +63,16 @@ class Checkpoints:
     for path in reversed(paths):
       try:
         self._checkpoint.restore(path).assert_existing_objects_matched()
-      except (tf.errors.OpError, ValueError, AssertionError) as e:
+      except tf.errors.OpError as e:  # Corrupt, truncated or missing files.
         logging.warning('checkpoint %s is unreadable (%s); trying the one '
-                        'before it', path, str(e).splitlines()[0][:200])
+                        'before it', path, first_line(e)[:200])
         continue
+      except (ValueError, AssertionError) as e:  # Readable, but not this model.
+        raise UserError(
+            f'checkpoint {path} does not fit the model ({first_line(e)}): '
+            f'the config changed the model or the shape of its input; use a '
+            f'new --model_dir, or the config the run was trained with'
+        ) from None
       return int(self._step.numpy())
     if paths:
       logging.warning('no readable checkpoint in %s; starting from step 0',

@@ -96,7 +96,7 @@ def _run_checked(config, model_dir: pathlib.Path, strategy, *, tpu: str,
   _check_model(config, splits, inputs)
   config = _calibrate_noise(config, len(splits.train))
   if chief:
-    _check_resume(model_dir, config, allow_config_change, len(splits.train))
+    _check_resume(model_dir, config, allow_config_change, splits, inputs)
 
   checkpoints = model_dir / 'checkpoints'
   if chief:
@@ -256,10 +256,12 @@ def _check_model_dir(model_dir: pathlib.Path) -> None:
 
 
 def _check_resume(model_dir: pathlib.Path, config, allow_config_change: bool,
-                  train_rows: int) -> None:
-  """A run in `model_dir` may be resumed only by a compatible config, and
-  only forward: its checkpoints must not be past the config's last step
-  (the report's examples, FLOPs and epsilon would count steps backwards)."""
+                  splits, inputs) -> None:
+  """A run in `model_dir` may be resumed only by a compatible config whose
+  model its checkpoints fit, and only forward: its checkpoints must not be
+  past the config's last step (the report's examples, FLOPs and epsilon
+  would count steps backwards)."""
+  train_rows = len(splits.train)
   saved = model_dir / 'config.json'
   if not saved.is_file():
     return
@@ -282,6 +284,44 @@ def _check_resume(model_dir: pathlib.Path, config, allow_config_change: bool,
         f'--model_dir={model_dir} has a checkpoint at step {max(steps)} '
         f'(epoch {-(-max(steps) // per_epoch)}); set --config.train.epochs '
         f'to at least that, or use a new --model_dir')
+  if steps:
+    _check_checkpoints_fit(model_dir / 'checkpoints', config, splits, inputs)
+
+
+def _check_checkpoints_fit(directory: pathlib.Path, config, splits,
+                           inputs) -> None:
+  """Restores the newest readable checkpoint into a throwaway model and
+  optimizer; raises UserError if it does not fit them."""
+  import gc  # pylint: disable=g-import-not-at-top
+  import logging as python_logging  # pylint: disable=g-import-not-at-top
+  from tfpipeline import checkpointing, models  # pylint: disable=g-import-not-at-top
+
+  def mismatch() -> str | None:
+    model = models.build(config, splits.train, input_shape=inputs.shape,
+                         input_dtype=inputs.dtype)
+    optimizer = models.optimizer(config.optimizer,
+                                 config.train.mixed_precision)
+    optimizer.build(model.trainable_variables)
+    try:
+      checkpointing.Checkpoints(directory, model, optimizer,
+                                keep=config.train.keep_checkpoints).restore()
+    except UserError as e:
+      return str(e)
+    return None
+
+  # A failed restore leaves values pending on the throwaway objects, which
+  # TensorFlow lists as warnings when they are collected: collect them now,
+  # with those warnings off, so the error stays the last line.
+  tf_logger = python_logging.getLogger('tensorflow')
+  level = tf_logger.level
+  tf_logger.setLevel(python_logging.ERROR)
+  try:
+    error = mismatch()
+    gc.collect()
+  finally:
+    tf_logger.setLevel(level)
+  if error:
+    raise UserError(error)
 
 
 def _check_batch(config, train_rows: int, replicas: int, *,
