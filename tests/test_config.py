@@ -81,6 +81,10 @@ def test_unknown_experiment_lists_the_available_ones():
     ('report.pue', 0.5, 'report.pue=0.5'),
     ('report.country', 'France', "report.country='France'"),
     ('report.fairness_min_ratio', 1.5, 'report.fairness_min_ratio=1.5'),
+    ('report.peak_flops_per_s', -1.0, 'report.peak_flops_per_s=-1.0'),
+    ('train.seed', -1, 'train.seed=-1'),
+    ('train.seed', 2**32, f'train.seed={2**32}'),
+    ('data.split_seed', -3, 'data.split_seed=-3'),
 ])
 def test_invalid_values_name_their_key(key, value, fragment):
   c = config.get_config()

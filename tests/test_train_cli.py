@@ -199,6 +199,13 @@ BAD_INPUTS = {
         '--config.data.download=False', "--config.data.features=('image',)",
         '--config.data.label=label'], "'mnist' is not prepared"),
     'bad strategy': (lambda t, c: ['--strategy=quantum'], '--strategy=quantum'),
+    'unknown activation': (lambda t, c: ['--config.model.activation=relux'],
+                           'model.activation: Could not interpret activation'),
+    'unknown output activation': (
+        lambda t, c: ['--config.model.output_activation=soft'],
+        'model.output_activation: Could not interpret activation'),
+    'negative seed': (lambda t, c: ['--config.train.seed=-1'],
+                      'train.seed=-1 is invalid'),
     'multi_worker without TF_CONFIG': (lambda t, c: ['--strategy=multi_worker'],
                                        'needs TF_CONFIG'),
 }

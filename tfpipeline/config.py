@@ -280,6 +280,13 @@ def validate(config: config_dict.ConfigDict) -> config_dict.ConfigDict:
               'train.checkpoint_every_steps', 'train.keep_checkpoints'):
     _check_positive(config, key)
   _check_positive(config, 'train.steps_per_loop', allow_zero=True)
+  for key in ('train.seed', 'data.split_seed'):  # NumPy's and Keras's range.
+    seed = _get(config, key)
+    _check(isinstance(seed, int) and not isinstance(seed, bool) and
+           0 <= seed < 2**32, key, seed, 'an int from 0 to 2**32 - 1')
+  for key in ('train.deterministic', 'data.download'):
+    _check(isinstance(_get(config, key), bool), key, _get(config, key),
+           'True or False')
   _check_choice(config, 'train.mixed_precision', MIXED_PRECISION)
   _check(config.train.jit_compile in (True, False, 'auto'), 'train.jit_compile',
          config.train.jit_compile, "True, False or 'auto'")
