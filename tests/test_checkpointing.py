@@ -297,3 +297,47 @@ def test_multi_worker_preemption_stops_every_worker_and_resumes(
     assert process.returncode == 0, stderr[-3000:]
   for got, want in zip(_weights(model_dir), _weights(reference)):
     np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+_KILLED_SWAP = '''
+import os, pathlib, sys
+from tfpipeline import artifacts
+kill_at = int(sys.argv[2])
+real_replace, calls = os.replace, []
+def replace(source, destination):
+  calls.append(1)
+  if len(calls) == kill_at:
+    os._exit(9)  # Killed before this rename.
+  real_replace(source, destination)
+os.replace = replace
+with artifacts.replacing(pathlib.Path(sys.argv[1])) as new:
+  new.mkdir()
+  (new / 'saved_model.pb').write_text('new')
+'''
+
+
+@pytest.mark.parametrize('kill_at', [1, 2, 3])
+def test_a_directory_swap_killed_at_any_step_loses_no_copy(tmp_path,
+                                                           kill_at):
+  """Kill before the move aside, before the move in, or after both (the
+  third call never comes: the swap completes)."""
+  path = tmp_path / 'saved_model'
+  path.mkdir()
+  (path / 'saved_model.pb').write_text('old')
+  completed = subprocess.run(
+      [sys.executable, '-c', _KILLED_SWAP, str(path), str(kill_at)],
+      cwd=REPO, env={**os.environ, 'PYTHONPATH': str(REPO)})
+  copies = sorted(p.read_text() for p in tmp_path.rglob('saved_model.pb'))
+  if kill_at == 3:
+    assert completed.returncode == 0
+    assert (path / 'saved_model.pb').read_text() == 'new'
+    assert copies == ['new'] and len(list(tmp_path.iterdir())) == 1
+  else:
+    assert completed.returncode == 9
+    assert copies == ['new', 'old']  # Both complete, one of them in place
+    if kill_at == 1:                 # or set aside.
+      assert (path / 'saved_model.pb').read_text() == 'old'
+    else:
+      leftover = next(tmp_path.glob('.saved_model.*'))
+      assert (leftover / 'saved_model.old' / 'saved_model.pb').read_text() == (
+          'old')
