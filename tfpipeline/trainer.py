@@ -1,12 +1,14 @@
 """Training: the package's own multi-step loop, and Keras `fit` for reference.
 
-The own loop runs `train.steps_per_loop` steps in one `tf.function` call
-(`strategy.run` inside a `tf.range` loop), with XLA on each replica's forward
-and backward pass and the optimizer applied outside XLA. Losses are scaled by
-the global batch and gradients summed across replicas, so every strategy
-takes the same step. Measured on TF 2.21 (see BUILD_NOTES.md), this is what
-lets it beat `model.fit`, which under tf.distribute runs without XLA and one
-step per call.
+The own loop runs `train.steps_per_loop` steps in one `tf.function` call.
+On one replica with XLA the whole block of steps (forward, backward and the
+optimizer) is one XLA computation. With several replicas each step is a
+`strategy.run` inside a `tf.range` loop, with XLA on each replica's forward
+and backward pass and the optimizer (and its all-reduce) applied outside
+XLA. Losses are scaled by the global batch and gradients summed across
+replicas, so every strategy takes the same step. Measured on TF 2.21 (see
+BUILD_NOTES.md), this is what lets it beat `model.fit`, which under
+tf.distribute runs without XLA and one step per call.
 """
 
 import time
