@@ -119,3 +119,32 @@ def test_bad_tf_config_is_bad_input(tmp_path, monkeypatch):
                    '--strategy=multi_worker')
   assert result.returncode == 2
   assert 'TF_CONFIG is not usable' in result.last_line
+
+
+def _fake_host(tmp_path, dev_names, vendors):
+  dev, pci = tmp_path / 'dev', tmp_path / 'pci'
+  for name in dev_names:
+    (dev / name).mkdir(parents=True)
+  pci.mkdir()
+  for i, vendor in enumerate(vendors):
+    (pci / f'0000:00:0{i}.0').mkdir()
+    (pci / f'0000:00:0{i}.0' / 'vendor').write_text(vendor + '\n')
+  return str(dev), str(pci)
+
+
+@pytest.mark.parametrize('dev_names, vendors, tpu', [
+    (('vfio', 'nvidia0'), ('0x10de', '0x8086'), False),  # GPU VM with VFIO
+    (('vfio',), ('0x1ae0',), True),                      # TPU v5e and later
+    (('accel0', 'accel1'), (), True),                    # TPU VM up to v4
+    (('nvidia0', 'null'), ('0x10de',), False),
+    ((), (), False),
+])
+def test_tpu_detection_needs_a_tpu_not_just_vfio(tmp_path, monkeypatch,
+                                                  dev_names, vendors, tpu):
+  from tfpipeline import strategy
+  for name in ('TPU_NAME', 'COLAB_TPU_ADDR', 'TPU_ACCELERATOR_TYPE'):
+    monkeypatch.delenv(name, raising=False)
+  dev, pci = _fake_host(tmp_path, dev_names, vendors)
+  assert strategy._tpu_present(dev, pci) is tpu
+  monkeypatch.setenv('TPU_ACCELERATOR_TYPE', 'v5litepod-8')
+  assert strategy._tpu_present(dev, pci) is True

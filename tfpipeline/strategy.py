@@ -88,11 +88,35 @@ def is_cpu(strategy: tf.distribute.Strategy) -> bool:
              for device in strategy.extended.worker_devices)
 
 
-def _tpu_present() -> bool:
-  """Whether this host has a TPU, without probing cloud metadata servers."""
-  return bool(os.environ.get('TPU_NAME') or os.environ.get('COLAB_TPU_ADDR') or
-              any(name.startswith(('accel', 'vfio'))
-                  for name in _listdir('/dev')))
+# PCI vendor id of Google's TPU chips, as libtpu and JAX detect them.
+_GOOGLE_PCI_VENDOR = '0x1ae0'
+_TPU_ENVIRONMENT = ('TPU_NAME', 'COLAB_TPU_ADDR', 'TPU_ACCELERATOR_TYPE')
+
+
+def _tpu_present(dev: str = '/dev',
+                 pci: str = '/sys/bus/pci/devices') -> bool:
+  """Whether this host has a TPU, without probing cloud metadata servers.
+
+  TPU VMs up to v4 expose /dev/accel*; v5e and later expose VFIO devices,
+  which GPU VMs with VFIO passthrough have too, so /dev/vfio counts only
+  with a Google PCI device beside it.
+  """
+  if any(os.environ.get(name) for name in _TPU_ENVIRONMENT):
+    return True
+  devices = _listdir(dev)
+  if any(name.startswith('accel') for name in devices):
+    return True
+  return 'vfio' in devices and any(
+      _read(os.path.join(pci, device, 'vendor')) == _GOOGLE_PCI_VENDOR
+      for device in _listdir(pci))
+
+
+def _read(path: str) -> str:
+  try:
+    with open(path, encoding='ascii') as f:
+      return f.read().strip()
+  except (OSError, UnicodeDecodeError):
+    return ''
 
 
 def _listdir(path: str) -> list[str]:
