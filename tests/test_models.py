@@ -101,3 +101,31 @@ def test_tfds_names_with_a_config_make_valid_model_names():
   model = models.build(c, Split(np.zeros((4, 10), np.float32),
                                 np.zeros((4, 1), np.float32)))
   assert model.name == 'imdb_reviews_plain_text'
+
+
+def test_preprocessing_stays_float32_under_mixed_bfloat16():
+  """Raw units of 10,000 +- 1: bfloat16 would round them, their mean and
+  their variance by up to 32 before standardising. Predictions under
+  mixed_bfloat16 must match float32 to bfloat16's precision of the
+  standardised values."""
+  rng = np.random.default_rng(0)
+  x = (10_000 + rng.normal(size=(256, 3))).astype(np.float32)
+  split = Split(x, (x[:, :1] - 10_000).astype(np.float32))
+  c = config.get_config()
+  c.model.hidden_units = (16,)
+  c.model.layers = ()
+  predictions = {}
+  try:
+    for policy in ('float32', 'mixed_bfloat16'):
+      keras.mixed_precision.set_global_policy(policy)
+      keras.utils.set_random_seed(1)
+      model = models.build(c, split)
+      assert model.get_layer('normalize').compute_dtype == 'float32'
+      predictions[policy] = model.predict(x, verbose=0)
+      scaling = models.configured_layer(('Rescaling', {'scale': 0.5}), 'k')
+      assert scaling.compute_dtype == 'float32'
+  finally:
+    keras.mixed_precision.set_global_policy('float32')
+  scale = np.abs(predictions['float32']).max()
+  np.testing.assert_allclose(predictions['mixed_bfloat16'],
+                             predictions['float32'], atol=0.05 * scale)

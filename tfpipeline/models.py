@@ -26,6 +26,11 @@ from tfpipeline.errors import first_line
 # pipeline's.
 _REFUSED_LAYERS = ('Lambda', 'InputLayer', 'TextVectorization')
 
+# Preprocessing layers compute in float32 under any mixed-precision policy:
+# bfloat16 keeps 8 bits of mantissa, so raw-unit inputs (10,000.5), their
+# mean and their variance would be rounded before they are standardised.
+_FLOAT32_LAYERS = ('Normalization', 'Rescaling')
+
 _OUTPUT_ACTIVATIONS = {
     'binary_crossentropy': 'sigmoid',
     'categorical_crossentropy': 'softmax',
@@ -72,7 +77,7 @@ def build(config, train: Split, *, input_shape: tuple | None = None,
   if model_config.normalize_inputs:
     model.add(keras.layers.Normalization(
         mean=train.features.mean(axis=0), variance=train.features.var(axis=0),
-        name='normalize'))
+        dtype='float32', name='normalize'))
   if model_config.layers:
     hidden = [(f'model.layers[{i}]', configured_layer(
         spec, f'model.layers[{i}]')) for i, spec in enumerate(
@@ -118,6 +123,8 @@ def configured_layer(spec, key: str) -> keras.layers.Layer:
                     f'class name, kwargs dict) pair, e.g. (\'Dense\', '
                     f'{{\'units\': 64}})')
   name, kwargs = spec
+  if name in _FLOAT32_LAYERS and 'dtype' not in kwargs:
+    kwargs = {**kwargs, 'dtype': 'float32'}
   layer_class = getattr(keras.layers, name, None)
   if (name in _REFUSED_LAYERS or not inspect.isclass(layer_class) or
       not issubclass(layer_class, keras.layers.Layer)):
