@@ -496,3 +496,32 @@ def test_data_fingerprint_depends_on_the_data_alone():
       provenance.arrays_sha256(np.zeros(1, np.float64)))
   assert provenance.arrays_sha256(np.array(['ab', 'c'], dtype=object)) != (
       provenance.arrays_sha256(np.array(['a', 'bc'], dtype=object)))
+
+
+class _Strategy:
+  """What `compute.devices` reads of a tf.distribute strategy."""
+
+  def __init__(self, kind, used):
+    self.extended = type('Extended', (), {'worker_devices': tuple(
+        f'/job:worker/replica:0/task:0/device:{kind}:{i}'
+        for i in range(used))})()
+    self.num_replicas_in_sync = used
+
+
+def test_energy_counts_the_devices_used_and_tpu_chips(monkeypatch):
+  import tensorflow as tf
+  monkeypatch.setattr(tf.config, 'list_physical_devices',
+                      lambda kind=None: [f'{kind}:{i}' for i in range(4)])
+  monkeypatch.setattr(tf.config.experimental, 'get_device_details',
+                      lambda device: {'device_name': 'NVIDIA H100 80GB HBM3'})
+  gpu = compute.devices(_Strategy('GPU', 1))  # One of the host's four.
+  assert (gpu['kind'], gpu['count'], gpu['replicas']) == ('GPU', 1, 1)
+  times = {'wall_s': 10.0, 'process_cpu_s': 0.0}
+  estimate = compute._energy(_report_config(), gpu, times)
+  assert estimate['detail']['accelerators'] == 1
+  assert estimate['kwh'] == pytest.approx(10 * 300 / 3.6e6)
+  monkeypatch.setenv('TPU_ACCELERATOR_TYPE', 'v3-8')
+  tpu = compute.devices(_Strategy('TPU', 8))  # 8 cores, 4 chips
+  assert (tpu['model'], tpu['count'], tpu['replicas']) == ('TPU v3', 4, 8)
+  monkeypatch.setenv('TPU_ACCELERATOR_TYPE', 'v5litepod-8')
+  assert compute.devices(_Strategy('TPU', 8))['count'] == 8

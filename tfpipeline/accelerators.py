@@ -45,6 +45,12 @@ def tpu_generation() -> str | None:
   return accelerator.split('-')[0] or None
 
 
+def tpu_cores_per_chip(generation: str | None) -> int:
+  """TensorFlow devices per TPU chip: 2 on v2 and v3, 1 from v4 on (and
+  when the generation is not known)."""
+  return 2 if generation in ('v2', 'v3') else 1
+
+
 def peak_flops_per_s(kind: str, model: str, precision: str,
                      count: int) -> tuple[float | None, str]:
   """(all `count` devices' peak FLOP/s or None, where it comes from).

@@ -191,19 +191,25 @@ def forward_flops(model) -> dict:
 
 
 def devices(strategy) -> dict:
-  """The kind and count of the devices that trained."""
+  """The kind and count of the devices this process trained on.
+
+  `count` is the accelerators the strategy used (not every one the host
+  has) and, for a TPU, its chips (TPU v2 and v3 show two cores a chip),
+  since power is per chip; on a CPU, its threads.
+  """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   names = list(strategy.extended.worker_devices)
-  kinds = {name.rsplit('/', 1)[-1].split(':')[-2].upper() for name in names}
+  kinds = [name.rsplit('/', 1)[-1].split(':')[-2].upper() for name in names]
   kind = 'TPU' if 'TPU' in kinds else 'GPU' if 'GPU' in kinds else 'CPU'
+  used = kinds.count(kind)
   if kind == 'GPU':
     details = tf.config.experimental.get_device_details(
         tf.config.list_physical_devices('GPU')[0])
-    model = details.get('device_name', 'GPU')
-    count = len(tf.config.list_physical_devices('GPU'))
+    model, count = details.get('device_name', 'GPU'), used
   elif kind == 'TPU':
-    model = 'TPU'
-    count = len(tf.config.list_logical_devices('TPU'))
+    generation = accelerators.tpu_generation()
+    model = f'TPU {generation}' if generation else 'TPU'
+    count = max(1, used // accelerators.tpu_cores_per_chip(generation))
   else:
     model, count = _cpu_model(), os.cpu_count() or 1
   return {'kind': kind, 'model': model, 'count': count,
@@ -282,8 +288,8 @@ def section(model, strategy, report_config, times: dict, *, examples_seen: int,
   energy['grid_source'] = intensity['source']
   energy['co2e_kg'] = energy['kwh'] * intensity['g_per_kwh'] / 1000
   return {
-      'trainable_parameters': int(sum(
-          int(v.numpy().size) for v in model.trainable_variables)),
+      'trainable_parameters': int(sum(  # Shapes: no copy to the host.
+          int(np.prod(v.shape)) for v in model.trainable_variables)),
       'forward_flops_per_example': flops,
       'examples_seen': examples_seen,
       'training_flops': training_flops,
