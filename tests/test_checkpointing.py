@@ -90,6 +90,9 @@ def test_sigkill_then_rerun_is_bit_identical(tmp_path, uninterrupted,
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'resuming from the checkpoint at step' in result.stderr
   _assert_bit_identical(model_dir, reference)
+  # The killed attempt's records past its checkpoint were redone: one
+  # value per step.
+  _assert_one_value_per_step(model_dir / 'tensorboard', last=600)
 
 
 @pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
@@ -260,6 +263,24 @@ def test_nan_rollback_halves_the_rate_and_finishes(tmp_path):
   assert [e['learning_rate'] for e in events] == [1.5, 0.75]
   metrics = json.loads((model_dir / 'metrics.json').read_text())
   assert np.isfinite(metrics['loss'])
+  # The steps redone after each rollback replace the first tries: one
+  # value per step in metrics.jsonl and in TensorBoard.
+  steps = [r['step'] for r in read_jsonl(model_dir / 'metrics.jsonl')
+           if 'loss' in r]
+  assert steps == sorted(set(steps)) and steps[-1] == 20 * 3
+  _assert_one_value_per_step(model_dir / 'tensorboard', last=20 * 3)
+
+
+def _assert_one_value_per_step(directory, last):
+  import tensorflow as tf
+  by_tag = {}
+  for path in sorted(directory.glob('events.out.tfevents.*')):
+    for event in tf.compat.v1.train.summary_iterator(str(path)):
+      for value in event.summary.value:
+        by_tag.setdefault(value.tag, []).append(event.step)
+  assert by_tag['loss'][-1] == last
+  for tag, steps in by_tag.items():
+    assert steps == sorted(set(steps)), tag
 
 
 def test_multi_worker_preemption_stops_every_worker_and_resumes(

@@ -24,14 +24,30 @@ class RunLog:
     """Appends to `model_dir`'s logs; on a resume from `start_step`, drops
     the records written after that checkpoint (they will be redone)."""
     self._epochs = epochs
-    path = model_dir / 'metrics.jsonl'
-    if path.exists():
-      artifacts.write_text(path, ''.join(
-          line + '\n' for line in path.read_text().splitlines()
-          if _step_of(line) is not None and _step_of(line) <= start_step))
-    self._jsonl = open(path, 'a', encoding='utf-8')
-    self._writer = tf.summary.create_file_writer(str(model_dir / 'tensorboard'))
+    self._path = model_dir / 'metrics.jsonl'
+    self._tensorboard = model_dir / 'tensorboard'
+    self._truncate(start_step)
+    self._open()
     self._start = time.perf_counter()
+
+  def _open(self) -> None:
+    self._jsonl = open(self._path, 'a', encoding='utf-8')
+    self._writer = tf.summary.create_file_writer(str(self._tensorboard))
+
+  def _truncate(self, step: int) -> None:
+    """Keeps the records of steps up to `step`, in both logs."""
+    if self._path.exists():
+      artifacts.write_text(self._path, ''.join(
+          line + '\n' for line in self._path.read_text().splitlines()
+          if _step_of(line) is not None and _step_of(line) <= step))
+    _truncate_events(self._tensorboard, step)
+
+  def rollback(self, step: int) -> None:
+    """Forgets the records after `step`, which the run will redo, so that
+    every curve keeps one value per step."""
+    self.close()
+    self._truncate(step)
+    self._open()
 
   def record(self, *, step: int, epoch: int, console: bool, **values) -> dict:
     """Writes one record; `console` also prints it as an epoch line."""
@@ -39,10 +55,11 @@ class RunLog:
            'wall_s': round(time.perf_counter() - self._start, 3)}
     self._jsonl.write(json.dumps(row) + '\n')
     self._jsonl.flush()
-    with self._writer.as_default(step=step):
-      for name, value in values.items():
-        if isinstance(value, (int, float)) and math.isfinite(value):
-          tf.summary.scalar(name, value)
+    if 'event' not in values:  # Events (rollbacks) are not curves.
+      with self._writer.as_default(step=step):
+        for name, value in values.items():
+          if isinstance(value, (int, float)) and math.isfinite(value):
+            tf.summary.scalar(name, value)
     if console:
       logging.info('epoch %d/%d  step %d  %s', epoch, self._epochs, step,
                    '  '.join(_format(k, v) for k, v in values.items()))
@@ -52,6 +69,31 @@ class RunLog:
     self._writer.flush()
     self._writer.close()
     self._jsonl.close()
+
+
+def _truncate_events(directory: pathlib.Path, step: int) -> None:
+  """Rewrites TensorBoard's event files as one, without events after
+  `step`. Event files are TFRecord files of `Event` protos; a record torn by
+  a kill ends its file."""
+  files = sorted(directory.glob('events.out.tfevents.*'))
+  if not files:
+    return
+  kept = []
+  for index, path in enumerate(files):
+    try:
+      for record in tf.data.TFRecordDataset(str(path)):
+        event = tf.compat.v1.Event.FromString(record.numpy())
+        if event.step <= step and (index == 0 or
+                                   not event.HasField('file_version')):
+          kept.append(record.numpy())
+    except tf.errors.DataLossError:
+      pass
+  with artifacts.replacing(files[0]) as tmp:
+    with tf.io.TFRecordWriter(str(tmp)) as writer:
+      for record in kept:
+        writer.write(record)
+  for path in files[1:]:
+    path.unlink()
 
 
 def _step_of(line: str) -> int | None:

@@ -191,6 +191,7 @@ def train(model: keras.Model, optimizer, inputs: pipeline.Inputs, config,
         optimizer.learning_rate.assign(rate)
         logging.warning('non-finite loss by step %d: rolled back to step %d, '
                         'learning rate now %g', bad, step, rate)
+        run_log.rollback(step)
         run_log.record(step=step, epoch=step // steps_per_epoch,
                        console=False, event='rollback', learning_rate=rate)
         iterator = batches_from(step)
