@@ -362,3 +362,40 @@ def test_a_directory_swap_killed_at_any_step_loses_no_copy(tmp_path,
       leftover = next(tmp_path.glob('.saved_model.*'))
       assert (leftover / 'saved_model.old' / 'saved_model.pb').read_text() == (
           'old')
+
+
+def test_preemption_handler_restores_the_checkpoint_the_skip_chose(
+    tmp_path, monkeypatch):
+  """TensorFlow's PreemptionCheckpointHandler (multi-worker) restores the
+  manager's latest checkpoint when created: never the corrupt one skipped."""
+  import keras
+  import tensorflow as tf
+  from tfpipeline import checkpointing
+  monkeypatch.delenv('TF_CONFIG', raising=False)
+
+  def fresh():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    optimizer = keras.optimizers.Adam()
+    optimizer.build(model.trainable_variables)
+    return model, checkpointing.Checkpoints(tmp_path, model, optimizer,
+                                            keep=3)
+
+  model, checkpoints = fresh()
+  for step, value in ((10, 1.0), (20, 2.0)):
+    model.layers[0].kernel.assign(np.full((2, 1), value, np.float32))
+    checkpoints.save(step)
+  data = next(tmp_path.glob('ckpt-20.data-*'))
+  data.write_bytes(data.read_bytes()[:-8] + b'\xff' * 8)
+  model, checkpoints = fresh()
+  assert checkpoints.restore() == 10
+  sigterm = signal.getsignal(signal.SIGTERM)
+  try:
+    tf.distribute.experimental.PreemptionCheckpointHandler(
+        tf.distribute.cluster_resolver.TFConfigClusterResolver(),
+        checkpoints.manager)
+  finally:
+    signal.signal(signal.SIGTERM, sigterm)
+  np.testing.assert_array_equal(model.layers[0].kernel.numpy(),
+                                np.full((2, 1), 1.0))
+  assert sorted(p.name for p in (tmp_path / 'corrupt').iterdir()) == [
+      'ckpt-20.data-00000-of-00001', 'ckpt-20.index']

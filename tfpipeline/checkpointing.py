@@ -14,7 +14,7 @@ by position.
 TensorFlow writes a checkpoint's files before it updates the `checkpoint`
 index file, so a crash while saving leaves the previous checkpoint current;
 a corrupt or truncated latest checkpoint fails its checksum on restore and
-the one before it is used. A readable checkpoint that does not fit the model
+the one before it is used; the unreadable one is moved to `corrupt/`. A readable checkpoint that does not fit the model
 (a config changed with --allow_config_change) is bad input, not corruption:
 the run stops rather than restart from step 0.
 """
@@ -52,6 +52,7 @@ class Checkpoints:
     self._checkpoint = tf.train.Checkpoint(
         model=model, optimizer=optimizer, step=self._step,
         model_state=list(model.non_trainable_variables))
+    self._directory, self._keep = directory, keep
     self.manager = tf.train.CheckpointManager(self._checkpoint, str(directory),
                                               max_to_keep=keep)
     self._restore_from = restore_from or directory
@@ -60,7 +61,8 @@ class Checkpoints:
     """Restores the newest readable checkpoint; returns its step (0: none)."""
     state = tf.train.get_checkpoint_state(str(self._restore_from))
     paths = list(state.all_model_checkpoint_paths) if state else []
-    for path in reversed(paths):
+    for index in reversed(range(len(paths))):
+      path = paths[index]
       try:
         self._checkpoint.restore(path).assert_existing_objects_matched()
       except tf.errors.OpError as e:  # Corrupt, truncated or missing files.
@@ -73,11 +75,37 @@ class Checkpoints:
             f'the config changed the model or the shape of its input; use a '
             f'new --model_dir, or the config the run was trained with'
         ) from None
+      self._set_aside(paths[index + 1:], paths[:index + 1])
       return int(self._step.numpy())
     if paths:
       logging.warning('no readable checkpoint in %s; starting from step 0',
                       self._restore_from)
+      self._set_aside(paths, [])
     return 0
+
+  def _set_aside(self, unreadable: list[str], readable: list[str]) -> None:
+    """Drops unreadable checkpoints from the index and moves their files to
+    `corrupt/`, so that nothing restores them later: TensorFlow's
+    PreemptionCheckpointHandler restores the index's latest when created.
+    Only in the directory this process writes (not a chief's, read by
+    another worker)."""
+    if not unreadable or self._restore_from != self._directory:
+      return
+    directory = pathlib.Path(self._directory)
+    index = directory / 'checkpoint'
+    if readable:  # Atomic rewrite: the index names only readable ones.
+      tf.compat.v1.train.update_checkpoint_state(
+          str(directory), readable[-1], all_model_checkpoint_paths=readable)
+    else:
+      index.unlink(missing_ok=True)
+    aside = directory / 'corrupt'
+    aside.mkdir(exist_ok=True)
+    for path in unreadable:
+      for part in directory.glob(f'{pathlib.Path(path).name}.*'):
+        part.replace(aside / part.name)
+    logging.warning('moved unreadable checkpoints to %s', aside)
+    self.manager = tf.train.CheckpointManager(
+        self._checkpoint, str(directory), max_to_keep=self._keep)
 
   def save(self, step: int) -> None:
     """Saves at `step`; raises CheckpointError, earlier ones left intact."""
