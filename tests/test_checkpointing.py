@@ -53,8 +53,10 @@ def _weights(model_dir):
 
 
 def _assert_bit_identical(model_dir, reference_dir):
-  for got, want in zip(_weights(model_dir), _weights(reference_dir)):
-    np.testing.assert_array_equal(got, want)
+  got, want = _weights(model_dir), _weights(reference_dir)
+  assert len(got) == len(want)
+  for got_array, want_array in zip(got, want):
+    np.testing.assert_array_equal(got_array, want_array)
   steps = [r['step'] for r in read_jsonl(model_dir / 'metrics.jsonl')]
   assert steps == sorted(set(steps)) and steps[-1] == 600
 
@@ -230,12 +232,13 @@ def test_checkpoint_write_failure_is_one_line_and_keeps_earlier_ones(
   assert all(after[name] == digest for name, digest in before.items())
 
 
-def test_nan_stops_with_the_step_and_writes_no_nan_weights(tmp_path):
+@pytest.mark.parametrize('engine', ['tfpipeline', 'keras_fit'])
+def test_nan_stops_with_the_step_and_writes_no_nan_weights(tmp_path, engine):
   model_dir = tmp_path / 'run'
   result = run_cli('--config=seed_keras_mlp', f'--model_dir={model_dir}',
                    '--config.optimizer.name=sgd',
                    '--config.optimizer.learning_rate=3.0',
-                   '--config.train.epochs=20')
+                   '--config.train.epochs=20', f'--engine={engine}')
   assert result.returncode == 1
   assert 'NaN or Inf by step' in result.last_line
   assert 'Traceback' not in result.stderr
@@ -281,6 +284,47 @@ def _assert_one_value_per_step(directory, last):
   assert by_tag['loss'][-1] == last
   for tag, steps in by_tag.items():
     assert steps == sorted(set(steps)), tag
+
+
+def test_nan_rollback_gives_up_after_three(tmp_path):
+  model_dir = tmp_path / 'run'
+  result = run_cli('--config=seed_keras_mlp', f'--model_dir={model_dir}',
+                   '--config.optimizer.name=sgd',
+                   '--config.optimizer.learning_rate=1e6',
+                   '--config.train.epochs=20',
+                   '--config.train.nan_policy=rollback')
+  assert result.returncode == 1
+  assert 'NaN or Inf by step' in result.last_line
+  events = [r for r in read_jsonl(model_dir / 'metrics.jsonl')
+            if r.get('event') == 'rollback']
+  assert [e['learning_rate'] for e in events] == [5e5, 2.5e5, 1.25e5]
+
+
+def test_keras_fit_refuses_rollback(tmp_path):
+  result = run_cli('--config=seed_keras_mlp', f'--model_dir={tmp_path / "r"}',
+                   '--engine=keras_fit', '--config.train.nan_policy=rollback')
+  assert result.returncode == 2
+  assert result.last_line.startswith(
+      'error: train.nan_policy=rollback needs --engine=tfpipeline')
+  assert not (tmp_path / 'r').exists()
+
+
+def test_keras_fit_preemption_saves_at_the_epoch_end_and_resumes(tmp_path):
+  fit = ('--strategy=cpu', '--engine=keras_fit')
+  reference = tmp_path / 'reference'
+  result = run_cli(f'--model_dir={reference}', *RUN, *fit)
+  assert result.returncode == 0, result.stderr[-3000:]
+  model_dir = tmp_path / 'run'
+  returncode, stderr = _stop_after(_start(model_dir, *fit), model_dir, 2,
+                                   signal.SIGTERM)
+  assert returncode == 3, stderr[-3000:]
+  assert 'SIGTERM at step' in stderr.strip().splitlines()[-1]
+  saved = [r['step'] for r in read_jsonl(model_dir / 'metrics.jsonl')]
+  assert saved and all(step % 100 == 0 for step in saved)  # Epoch ends.
+  result = run_cli(f'--model_dir={model_dir}', *RUN, *fit)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f'resuming from the checkpoint at step {saved[-1]}' in result.stderr
+  _assert_bit_identical(model_dir, reference)
 
 
 def test_multi_worker_preemption_stops_every_worker_and_resumes(

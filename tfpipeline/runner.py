@@ -56,6 +56,10 @@ def run(config=None, model_dir='/tmp/tfpipeline', *, strategy='auto',
   config = config_lib.validate(config)
   if engine not in ENGINES:
     raise UserError(f'--engine={engine}: expected one of {", ".join(ENGINES)}')
+  if engine == 'keras_fit' and config.train.nan_policy == 'rollback':
+    raise UserError('train.nan_policy=rollback needs --engine=tfpipeline: '
+                    'Keras fit cannot restore a checkpoint mid-run; use '
+                    'nan_policy=stop with keras_fit')
   chief = cluster.is_chief()
   model_dir = pathlib.Path(model_dir)
   meter = None

@@ -11,6 +11,7 @@ BUILD_NOTES.md), this is what lets it beat `model.fit`, which under
 tf.distribute runs without XLA and one step per call.
 """
 
+import math
 import time
 
 from absl import logging
@@ -288,7 +289,8 @@ class _DpSgdModel(keras.Model):
 
 
 class _FitLog(keras.callbacks.Callback):
-  """Writes fit's epochs to the same RunLog as the own loop; checkpoints."""
+  """Writes fit's epochs to the same RunLog as the own loop; checkpoints
+  finite weights only, stopping at the first non-finite loss."""
 
   def __init__(self, run_log, evaluator, inputs, steps_per_epoch, batch,
                checkpoints, watch):
@@ -298,11 +300,25 @@ class _FitLog(keras.callbacks.Callback):
     self._checkpoints, self._watch = checkpoints, watch
 
   def on_epoch_begin(self, epoch, logs=None):
-    self._start = time.perf_counter()
+    self._start, self._epoch = time.perf_counter(), epoch
+
+  def on_train_batch_end(self, batch, logs=None):
+    # Once per device call (steps_per_execution batches).
+    if not math.isfinite(float(logs['loss'])):
+      self._stop(self._epoch * self._steps_per_epoch + batch + 1)
+
+  def _stop(self, step: int):
+    raise FloatingPointError(
+        f'loss or weights became NaN or Inf by step {step}; lower '
+        f'optimizer.learning_rate or check the data (no checkpoint was '
+        f'written from these weights)')
 
   def on_epoch_end(self, epoch, logs=None):
     seconds = time.perf_counter() - self._start
     step = (epoch + 1) * self._steps_per_epoch
+    if not (math.isfinite(float(logs['loss'])) and
+            _finite_weights(self.model)):
+      self._stop(step)
     self._run_log.record(
         step=step, epoch=epoch + 1, console=True, loss=float(logs['loss']),
         **_validation(self._evaluator, self._inputs),
