@@ -101,6 +101,14 @@ def run_cli(*args: str, cwd=REPO) -> CliResult:
   return CliResult(completed)
 
 
+def assert_weights_close(got: list, want: list, atol: float = 0.0) -> None:
+  """Two models' weight lists: as many arrays, each equal within `atol`
+  (0: bit-identical)."""
+  assert len(got) == len(want), (len(got), len(want))
+  for got_array, want_array in zip(got, want):
+    np.testing.assert_allclose(got_array, want_array, rtol=0, atol=atol)
+
+
 def read_jsonl(path: pathlib.Path) -> list[dict]:
   return [json.loads(line) for line in path.read_text().splitlines()]
 

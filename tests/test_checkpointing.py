@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO, read_jsonl, run_cli
+from conftest import REPO, assert_weights_close, read_jsonl, run_cli
 
 # seeds' model, 3,200 rows: 100 steps an epoch, 6 epochs, a device call
 # every 10 steps (one metrics.jsonl record each) and a checkpoint every 20.
@@ -53,10 +53,7 @@ def _weights(model_dir):
 
 
 def _assert_bit_identical(model_dir, reference_dir):
-  got, want = _weights(model_dir), _weights(reference_dir)
-  assert len(got) == len(want)
-  for got_array, want_array in zip(got, want):
-    np.testing.assert_array_equal(got_array, want_array)
+  assert_weights_close(_weights(model_dir), _weights(reference_dir))
   steps = [r['step'] for r in read_jsonl(model_dir / 'metrics.jsonl')]
   assert steps == sorted(set(steps)) and steps[-1] == 600
 
@@ -360,8 +357,7 @@ def test_multi_worker_preemption_stops_every_worker_and_resumes(
   for process in start_workers():
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 0, stderr[-3000:]
-  for got, want in zip(_weights(model_dir), _weights(reference)):
-    np.testing.assert_allclose(got, want, atol=1e-5)
+  assert_weights_close(_weights(model_dir), _weights(reference), atol=1e-5)
 
 
 _KILLED_SWAP = '''

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import read_jsonl, run_cli
+from conftest import assert_weights_close, read_jsonl, run_cli
 from tfpipeline import config, dp_sgd, models, trainer
 from tfpipeline.data import pipeline, sources
 from tfpipeline.report import privacy
@@ -117,9 +117,8 @@ def test_dp_step_is_the_same_in_the_fused_loop_per_step_loop_and_keras_fit():
       verbose=0)
   assert history.history['loss'][0] == pytest.approx(
       np.mean(fused_losses[:10]), rel=1e-5)
-  for a, b, d in zip(fused, plain, model.get_weights()):
-    np.testing.assert_allclose(a, b, atol=1e-5)
-    np.testing.assert_allclose(a, d, atol=1e-5)
+  assert_weights_close(fused, plain, atol=1e-5)
+  assert_weights_close(fused, model.get_weights(), atol=1e-5)
   # And DP changed the steps: without it the weights differ.
   _, without_dp = _own_loop_weights(jit_compile=True, dp=None)
   assert not np.allclose(fused[0], without_dp[0], atol=1e-3)
@@ -150,9 +149,9 @@ def test_dp_under_mirrored_equals_one_device(tmp_path, tfds_dir,
                    f'--engine={engine}', f'--model_dir={model_dir}',
                    f'--config.data.data_dir={tfds_dir}', *DP_FLAGS)
   assert result.returncode == 0, result.stderr[-3000:]
-  for got, want in zip(tfpipeline.load_model(model_dir).get_weights(),
-                       tfpipeline.load_model(dp_one_device).get_weights()):
-    np.testing.assert_allclose(got, want, atol=1e-5)
+  assert_weights_close(tfpipeline.load_model(model_dir).get_weights(),
+                       tfpipeline.load_model(dp_one_device).get_weights(),
+                       atol=1e-5)
   epoch_losses = [r['loss'] for r in read_jsonl(dp_one_device /
                                                 'metrics.jsonl')]
   np.testing.assert_allclose(

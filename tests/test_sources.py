@@ -51,10 +51,11 @@ def test_csv_without_declared_features_uses_every_other_column(
      r'data.csv, row 4: 3 cells, header has 4'),
     (lambda lines: ['a,b,group,target'] + lines[1:],
      r"no column 'y' \(from data.label\)"),
+    # The file's row (the header is row 1), not an index into a split.
     (lambda lines: lines[:7] + ['nan,0.2,a,2.0'] + lines[8:],
-     r"data.csv: train row \d+, feature 'a' is nan"),
+     r"data.csv, row 8, feature 'a' is nan"),
     (lambda lines: lines[:7] + ['0.5,0.2,a,inf'] + lines[8:],
-     r"data.csv: \w+ row \d+, label 'y' is inf"),
+     r"data.csv, row 8, label 'y' is inf"),
     (lambda lines: [], r'data.csv: empty file'),
 ])
 def test_bad_csv_names_file_row_and_column(regression_csv, edit, fragment):
@@ -82,6 +83,13 @@ def test_npz_source(tmp_path):
   assert splits.train.features.shape == (34, 4)
   assert splits.train.labels.shape == (34, 1)
   assert set(splits.train.groups) <= {1, 2}
+  x = np.zeros((50, 2))
+  x[37, 1] = np.nan
+  np.savez(path, x=x, y=np.zeros(50))
+  with pytest.raises(UserError, match=r"data.npz, index 37, feature 'x\[1\]' "
+                     r'is nan'):
+    sources.load(_data_config(source='npz', path=str(path), features=('x',),
+                              label='y', group=None), loss='mse')
   np.savez(path, x=np.zeros((5, 2)), y=np.zeros(4))
   with pytest.raises(UserError, match='differ in length'):
     sources.load(_data_config(source='npz', path=str(path), features=('x',),

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, read_jsonl, run_cli
+from conftest import REPO, assert_weights_close, read_jsonl, run_cli
 
 EPOCHS = 3  # 27 steps of the diabetes default
 
@@ -20,8 +20,8 @@ def _weights(model_dir):
 
 
 def _assert_same_training(model_dir, reference_dir):
-  for got, want in zip(_weights(model_dir), _weights(reference_dir)):
-    np.testing.assert_allclose(got, want, atol=1e-5)
+  assert_weights_close(_weights(model_dir), _weights(reference_dir),
+                       atol=1e-5)
   losses = [r['loss'] for r in read_jsonl(model_dir / 'metrics.jsonl')]
   reference = [r['loss'] for r in read_jsonl(reference_dir / 'metrics.jsonl')]
   np.testing.assert_allclose(losses, reference, rtol=1e-5)

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO, read_jsonl, run_cli
+from conftest import REPO, assert_weights_close, read_jsonl, run_cli
 
 # 1,257 training digits, batch 64: 19 steps an epoch; a device call every
 # 5 steps and a checkpoint every 10. (Flips would not suit digits; the
@@ -121,8 +121,8 @@ def test_mirrored_streamed_and_augmented_equals_one_device(
   model_dir = tmp_path / 'run'
   _run(model_dir, digits_array_record_dir, '--strategy=mirrored',
        '--cpu_devices=2', REPLICA_FREE_LAYERS)
-  for got, want in zip(_weights(model_dir), _weights(one_device_digits)):
-    np.testing.assert_allclose(got, want, atol=1e-5)
+  assert_weights_close(_weights(model_dir), _weights(one_device_digits),
+                       atol=1e-5)
   losses = [r['loss'] for r in read_jsonl(model_dir / 'metrics.jsonl')]
   reference = [r['loss'] for r in read_jsonl(
       one_device_digits / 'metrics.jsonl')]
@@ -154,8 +154,7 @@ def test_sigkill_then_rerun_is_bit_identical(tmp_path,
   assert process.wait(timeout=300) == -signal.SIGKILL
   result = _run(model_dir, digits_dir, *DETERMINISTIC)
   assert 'resuming from the checkpoint at step' in result.stderr
-  for got, want in zip(_weights(model_dir), _weights(reference)):
-    np.testing.assert_array_equal(got, want)
+  assert_weights_close(_weights(model_dir), _weights(reference))
 
 
 TEXT = ('--config.data.source=tfds', '--config.data.name=tiny_reviews',

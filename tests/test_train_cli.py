@@ -187,10 +187,10 @@ BAD_INPUTS = {
                        "no column 'y'"),
     'NaN feature': (lambda t, c: _bad_csv(
         t, c, lambda l: l[:9] + ['nan,1.0,a,2.0'] + l[10:]),
-                    "feature 'a' is nan"),
+                    "bad.csv, row 10, feature 'a' is nan"),
     'Inf label': (lambda t, c: _bad_csv(
         t, c, lambda l: l[:9] + ['1.0,1.0,a,-inf'] + l[10:]),
-                  "label 'y' is -inf"),
+                  "bad.csv, row 10, label 'y' is -inf"),
     'fewer rows than a batch': (lambda t, c: _bad_csv(t, c, lambda l: l) + [
         '--config.train.global_batch_size=128'],
                                 'fewer than one batch'),

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import assert_weights_close
 from tfpipeline import config, models, trainer
 from tfpipeline.data import pipeline, sources
 
@@ -65,8 +66,7 @@ def test_own_loop_equals_keras_fit_step_by_step():
   counts = np.arange(1, STEPS + 1)
   fit_losses = means * counts - np.concatenate([[0], means[:-1] * counts[:-1]])
   np.testing.assert_allclose(own_losses, fit_losses, atol=1e-5)
-  for own, fit in zip(own_weights, model.get_weights()):
-    np.testing.assert_allclose(own, fit, atol=1e-5)
+  assert_weights_close(own_weights, model.get_weights(), atol=1e-5)
   assert own_losses[-5:].mean() < own_losses[:5].mean()
 
 

@@ -79,8 +79,10 @@ def load(data_config, *, loss: str) -> Splits:
     if len(split) == 0:
       raise UserError(f'data: the {name} split is empty; add rows or change '
                       f'data.validation_fraction / data.test_fraction')
-    if not split.streamed:
-      _check_finite(split, name, splits, data_config)
+    if not split.streamed and data_config.source not in _FILE_SOURCES:
+      _check_finite(split, splits.feature_names, splits.label_name,
+                    lambda row, name=name: f'{_describe(data_config)}: '
+                                           f'{name} row {row}')
   return dataclasses.replace(
       splits, **{name: _labels_for_loss(getattr(splits, name), loss)
                  for name in ('train', 'validation', 'test')})
@@ -98,12 +100,14 @@ def _labels_for_loss(split: Split, loss: str) -> Split:
   return dataclasses.replace(split, labels=labels)
 
 
-def _check_finite(split: Split, split_name: str, splits: Splits, data_config):
-  checked = [('label', split.labels.reshape(len(split), -1),
-              (splits.label_name,))]
+def _check_finite(split: Split, feature_names, label_name: str,
+                  where) -> None:
+  """Refuses NaN and Inf in features and labels; `where(row)` names the
+  row as the user finds it (a CSV file's row, a TFDS split's index)."""
+  checked = [('label', split.labels.reshape(len(split), -1), (label_name,))]
   if np.issubdtype(split.features.dtype, np.floating):
     checked.insert(0, ('feature', split.features.reshape(len(split), -1),
-                       splits.feature_names))
+                       feature_names))
   for what, values, names in checked:
     bad = ~np.isfinite(values.astype(np.float64))
     if bad.any():
@@ -111,8 +115,8 @@ def _check_finite(split: Split, split_name: str, splits: Splits, data_config):
       name = names[col] if len(names) == values.shape[1] else (
           f'{names[0]}[{col}]' if len(names) == 1 else f'#{col}')
       raise UserError(
-          f'{_describe(data_config)}: {split_name} row {row}, {what} {name!r} '
-          f'is {values[row, col]}; remove or impute NaN/Inf values first')
+          f'{where(row)}, {what} {name!r} is {values[row, col]}; remove or '
+          f'impute NaN/Inf values first')
 
 
 def _describe(data_config) -> str:
@@ -131,6 +135,9 @@ def _shaped_kind(shape: tuple, dtype: np.dtype) -> str | None:
   if len(shape) >= 2:
     return IMAGE if len(shape) == 3 else TENSOR
   return None
+
+
+_FILE_SOURCES = ('csv', 'npz')  # Split from one table by seeded rows.
 
 
 def _split_rows(n: int, data_config) -> tuple[np.ndarray, ...]:
@@ -203,6 +210,11 @@ def _table_splits(columns: dict, row_count: int, data_config,
                   origin: str) -> Splits:
   """One table split into train, validation and test by seeded rows."""
   whole, layout = _select(columns, row_count, data_config, origin)
+  # Checked before the rows are shuffled into splits, to name the file's.
+  _check_finite(whole, layout.names, data_config.label,
+                (lambda row: f'{origin}, row {row + 2}')  # Row 1: the header.
+                if data_config.source == 'csv' else
+                (lambda row: f'{origin}, index {row}'))
   parts = [Split(whole.features[rows], whole.labels[rows],
                  None if whole.groups is None else whole.groups[rows])
            for rows in _split_rows(row_count, data_config)]
