@@ -177,6 +177,20 @@ def test_checkpoint_that_does_not_fit_the_model_is_refused(tmp_path):
   assert _snapshot(model_dir) == before
 
 
+def test_harmless_changes_resume_without_asking(tmp_path):
+  """Epochs, loop and checkpoint settings and report keys change what is
+  run or reported, not what a step computes."""
+  model_dir = _interrupted_run(tmp_path)
+  result = run_cli(f'--model_dir={model_dir}', *RUN, '--strategy=cpu',
+                   '--config.train.epochs=7', '--config.train.steps_per_loop=20',
+                   '--config.report.fairness_min_ratio=0.5')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'resuming from the checkpoint at step' in result.stderr
+  written = json.loads((model_dir / 'config.json').read_text())
+  assert (written['train']['epochs'], written['train']['steps_per_loop'],
+          written['report']['fairness_min_ratio']) == (7, 20, 0.5)
+
+
 def test_harmless_and_allowed_changes_resume(tmp_path):
   model_dir = _interrupted_run(tmp_path)
   result = run_cli(f'--model_dir={model_dir}', *RUN,

@@ -206,6 +206,8 @@ BAD_INPUTS = {
         'model.output_activation: Could not interpret activation'),
     'negative seed': (lambda t, c: ['--config.train.seed=-1'],
                       'train.seed=-1 is invalid'),
+    'model_dir is a file': (lambda t, c: [f'--model_dir={c}'],
+                            'is a file; give a directory'),
     'multi_worker without TF_CONFIG': (lambda t, c: ['--strategy=multi_worker'],
                                        'needs TF_CONFIG'),
 }
@@ -224,6 +226,41 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
   assert fragment in result.last_line
   assert 'Traceback' not in result.stderr
   assert not model_dir.exists()
+
+
+@pytest.mark.parametrize('loss, units, label', [
+    ('binary_crossentropy', 1, lambda a, b: (a + b > 0).astype(int)),
+    ('sparse_categorical_crossentropy', 3,
+     lambda a, b: np.digitize(a - b, [-0.7, 0.7])),
+])
+def test_table_classification_end_to_end(tmp_path, loss, units, label):
+  rng = np.random.default_rng(3)
+  a, b = rng.normal(size=400), rng.normal(size=400)
+  y = label(a, b)
+  path = tmp_path / 'classes.csv'
+  path.write_text('a,b,side,y\n' + ''.join(
+      f'{x1:.5f},{x2:.5f},{"LR"[i % 2]},{t}\n'
+      for i, (x1, x2, t) in enumerate(zip(a, b, y))))
+  model_dir = tmp_path / 'run'
+  result = run_cli(f'--model_dir={model_dir}', '--config.data.source=csv',
+                   f'--config.data.path={path}', "--config.data.features=()",
+                   '--config.data.label=y', '--config.data.group=side',
+                   f'--config.loss={loss}', f'--config.model.output_units={units}',
+                   '--config.train.epochs=30')
+  assert result.returncode == 0, result.stderr[-3000:]
+  metrics = json.loads((model_dir / 'metrics.json').read_text())
+  assert metrics['accuracy'] >= 0.9
+  assert set(metrics) == ({'loss', 'accuracy', 'auc'} if units == 1
+                          else {'loss', 'accuracy'})
+  report = json.loads((model_dir / 'report' / 'report.json').read_text())
+  assert sorted(report['fairness']['by_group']) == ['L', 'R']
+  assert report['attributions']['output'].startswith(
+      'output 0' if units == 1 else 'predicted class')
+  assert {r['feature'] for r in report['attributions']['ranking']} == {'a', 'b'}
+  with open(model_dir / 'report' / 'predictions.csv') as f:
+    header = f.readline().strip().split(',')
+  assert header[-units:] == (['prediction'] if units == 1 else
+                             [f'prediction_{i}' for i in range(3)])
 
 
 def test_existing_run_is_left_untouched(tmp_path):
