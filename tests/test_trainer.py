@@ -31,9 +31,9 @@ def _run_blocks(loop, dataset_fn):
   strategy = tf.distribute.get_strategy()
   iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
   calls = [loop.run(iterator) for _ in range(4)]
-  assert [len(losses) for losses, _ in calls] == [7, 3, 7, 3]
-  assert all(waited >= 0 for _, waited in calls)
-  return np.concatenate([losses for losses, _ in calls])
+  assert [len(call.losses) for call in calls] == [7, 3, 7, 3]
+  assert all(call.waited_s >= 0 and call.weights_finite for call in calls)
+  return np.concatenate([call.losses for call in calls])
 
 
 def _own_loop_losses(jit_compile):
@@ -96,3 +96,18 @@ def test_mixed_precision_computes_in_half_and_tracks_float32():
       keras.mixed_precision.set_global_policy('float32')
     assert not np.allclose(losses, reference, rtol=1e-6, atol=0)
     np.testing.assert_allclose(losses, reference, rtol=0.05)
+
+
+@pytest.mark.parametrize('jit_compile', [True, False])
+def test_a_block_reports_non_finite_weights(jit_compile):
+  """Checked on the device in the same call: one scalar comes back."""
+  c, model, dataset_fn = _setup(steps_per_block=7)
+  loop = trainer.StepLoop(model, models.optimizer(c.optimizer), c.loss,
+                          tf.distribute.get_strategy(), global_batch_size=32,
+                          jit_compile=jit_compile)
+  iterator = iter(tf.distribute.get_strategy(
+  ).distribute_datasets_from_function(dataset_fn))
+  assert loop.run(iterator).weights_finite
+  kernel = model.get_layer('output').kernel
+  kernel.assign(np.full(kernel.shape, np.inf, np.float32))
+  assert not loop.run(iterator).weights_finite

@@ -152,7 +152,7 @@ def _measure(case_name: str, setting: dict, device: str, mixed_precision: str,
     iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
     for _ in range(units + 1):
       start = time.perf_counter()
-      _, waited = loop.run(iterator)
+      waited = loop.run(iterator).waited_s
       unit_seconds.append(time.perf_counter() - start)
       stall.append(100.0 * waited / unit_seconds[-1])
   else:

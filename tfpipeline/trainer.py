@@ -11,6 +11,7 @@ BUILD_NOTES.md), this is what lets it beat `model.fit`, which under
 tf.distribute runs without XLA and one step per call.
 """
 
+import dataclasses
 import math
 import time
 
@@ -26,6 +27,21 @@ from tfpipeline import models
 from tfpipeline.data import pipeline
 from tfpipeline.evaluation import Evaluator
 from tfpipeline.run_log import RunLog
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+  """One device call's outcome.
+
+  Attributes:
+    losses: the loss of each step.
+    weights_finite: no trainable weight is NaN or Inf after the block.
+    waited_s: seconds blocked on the input iterator (timed on the host:
+      `tf.timestamp` is refused under op determinism).
+  """
+  losses: np.ndarray
+  weights_finite: bool
+  waited_s: float
+
 
 class StepLoop:
   """Compiled training steps of one model under one strategy.
@@ -101,36 +117,52 @@ class StepLoop:
     return losses
 
   def _call(self, features, labels):
-    """Runs every step of one block; the loss of each step."""
+    """Runs every step of one block: the loss of each step, and whether the
+    weights are all finite after it (one scalar, computed on the device)."""
     if self._fused:
-      losses = self._strategy.run(self._replica_block, (features, labels))
-      return self._strategy.experimental_local_results(losses)[0]
+      losses = self._strategy.experimental_local_results(
+          self._strategy.run(self._replica_block, (features, labels)))[0]
+    else:
+      losses = self._replicated_block(features, labels)
+    finite = tf.reduce_all(tf.stack([
+        tf.reduce_all(tf.math.is_finite(v))
+        for v in self._model.trainable_variables]))
+    return losses, finite
+
+  def _replicated_block(self, features, labels):
+    """Each step a `strategy.run`; the losses summed across replicas once
+    per block: per step only over this worker's replicas (no collective),
+    then one all-reduce of the block's vector across workers."""
     local = self._strategy.experimental_local_results(features)
+    num_local = len(local)
     num_steps = tf.shape(local[0])[0]
     losses = tf.TensorArray(tf.float32, size=num_steps)
     for i in tf.range(num_steps):
       per_replica = self._strategy.run(
           lambda x, y: self._replica_step(x[i], y[i]), (features, labels))
-      losses = losses.write(i, self._strategy.reduce(
-          tf.distribute.ReduceOp.SUM, per_replica, axis=None))
-    return losses.stack()
+      losses = losses.write(i, tf.add_n(
+          self._strategy.experimental_local_results(per_replica)))
+    worker_sums = losses.stack()
+    # This worker's sums on its first replica, zeros on the others.
+    per_replica = self._strategy.experimental_distribute_values_from_function(
+        lambda context: worker_sums
+        if context.replica_id_in_sync_group % num_local == 0
+        else tf.zeros_like(worker_sums))
+    return self._strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica,
+                                 axis=None)
 
-  def run(self, iterator) -> tuple[np.ndarray, float]:
+  def run(self, iterator) -> Block:
     """Reads the next block and runs its steps on the device.
 
     Args:
       iterator: over `strategy.distribute_datasets_from_function` of a
         `pipeline.training_dataset_fn(..., steps_per_block=k)`.
-
-    Returns:
-      The loss of each step, and the seconds spent blocked on the input
-      iterator (timed on the host: `tf.timestamp` is refused under op
-      determinism).
     """
     start = time.perf_counter()
     features, labels = self._next(iterator)
     waited = time.perf_counter() - start
-    return self._loop(features, labels).numpy(), waited
+    losses, finite = self._loop(features, labels)
+    return Block(losses.numpy(), bool(finite), waited)
 
 
 def train(model: keras.Model, optimizer, inputs: pipeline.Inputs, config,
@@ -173,10 +205,11 @@ def train(model: keras.Model, optimizer, inputs: pipeline.Inputs, config,
   with checkpointing.preemption_watch(strategy, checkpoints) as watch:
     while step < total_steps:
       start = time.perf_counter()
-      losses, waited = loop.run(iterator)
+      block = loop.run(iterator)
+      losses, waited = block.losses, block.waited_s
       seconds = time.perf_counter() - start
       finite = np.isfinite(losses)
-      if not (finite.all() and _finite_weights(model)):
+      if not (finite.all() and block.weights_finite):
         bad = step + (int(np.argmin(finite)) + 1 if not finite.all()
                       else len(losses))
         if (train_config.nan_policy != 'rollback' or rollbacks == 3 or
