@@ -65,9 +65,15 @@ def test_blocks_hold_consecutive_steps_and_end_with_the_epoch():
       tf.distribute.InputContext()), 9)
   blocks = _batches(pipeline.training_dataset_fn(
       split, 32, seed=5, steps_per_block=2)(tf.distribute.InputContext()), 6)
-  assert [len(x) for x, _ in blocks] == [2, 1, 2, 1, 2, 1]
-  np.testing.assert_array_equal(np.concatenate([x for x, _ in blocks]),
-                                np.stack([x for x, _ in steps]))
+  # One shape for every block: an epoch's last is padded, its steps say so.
+  assert [x.shape for x, _, _ in blocks] == [(2, 32, 2)] * 6
+  assert [int(n) for _, _, n in blocks] == [2, 1, 2, 1, 2, 1]
+  np.testing.assert_array_equal(
+      np.concatenate([x[:n] for x, _, n in blocks]),
+      np.stack([x for x, _ in steps]))
+  for first, last in zip(blocks[0::2], blocks[1::2]):
+    # The padding repeats the epoch's first step: rows read, not trained.
+    np.testing.assert_array_equal(last[0][1], first[0][0])
 
 
 def test_blocks_per_replica_hold_that_replicas_slice_of_each_step():
@@ -99,6 +105,7 @@ def test_starting_mid_epoch_continues_at_the_exact_next_batch():
   blocks = _batches(pipeline.training_dataset_fn(
       split, 32, seed=5, steps_per_block=2, start_step=4)(
           tf.distribute.InputContext()), 3)
-  assert [len(x) for x, _ in blocks] == [2, 2, 1]
-  np.testing.assert_array_equal(np.concatenate([x for x, _ in blocks]),
-                                np.stack([x for x, _ in steps[4:9]]))
+  assert [int(n) for _, _, n in blocks] == [2, 2, 1]
+  np.testing.assert_array_equal(
+      np.concatenate([x[:n] for x, _, n in blocks]),
+      np.stack([x for x, _ in steps[4:9]]))

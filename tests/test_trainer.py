@@ -111,3 +111,24 @@ def test_a_block_reports_non_finite_weights(jit_compile):
   kernel = model.get_layer('output').kernel
   kernel.assign(np.full(kernel.shape, np.inf, np.float32))
   assert not loop.run(iterator).weights_finite
+
+
+@pytest.mark.parametrize('jit_compile', [True, False])
+def test_one_trace_serves_epoch_ends_and_restarts(jit_compile):
+  """Blocks of 7 over 10-step epochs (7 real steps, then 3 and 4 padding),
+  then a restart mid-epoch: one shape, so one trace (one XLA program)."""
+  c, model, dataset_fn = _setup(steps_per_block=7)
+  strategy = tf.distribute.get_strategy()
+  loop = trainer.StepLoop(model, models.optimizer(c.optimizer), c.loss,
+                          strategy, global_batch_size=32,
+                          jit_compile=jit_compile)
+  _run_blocks(loop, dataset_fn)
+  restarted = pipeline.training_dataset_fn(
+      sources.load(c.data, loss=c.loss).train, 32, seed=0, steps_per_block=7,
+      start_step=15)
+  iterator = iter(strategy.distribute_datasets_from_function(restarted))
+  assert [len(loop.run(iterator).losses) for _ in range(3)] == [5, 7, 3]
+  assert loop._loop.experimental_get_tracing_count() == 1
+  assert loop._next.experimental_get_tracing_count() == 1
+  if jit_compile:
+    assert loop._replica_block.experimental_get_tracing_count() == 1

@@ -182,7 +182,7 @@ def measure_input(setting: dict, units: int) -> dict:
   for _ in range(units + 1):
     start = time.perf_counter()
     for _ in range(elements):
-      features, _ = next(iterator)
+      features = next(iterator)[0]
     tf.debugging.assert_type(features, tf.uint8)
     seconds.append(time.perf_counter() - start)
   images = elements * per_element * BATCH

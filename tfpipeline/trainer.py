@@ -48,9 +48,10 @@ class StepLoop:
 
   Each call reads one block of k batches from the iterator (one input read
   per device call, in its own small function so the wait is timed) and runs
-  k steps. With one replica and XLA, the whole
-  block (forward, backward and optimizer for every step) is one XLA
-  computation. With several replicas, each step is a `strategy.run` with XLA
+  its real steps (k, fewer in a padded block at an epoch's end): every block
+  has one shape, so the loop is traced and compiled once. With one replica
+  and XLA, the whole block (forward, backward and optimizer for every step)
+  is one XLA computation. With several replicas, each step is a `strategy.run` with XLA
   on the forward and backward pass and the optimizer, whose gradient
   all-reduce runs across devices, applied outside XLA. With `dp`, the
   gradients are DP-SGD's (clipped per example, noised; see `dp_sgd`).
@@ -105,10 +106,10 @@ class StepLoop:
         zip(gradients, self._model.trainable_variables))
     return loss
 
-  def _steps_of_block(self, features, labels):
-    """Every step of one replica's block; the loss of each step."""
-    num_steps = tf.shape(features)[0]
-    losses = tf.zeros([num_steps])
+  def _steps_of_block(self, features, labels, num_steps):
+    """The first `num_steps` steps of one replica's block (the rest is
+    padding); the loss of each step, zeros for the padding."""
+    losses = tf.zeros([tf.shape(features)[0]])
     for i in tf.range(num_steps):
       loss, gradients = self._replica_gradients(features[i], labels[i])
       self._optimizer.apply_gradients(
@@ -116,26 +117,26 @@ class StepLoop:
       losses = tf.tensor_scatter_nd_update(losses, [[i]], [loss])
     return losses
 
-  def _call(self, features, labels):
-    """Runs every step of one block: the loss of each step, and whether the
-    weights are all finite after it (one scalar, computed on the device)."""
+  def _call(self, features, labels, steps):
+    """Runs the real steps of one block: the loss of each (padded to the
+    block's length), how many there were, and whether the weights are all
+    finite after them (one scalar, computed on the device)."""
+    num_steps = self._strategy.experimental_local_results(steps)[0]
     if self._fused:
-      losses = self._strategy.experimental_local_results(
-          self._strategy.run(self._replica_block, (features, labels)))[0]
+      losses = self._strategy.experimental_local_results(self._strategy.run(
+          self._replica_block, (features, labels, steps)))[0]
     else:
-      losses = self._replicated_block(features, labels)
+      losses = self._replicated_block(features, labels, num_steps)
     finite = tf.reduce_all(tf.stack([
         tf.reduce_all(tf.math.is_finite(v))
         for v in self._model.trainable_variables]))
-    return losses, finite
+    return losses, num_steps, finite
 
-  def _replicated_block(self, features, labels):
+  def _replicated_block(self, features, labels, num_steps):
     """Each step a `strategy.run`; the losses summed across replicas once
     per block: per step only over this worker's replicas (no collective),
     then one all-reduce of the block's vector across workers."""
-    local = self._strategy.experimental_local_results(features)
-    num_local = len(local)
-    num_steps = tf.shape(local[0])[0]
+    num_local = len(self._strategy.experimental_local_results(features))
     losses = tf.TensorArray(tf.float32, size=num_steps)
     for i in tf.range(num_steps):
       per_replica = self._strategy.run(
@@ -159,10 +160,10 @@ class StepLoop:
         `pipeline.training_dataset_fn(..., steps_per_block=k)`.
     """
     start = time.perf_counter()
-    features, labels = self._next(iterator)
+    features, labels, steps = self._next(iterator)
     waited = time.perf_counter() - start
-    losses, finite = self._loop(features, labels)
-    return Block(losses.numpy(), bool(finite), waited)
+    losses, num_steps, finite = self._loop(features, labels, steps)
+    return Block(losses.numpy()[:int(num_steps)], bool(finite), waited)
 
 
 def train(model: keras.Model, optimizer, inputs: pipeline.Inputs, config,

@@ -122,46 +122,51 @@ def global_batch_indices(num_rows: int, global_batch_size: int, seed: int,
                          augment_params: bool = False) -> tf.data.Dataset:
   """Row indices of every global batch from `start_step` on, endlessly.
 
-  Elements are (global_batch_size,) index vectors, or with `steps_per_block`
-  (k, global_batch_size) blocks of k consecutive steps that never straddle
-  an epoch (an epoch's last block may be shorter). Starting at step s costs
-  nothing: step s's batch depends only on (seed, s). With `augment_params`,
-  elements are (rows, params): each row's AUGMENT_PARAMS uniform numbers,
-  drawn from (seed, epoch, row).
+  Elements are tuples: `(rows,)`, with `augment_params` `(rows, params)`:
+  (global_batch_size,) row indices and each row's AUGMENT_PARAMS uniform
+  numbers, drawn from (seed, epoch, row). With `steps_per_block` k, each
+  element holds k consecutive steps, (k, global_batch_size, ...), and ends
+  with `steps`, how many of them are real. Blocks never straddle an epoch;
+  an epoch's last block is padded to k with copies of the epoch's first
+  (remaining) step, so that every block has one shape and the compiled loop
+  one program. Starting at step s costs nothing: step s's
+  batch depends only on (seed, s).
   """
   steps_per_epoch = num_rows // global_batch_size
   used = steps_per_epoch * global_batch_size
   first_epoch, first_offset = divmod(start_step, steps_per_epoch)
 
   def blocks_of(batches, first):
-    """(steps, ...) -> this epoch's elements from step `first` on."""
-    batches = batches[first:]
+    """(steps, ...) tensors -> this epoch's elements from step `first` on."""
+    batches = tuple(b[first:] for b in batches)
     if not steps_per_block:
       return tf.data.Dataset.from_tensor_slices(batches)
     # Blocks cut by reshaping, not by batching step elements one by one.
-    full = tf.shape(batches)[0] // steps_per_block * steps_per_block
-    tail = tf.shape(batches)[1:]
-    blocks = tf.data.Dataset.from_tensor_slices(tf.reshape(
-        batches[:full], tf.concat([[-1, steps_per_block], tail], 0)))
-    rest = tf.data.Dataset.from_tensors(batches[full:]).filter(
-        lambda rows: tf.shape(rows)[0] > 0)
-    return blocks.concatenate(rest)
+    count = tf.shape(batches[0])[0]
+    blocks = (count + steps_per_block - 1) // steps_per_block
+
+    def padded(tensor):
+      filler = tf.repeat(tensor[:1], blocks * steps_per_block - count, axis=0)
+      return tf.reshape(tf.concat([tensor, filler], 0), tf.concat(
+          [[blocks, steps_per_block], tf.shape(tensor)[1:]], 0))
+
+    steps = tf.minimum(steps_per_block,
+                       count - tf.range(blocks) * steps_per_block)
+    return tf.data.Dataset.from_tensor_slices(
+        (*(padded(b) for b in batches), steps))
 
   def epoch_batches(epoch):
     epoch_seed = tf.stack([tf.constant(seed, tf.int64), epoch])
     order = tf.random.experimental.stateless_shuffle(
         tf.range(num_rows, dtype=tf.int64), seed=epoch_seed)
-    batches = tf.reshape(order[:used], [steps_per_epoch, global_batch_size])
-    first = tf.where(epoch == first_epoch, first_offset, 0)
-    rows = blocks_of(batches, first)
-    if not augment_params:
-      return rows
-    params = tf.random.stateless_uniform(
-        [num_rows, preprocess.AUGMENT_PARAMS],
-        seed=tf.random.experimental.stateless_fold_in(epoch_seed, 1))
-    params = tf.reshape(tf.gather(params, order[:used]),
-                        [steps_per_epoch, global_batch_size, -1])
-    return tf.data.Dataset.zip(rows, blocks_of(params, first))
+    batches = (tf.reshape(order[:used], [steps_per_epoch, global_batch_size]),)
+    if augment_params:
+      params = tf.random.stateless_uniform(
+          [num_rows, preprocess.AUGMENT_PARAMS],
+          seed=tf.random.experimental.stateless_fold_in(epoch_seed, 1))
+      batches += (tf.reshape(tf.gather(params, order[:used]),
+                             [steps_per_epoch, global_batch_size, -1]),)
+    return blocks_of(batches, tf.where(epoch == first_epoch, first_offset, 0))
 
   return tf.data.Dataset.counter(start=first_epoch).flat_map(epoch_batches)
 
@@ -188,12 +193,14 @@ def training_dataset_fn(examples_or_split, global_batch_size: int, *,
     seed: the shuffling and augmentation seed; the order repeats exactly.
     steps_per_block: None for one batch per element (Keras fit); k for
       blocks of k steps' batches, (k, per_replica_batch, ...), so that a
-      device call of k steps reads its input once.
+      device call of k steps reads its input once. Every block has k steps;
+      the last of an epoch is padded (see `global_batch_indices`).
     start_step: the first step's batch (resuming mid-epoch).
 
   Returns:
     A function of an InputContext giving per-replica (features, labels)
-    elements, as `strategy.distribute_datasets_from_function` expects.
+    elements, or with `steps_per_block` (features, labels, steps), as
+    `strategy.distribute_datasets_from_function` expects.
   """
   examples = _as_examples(examples_or_split)
   augmenting = bool(examples.augment)
@@ -220,16 +227,22 @@ def training_dataset_fn(examples_or_split, global_batch_size: int, *,
           [[local_replicas, per_replica], tf.shape(tensor)[1:]], 0))
 
     def local_slices(*element):
-      return tuple(local(tensor) for tensor in element)
+      if not steps_per_block:
+        return tuple(local(tensor) for tensor in element)
+      *tensors, steps = element
+      return (*(local(tensor) for tensor in tensors),
+              tf.fill([local_replicas], steps))
 
-    def read(rows, params=None):
+    def read(*element):
+      rows = element[0]
       flat, unflatten = _read_shaped(examples, rows)
       features = examples.model_inputs(flat['features'])
       if augmenting:
         features = preprocess.augment(
-            features, tf.reshape(params, [-1, preprocess.AUGMENT_PARAMS]),
+            features, tf.reshape(element[1], [-1, preprocess.AUGMENT_PARAMS]),
             examples.augment, examples.crop_padding)
-      return unflatten(features), unflatten(flat['labels'])
+      batch = (unflatten(features), unflatten(flat['labels']))
+      return batch + ((element[-1],) if steps_per_block else ())
 
     indices = indices.map(local_slices).unbatch()
     dataset = indices.map(read, num_parallel_calls=tf.data.AUTOTUNE,
