@@ -22,9 +22,23 @@ def _weights(model_dir):
 def _assert_same_training(model_dir, reference_dir):
   assert_weights_close(_weights(model_dir), _weights(reference_dir),
                        atol=1e-5)
-  losses = [r['loss'] for r in read_jsonl(model_dir / 'metrics.jsonl')]
-  reference = [r['loss'] for r in read_jsonl(reference_dir / 'metrics.jsonl')]
-  np.testing.assert_allclose(losses, reference, rtol=1e-5)
+  for key in ('loss', 'val_loss'):  # Validation: under the strategy too.
+    losses = [r[key] for r in read_jsonl(model_dir / 'metrics.jsonl')
+              if key in r]
+    reference = [r[key] for r in read_jsonl(reference_dir / 'metrics.jsonl')
+                 if key in r]
+    assert len(losses) == len(reference) > 0
+    np.testing.assert_allclose(losses, reference, rtol=1e-5)
+  # Test predictions (spread over the replicas), in the split's order, and
+  # the report's attributions.
+  tables = [np.loadtxt(d / 'report' / 'predictions.csv', delimiter=',',
+                       skiprows=1, usecols=(0, 1, -1))
+            for d in (model_dir, reference_dir)]
+  np.testing.assert_array_equal(tables[0][:, :2], tables[1][:, :2])
+  np.testing.assert_allclose(tables[0][:, 2], tables[1][:, 2], rtol=1e-5)
+  attributions = [json.loads((d / 'report' / 'report.json').read_text())[
+      'attributions']['per_example'] for d in (model_dir, reference_dir)]
+  np.testing.assert_allclose(*attributions, rtol=1e-4, atol=1e-6)
 
 
 @pytest.fixture(scope='module')

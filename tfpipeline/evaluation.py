@@ -31,31 +31,59 @@ class Evaluator:
 
   Predictions run in a compiled function (XLA when `jit_compile`) over the
   model's current weights, batch by batch as the split is read; metrics are
-  Keras metrics over all predictions.
+  Keras metrics over all predictions. Under a strategy with several
+  replicas, each batch is spread over this worker's replicas with
+  `strategy.run` (on a TPU: its cores, not the host).
   """
 
   def __init__(self, model: keras.Model, loss: str, *, batch_size: int,
-               jit_compile: bool):
+               jit_compile: bool, strategy: tf.distribute.Strategy | None = None):
     self._loss_fn = models.loss_fn(loss)
     self._metrics = models.metrics(loss, model.output_shape[-1])
     self._batch_size = batch_size
     self._predict = tf.function(lambda x: model(x, training=False),
                                 jit_compile=jit_compile, reduce_retracing=True)
+    self._strategy = strategy
+    if strategy is not None and strategy.num_replicas_in_sync > 1:
+      self._replicated = tf.function(lambda x: strategy.run(
+          lambda x: model(x, training=False), (x,)))
 
   def run(self, examples) -> Evaluation:
     """The model's predictions on `examples` (pipeline.Examples or Split)."""
-    parts = {'predictions': [], 'labels': [], 'groups': [], 'index': []}
-    for batch in pipeline.evaluation_dataset(examples, self._batch_size):
-      parts['predictions'].append(self._predict(batch['features']).numpy())
-      for key in ('labels', 'groups', 'index'):
+    parts = {'predictions': [], 'labels': [], 'groups': [], 'index': [],
+             'valid': []}
+    for batch, predictions in self._batches(examples):
+      parts['predictions'] += predictions
+      for key in ('labels', 'groups', 'index', 'valid'):
         if key in batch:
-          parts[key].append(batch[key].numpy())
-    arrays = {key: np.concatenate(values) if values else None
-              for key, values in parts.items()}
+          parts[key] += batch[key]
+    arrays = {key: np.concatenate([v.numpy() for v in values])
+              if values else None for key, values in parts.items()}
+    valid = arrays.pop('valid')
+    if valid is not None:  # Drop the padding of the last batch.
+      arrays = {key: None if value is None else value[valid]
+                for key, value in arrays.items()}
     if arrays['groups'] is not None and arrays['groups'].dtype == object:
       arrays['groups'] = np.char.decode(arrays['groups'].astype(bytes))
     arrays['predictions'] = arrays['predictions'].astype(np.float32)
     return Evaluation(**arrays)
+
+  def _batches(self, examples):
+    """(batch, predictions) pairs, each a dict of lists of tensors in row
+    order: one batch, or this worker's replicas' parts of one."""
+    if not hasattr(self, '_replicated'):
+      for batch in pipeline.evaluation_dataset(examples, self._batch_size):
+        yield ({key: [value] for key, value in batch.items()},
+               [self._predict(batch['features'])])
+      return
+    local = self._strategy.experimental_local_results
+    replicas = len(self._strategy.extended.worker_devices)
+    dataset = self._strategy.distribute_datasets_from_function(
+        pipeline.evaluation_dataset_fn(examples,
+                                       -(-self._batch_size // replicas)))
+    for batch in dataset:
+      yield ({key: list(local(value)) for key, value in batch.items()},
+             list(local(self._replicated(batch['features']))))
 
   def evaluate(self, examples) -> dict[str, float]:
     """{'loss': ..., metric: ...} as Python floats."""

@@ -185,7 +185,7 @@ def _train_and_export(config, model_dir: pathlib.Path, strategy, splits,
   # One evaluator (one compiled predict function) for validation and test.
   evaluator = Evaluator(
       model, config.loss, batch_size=max(config.train.global_batch_size, 256),
-      jit_compile=config.train.jit_compile)
+      jit_compile=config.train.jit_compile, strategy=strategy)
   run_log = RunLog(model_dir, config.train.epochs, start_step=start_step)
   train_start = time.perf_counter()
   try:

@@ -206,11 +206,11 @@ def train(model: keras.Model, optimizer, inputs: pipeline.Inputs, config,
   with checkpointing.preemption_watch(strategy, checkpoints) as watch:
     while step < total_steps:
       start = time.perf_counter()
-      block = loop.run(iterator)
-      losses, waited = block.losses, block.waited_s
+      outcome = loop.run(iterator)
+      losses, waited = outcome.losses, outcome.waited_s
       seconds = time.perf_counter() - start
       finite = np.isfinite(losses)
-      if not (finite.all() and block.weights_finite):
+      if not (finite.all() and outcome.weights_finite):
         bad = step + (int(np.argmin(finite)) + 1 if not finite.all()
                       else len(losses))
         if (train_config.nan_policy != 'rollback' or rollbacks == 3 or

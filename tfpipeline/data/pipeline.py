@@ -272,6 +272,44 @@ def evaluation_dataset(examples_or_split, batch_size: int) -> tf.data.Dataset:
                       tf.data.AUTOTUNE)
 
 
+def evaluation_dataset_fn(examples_or_split,
+                          per_replica_batch: int) -> DatasetFn:
+  """Every example of a split once, spread over this worker's replicas.
+
+  Each input pipeline reads every row: a worker evaluates the whole split
+  on its own replicas, so no collective is needed and every worker holds
+  every prediction. Consecutive elements go to the pipeline's replicas in
+  turn, so replica r of global batch b holds its rows r x per_replica_batch
+  onward. The last batch is padded with the split's last row; `valid` marks
+  the real ones. Elements are `evaluation_dataset`'s dicts plus 'valid'.
+  """
+  examples = _as_examples(examples_or_split)
+
+  def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+    local_replicas = (context.num_replicas_in_sync //
+                      context.num_input_pipelines)
+    batch = per_replica_batch * local_replicas
+    count = len(examples)
+    padded = -(-count // batch) * batch
+    positions = tf.range(padded, dtype=tf.int64)
+    rows = tf.reshape(tf.minimum(positions, count - 1),
+                      [-1, per_replica_batch])
+    valid = tf.reshape(positions < count, [-1, per_replica_batch])
+
+    def read(rows, valid):
+      element = examples.read(rows)
+      element['features'] = examples.model_inputs(element['features'])
+      element['index'], element['valid'] = rows, valid
+      return element
+
+    return tf.data.Dataset.from_tensor_slices((rows, valid)).map(
+        read, num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True).with_options(_options()).prefetch(
+            tf.data.AUTOTUNE)
+
+  return dataset_fn
+
+
 @dataclasses.dataclass(frozen=True)
 class Inputs:
   """A run's three splits as model inputs, and the model input's spec.

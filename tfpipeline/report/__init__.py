@@ -69,7 +69,7 @@ def write(model_dir: pathlib.Path, *, config, splits, inputs, model, strategy,
           group_name=splits.group_name, loss=config.loss,
           min_ratio=config.report.fairness_min_ratio),
       'attributions': _attributions(model, splits, inputs, config,
-                                    report_dir),
+                                    report_dir, strategy),
       'privacy': privacy.section(config.privacy, batch_size=batch,
                                  train_rows=len(train), steps=total_steps),
       'provenance': provenance.section(
@@ -108,7 +108,8 @@ def _summary(model) -> str:
   return 'Sequential: ' + ' -> '.join(parts)
 
 
-def _attributions(model, splits, inputs, config, report_dir) -> dict:
+def _attributions(model, splits, inputs, config, report_dir,
+                  strategy) -> dict:
   """The attributions section; an image report's example figure too."""
   from tfpipeline.data import pipeline  # pylint: disable=g-import-not-at-top
   batch = next(iter(pipeline.evaluation_dataset(
@@ -123,7 +124,7 @@ def _attributions(model, splits, inputs, config, report_dir) -> dict:
                   if table and not config.privacy.dp else None),
       feature_names=list(splits.feature_names),
       vocabulary=(inputs.vectorizer.get_vocabulary() if inputs.vectorizer
-                  else None))
+                  else None), strategy=strategy)
   if drawing:
     with artifacts.replacing(report_dir / render.EXAMPLES_PNG) as tmp:
       tmp.write_bytes(render.attribution_examples_png(**drawing))

@@ -38,7 +38,8 @@ SHADED_SENTENCES = 5
 
 def section(model, inputs: dict, *, kind: str, report_config,
             classification: bool, private: bool = False, train_mean=None,
-            feature_names=(), vocabulary=None) -> tuple[dict, dict | None]:
+            feature_names=(), vocabulary=None,
+            strategy=None) -> tuple[dict, dict | None]:
   """The `attributions` section, and what the image figure draws.
 
   Args:
@@ -53,6 +54,7 @@ def section(model, inputs: dict, *, kind: str, report_config,
     train_mean: a table's training mean per column (the 'mean' baseline).
     feature_names: a table's column names.
     vocabulary: a text model's tokens by id.
+    strategy: the model's; IG runs on its replicas.
 
   Returns:
     (section, drawing): drawing holds the images, signed maps and titles of
@@ -73,13 +75,14 @@ def section(model, inputs: dict, *, kind: str, report_config,
   steps = report_config.ig_steps
   if kind == sources.TABLE:
     return {**common, **_table(model, inputs['features'], feature_names,
-                               train_mean, baseline, steps,
-                               classification)}, None
+                               train_mean, baseline, steps, classification,
+                               strategy)}, None
   if kind == sources.IMAGE:
-    result, drawing = _image(model, inputs, baseline, steps, classification)
+    result, drawing = _image(model, inputs, baseline, steps, classification,
+                             strategy)
     return {**common, **result}, drawing
   return {**common, **_text(model, inputs['features'], vocabulary, steps,
-                            classification)}, None
+                            classification, strategy)}, None
 
 
 def _apply(layers, inputs, mask=None):
@@ -120,7 +123,7 @@ def _output_name(outputs: np.ndarray, classification: bool) -> str:
 
 
 def _table(model, features, feature_names, train_mean, baseline_kind, steps,
-           classification) -> dict:
+           classification, strategy) -> dict:
   features = np.asarray(features, np.float32)
   baseline = (np.asarray(train_mean, np.float32) if baseline_kind == 'mean'
               else np.zeros(features.shape[1], np.float32))
@@ -128,7 +131,7 @@ def _table(model, features, feature_names, train_mean, baseline_kind, steps,
   outputs = np.asarray(forward(features), np.float32)
   attributions, steps, error = ig.attribute(
       forward, features, baseline, _targets(outputs, classification),
-      steps=steps)
+      steps=steps, strategy=strategy)
   importance = np.abs(attributions).mean(axis=0)
   order = np.argsort(-importance, kind='stable')
   return {
@@ -165,7 +168,7 @@ def _pooled(image_map: np.ndarray) -> np.ndarray:
                          ).numpy()[..., 0]
 
 
-def _image(model, inputs, baseline_kind, steps, classification):
+def _image(model, inputs, baseline_kind, steps, classification, strategy):
   images = np.asarray(inputs['features'])
   pixels = images.astype(np.float32)
   # The layers after the input, so that float pixels reach them (the model
@@ -176,7 +179,7 @@ def _image(model, inputs, baseline_kind, steps, classification):
               else blurred(pixels))
   attributions, steps, error = ig.attribute(
       forward, pixels, baseline, _targets(outputs, classification),
-      steps=steps)
+      steps=steps, strategy=strategy)
   signed = attributions.sum(axis=-1)  # (n, H, W), toward the explained output
   magnitude = np.abs(attributions).sum(axis=-1)
   predicted, sign = _classes(outputs, classification)
@@ -210,7 +213,7 @@ def _image(model, inputs, baseline_kind, steps, classification):
   }, drawing
 
 
-def _text(model, tokens, vocabulary, steps, classification) -> dict:
+def _text(model, tokens, vocabulary, steps, classification, strategy) -> dict:
   import keras  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   first = model.layers[0]
@@ -232,7 +235,8 @@ def _text(model, tokens, vocabulary, steps, classification) -> dict:
   attributions, steps, error = ig.attribute(
       forward, embedded, padding, _targets(outputs, classification), tokens,
       steps=steps, context_specs=(tf.TensorSpec([None, tokens.shape[1]],
-                                                tf.int64),))
+                                                tf.int64),),
+      strategy=strategy)
   per_token = attributions.sum(axis=-1)  # (n, length)
   predicted, sign = _classes(outputs, classification)
   if predicted is None:

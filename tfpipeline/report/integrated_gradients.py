@@ -31,12 +31,18 @@ class IntegratedGradients:
     example_shape: one example's input shape.
     steps: trapezoid intervals along the path (steps + 1 gradients).
     context_specs: the `tf.TensorSpec`s of `context`, batch first.
+    strategy: with several replicas, each chunk of examples is spread over
+      this worker's replicas with `strategy.run` (on a TPU: its cores).
   """
 
   def __init__(self, forward, example_shape, steps: int = 50,
-               context_specs=()):
+               context_specs=(), strategy=None):
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     self._forward, self.steps = forward, steps
+    self._strategy = strategy
+    if strategy is not None and strategy.num_replicas_in_sync > 1:
+      self._replicated = tf.function(
+          lambda *args: strategy.run(self._chunk, args), autograph=False)
     self._example_shape = tuple(example_shape)
     size = int(np.prod(self._example_shape, dtype=np.int64))
     self._chunk_size = int(np.clip(_PATH_FLOATS // (size * (steps + 1)), 1,
@@ -76,11 +82,30 @@ class IntegratedGradients:
     if targets is None:
       targets = np.zeros(len(inputs), np.int32)
     targets = np.asarray(targets, np.int32)
+    arrays = (inputs, baseline, targets, *context)
+    if hasattr(self, '_replicated'):
+      return self._on_replicas(arrays)
     step = self._chunk_size
     return np.concatenate([
-        self._attribute(inputs[i:i + step], baseline[i:i + step],
-                        targets[i:i + step], *(c[i:i + step] for c in context)
-                        ).numpy() for i in range(0, len(inputs), step)])
+        self._attribute(*(a[i:i + step] for a in arrays)).numpy()
+        for i in range(0, len(inputs), step)])
+
+  def _on_replicas(self, arrays) -> np.ndarray:
+    """Chunks of one per replica, the last padded by repeating its last
+    example; the padding's attributions are dropped."""
+    strategy, step = self._strategy, self._chunk_size
+    replicas = len(strategy.extended.worker_devices)
+    count, results = len(arrays[0]), []
+    for start in range(0, count, step * replicas):
+      rows = np.minimum(np.arange(start, start + step * replicas), count - 1)
+      parts = [[a[rows[r * step:(r + 1) * step]] for r in range(replicas)]
+               for a in arrays]
+      per_replica = [strategy.experimental_distribute_values_from_function(
+          lambda context, part=part: part[
+              context.replica_id_in_sync_group % replicas]) for part in parts]
+      results += [r.numpy() for r in strategy.experimental_local_results(
+          self._replicated(*per_replica))]
+    return np.concatenate(results)[:count]
 
 
 def completeness_error(attributions: np.ndarray, output_at_inputs: np.ndarray,
@@ -92,8 +117,8 @@ def completeness_error(attributions: np.ndarray, output_at_inputs: np.ndarray,
 
 
 def attribute(forward, inputs: np.ndarray, baseline: np.ndarray,
-              targets: np.ndarray, *context, steps: int,
-              context_specs=()) -> tuple[np.ndarray, int, float]:
+              targets: np.ndarray, *context, steps: int, context_specs=(),
+              strategy=None) -> tuple[np.ndarray, int, float]:
   """Attributions whose completeness error is at most 5%, if doubling the
   steps up to 8x gets there; warns if not.
 
@@ -110,7 +135,7 @@ def attribute(forward, inputs: np.ndarray, baseline: np.ndarray,
   at_inputs, at_baseline = chosen(inputs), chosen(baseline)
   for doubling in range(_MAX_DOUBLINGS + 1):
     ig = IntegratedGradients(forward, inputs.shape[1:], steps << doubling,
-                             context_specs)
+                             context_specs, strategy)
     result = ig(inputs, baseline, targets, *context)
     error = completeness_error(result, at_inputs, at_baseline)
     if error <= COMPLETENESS_LIMIT:
