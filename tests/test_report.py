@@ -81,11 +81,15 @@ def test_predictions_csv_is_the_models_test_predictions(diabetes_run,
                            's3', 's4', 's5', 's6', 'progression', 'group:sex',
                            'prediction']
   assert [int(r['index']) for r in rows] == list(range(67))
+  # float32 values at float32 precision ('21.72'), reading back exactly.
+  assert all(len(r[c].replace('-', '').replace('.', '')) <= 9
+             for r in rows for c in ('age', 'bmi', 'progression', 'prediction'))
   np.testing.assert_array_equal(
-      [[float(r[c]) for c in list(rows[0])[1:11]] for r in rows],
-      test.features)
-  np.testing.assert_array_equal([float(r['progression']) for r in rows],
-                                test.labels[:, 0])
+      np.asarray([[r[c] for c in list(rows[0])[1:11]] for r in rows],
+                 np.float32), test.features)
+  np.testing.assert_array_equal(
+      np.asarray([r['progression'] for r in rows], np.float32),
+      test.labels[:, 0])
   model = tfpipeline.load_model(model_dir)
   np.testing.assert_allclose([float(r['prediction']) for r in rows],
                              model.predict(test.features, verbose=0)[:, 0],

@@ -154,8 +154,15 @@ def _predictions_csv(splits, test) -> str:
             else None)
   for i in range(count):
     writer.writerow(
-        [int(test.index[i])] + [repr(float(v)) for v in features[i]] +
-        [repr(v.item()) for v in labels[i]] +
+        [int(test.index[i])] + [_float32_text(v) for v in features[i]] +
+        [_float32_text(v) if np.issubdtype(v.dtype, np.floating) else
+         repr(v.item()) for v in labels[i]] +
         ([groups[i]] if groups is not None else []) +
-        [repr(float(v)) for v in predictions[i]])
+        [_float32_text(v) for v in predictions[i]])
   return buffer.getvalue()
+
+
+def _float32_text(value) -> str:
+  """The shortest text that reads back as the same float32: '21.72', not
+  float64's '21.719999313354492'."""
+  return str(np.float32(value))
