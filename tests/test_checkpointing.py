@@ -243,13 +243,18 @@ def test_checkpoint_write_failure_is_one_line_and_keeps_earlier_ones(
   assert all(after[name] == digest for name, digest in before.items())
 
 
+def _diverging(model_dir, learning_rate, *args):
+  """The seeds' model under SGD at a rate that makes the loss NaN."""
+  return run_cli('--config=seed_keras_mlp', f'--model_dir={model_dir}',
+                 '--config.optimizer.name=sgd',
+                 f'--config.optimizer.learning_rate={learning_rate}',
+                 '--config.train.epochs=20', *args)
+
+
 @pytest.mark.parametrize('engine', ['tfpipeline', 'keras_fit'])
 def test_nan_stops_with_the_step_and_writes_no_nan_weights(tmp_path, engine):
   model_dir = tmp_path / 'run'
-  result = run_cli('--config=seed_keras_mlp', f'--model_dir={model_dir}',
-                   '--config.optimizer.name=sgd',
-                   '--config.optimizer.learning_rate=3.0',
-                   '--config.train.epochs=20', f'--engine={engine}')
+  result = _diverging(model_dir, 3.0, f'--engine={engine}')
   assert result.returncode == 1
   assert 'NaN or Inf by step' in result.last_line
   assert 'Traceback' not in result.stderr
@@ -266,11 +271,7 @@ def test_nan_stops_with_the_step_and_writes_no_nan_weights(tmp_path, engine):
 
 def test_nan_rollback_halves_the_rate_and_finishes(tmp_path):
   model_dir = tmp_path / 'run'
-  result = run_cli('--config=seed_keras_mlp', f'--model_dir={model_dir}',
-                   '--config.optimizer.name=sgd',
-                   '--config.optimizer.learning_rate=3.0',
-                   '--config.train.epochs=20',
-                   '--config.train.nan_policy=rollback')
+  result = _diverging(model_dir, 3.0, '--config.train.nan_policy=rollback')
   assert result.returncode == 0, result.stderr[-3000:]
   events = [r for r in read_jsonl(model_dir / 'metrics.jsonl')
             if r.get('event') == 'rollback']
@@ -299,11 +300,7 @@ def _assert_one_value_per_step(directory, last):
 
 def test_nan_rollback_gives_up_after_three(tmp_path):
   model_dir = tmp_path / 'run'
-  result = run_cli('--config=seed_keras_mlp', f'--model_dir={model_dir}',
-                   '--config.optimizer.name=sgd',
-                   '--config.optimizer.learning_rate=1e6',
-                   '--config.train.epochs=20',
-                   '--config.train.nan_policy=rollback')
+  result = _diverging(model_dir, 1e6, '--config.train.nan_policy=rollback')
   assert result.returncode == 1
   assert 'NaN or Inf by step' in result.last_line
   events = [r for r in read_jsonl(model_dir / 'metrics.jsonl')

@@ -44,6 +44,7 @@ class Evaluator:
     self._predict = tf.function(lambda x: model(x, training=False),
                                 jit_compile=jit_compile, reduce_retracing=True)
     self._strategy = strategy
+    self._replicated = None
     if strategy is not None and strategy.num_replicas_in_sync > 1:
       self._replicated = tf.function(lambda x: strategy.run(
           lambda x: model(x, training=False), (x,)))
@@ -71,7 +72,7 @@ class Evaluator:
   def _batches(self, examples):
     """(batch, predictions) pairs, each a dict of lists of tensors in row
     order: one batch, or this worker's replicas' parts of one."""
-    if not hasattr(self, '_replicated'):
+    if self._replicated is None:
       for batch in pipeline.evaluation_dataset(examples, self._batch_size):
         yield ({key: [value] for key, value in batch.items()},
                [self._predict(batch['features'])])

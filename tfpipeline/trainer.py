@@ -51,10 +51,11 @@ class StepLoop:
   its real steps (k, fewer in a padded block at an epoch's end): every block
   has one shape, so the loop is traced and compiled once. With one replica
   and XLA, the whole block (forward, backward and optimizer for every step)
-  is one XLA computation. With several replicas, each step is a `strategy.run` with XLA
-  on the forward and backward pass and the optimizer, whose gradient
-  all-reduce runs across devices, applied outside XLA. With `dp`, the
-  gradients are DP-SGD's (clipped per example, noised; see `dp_sgd`).
+  is one XLA computation. With several replicas, each step is a
+  `strategy.run` with XLA on the forward and backward pass and the
+  optimizer, whose gradient all-reduce runs across devices, applied outside
+  XLA. With `dp`, the gradients are DP-SGD's (clipped per example, noised;
+  see `dp_sgd`).
   """
 
   def __init__(self, model: keras.Model, optimizer, loss: str,
@@ -127,10 +128,7 @@ class StepLoop:
           self._replica_block, (features, labels, steps)))[0]
     else:
       losses = self._replicated_block(features, labels, num_steps)
-    finite = tf.reduce_all(tf.stack([
-        tf.reduce_all(tf.math.is_finite(v))
-        for v in self._model.trainable_variables]))
-    return losses, num_steps, finite
+    return losses, num_steps, _finite_weights(self._model)
 
   def _replicated_block(self, features, labels, num_steps):
     """Each step a `strategy.run`; the losses summed across replicas once
@@ -215,10 +213,7 @@ def train(model: keras.Model, optimizer, inputs: pipeline.Inputs, config,
                       else len(losses))
         if (train_config.nan_policy != 'rollback' or rollbacks == 3 or
             not checkpoints.manager.checkpoints):
-          raise FloatingPointError(
-              f'loss or weights became NaN or Inf by step {bad}; lower '
-              f'optimizer.learning_rate or check the data (no checkpoint '
-              f'was written from these weights)')
+          raise _non_finite(bad)
         rollbacks += 1
         # The rate before restoring: the checkpoint holds an older one.
         rate = float(optimizer.learning_rate) / 2
@@ -247,9 +242,17 @@ def train(model: keras.Model, optimizer, inputs: pipeline.Inputs, config,
       watch.check(checkpoints.save, step)
 
 
-def _finite_weights(model: keras.Model) -> bool:
-  return all(bool(tf.reduce_all(tf.math.is_finite(v)))
-             for v in model.trainable_variables)
+def _finite_weights(model: keras.Model) -> tf.Tensor:
+  """A boolean scalar: no trainable weight is NaN or Inf."""
+  return tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(v))
+                                 for v in model.trainable_variables]))
+
+
+def _non_finite(step: int) -> FloatingPointError:
+  return FloatingPointError(
+      f'loss or weights became NaN or Inf by step {step}; lower '
+      f'optimizer.learning_rate or check the data (no checkpoint was '
+      f'written from these weights)')
 
 
 def _validation(evaluator: Evaluator,
@@ -339,20 +342,14 @@ class _FitLog(keras.callbacks.Callback):
   def on_train_batch_end(self, batch, logs=None):
     # Once per device call (steps_per_execution batches).
     if not math.isfinite(float(logs['loss'])):
-      self._stop(self._epoch * self._steps_per_epoch + batch + 1)
-
-  def _stop(self, step: int):
-    raise FloatingPointError(
-        f'loss or weights became NaN or Inf by step {step}; lower '
-        f'optimizer.learning_rate or check the data (no checkpoint was '
-        f'written from these weights)')
+      raise _non_finite(self._epoch * self._steps_per_epoch + batch + 1)
 
   def on_epoch_end(self, epoch, logs=None):
     seconds = time.perf_counter() - self._start
     step = (epoch + 1) * self._steps_per_epoch
     if not (math.isfinite(float(logs['loss'])) and
-            _finite_weights(self.model)):
-      self._stop(step)
+            bool(_finite_weights(self.model))):
+      raise _non_finite(step)
     self._run_log.record(
         step=step, epoch=epoch + 1, console=True, loss=float(logs['loss']),
         **_validation(self._evaluator, self._inputs),

@@ -106,20 +106,35 @@ def _targets(outputs: np.ndarray, classification: bool) -> np.ndarray:
 
 def _classes(outputs: np.ndarray, classification: bool):
   """(predicted class per example, sign turning the explained output's
-  attributions into the class's), or (None, None) for regression."""
+  attributions into the class's); regression: one class 0, sign 1."""
   if not classification:
-    return None, None
+    return np.zeros(len(outputs), np.int64), np.ones(len(outputs))
   if outputs.shape[1] > 1:
     return outputs.argmax(axis=1), np.ones(len(outputs))
   predicted = (outputs[:, 0] > 0.5).astype(np.int64)
   return predicted, np.where(predicted == 1, 1.0, -1.0)
 
 
-def _output_name(outputs: np.ndarray, classification: bool) -> str:
+def _explained(forward, inputs: np.ndarray, baseline, classification: bool,
+               steps: int, strategy, *context, context_specs=()):
+  """IG of the explained output of each example.
+
+  Returns:
+    (attributions, outputs at the inputs, the fields every kind reports:
+    steps used, the output explained, completeness).
+  """
+  outputs = np.asarray(forward(inputs, *context), np.float32)
+  attributions, steps, error = ig.attribute(
+      forward, inputs, baseline, outputs, _targets(outputs, classification),
+      *context, steps=steps, context_specs=context_specs, strategy=strategy)
   if classification and outputs.shape[1] > 1:
-    return 'predicted class'
-  return ('output 0 (class 1; class 0 is its negation)' if classification
-          else 'output 0')
+    output = 'predicted class'
+  else:
+    output = ('output 0 (class 1; class 0 is its negation)' if classification
+              else 'output 0')
+  return attributions, outputs, {
+      'steps': steps, 'output': output, 'completeness_error': error,
+      'completeness_warning': error > ig.COMPLETENESS_LIMIT}
 
 
 def _table(model, features, feature_names, train_mean, baseline_kind, steps,
@@ -127,19 +142,14 @@ def _table(model, features, feature_names, train_mean, baseline_kind, steps,
   features = np.asarray(features, np.float32)
   baseline = (np.asarray(train_mean, np.float32) if baseline_kind == 'mean'
               else np.zeros(features.shape[1], np.float32))
-  forward = lambda x: model(x, training=False)  # pylint: disable=unnecessary-lambda-assignment
-  outputs = np.asarray(forward(features), np.float32)
-  attributions, steps, error = ig.attribute(
-      forward, features, baseline, _targets(outputs, classification),
-      steps=steps, strategy=strategy)
+  attributions, _, summary = _explained(
+      lambda x: model(x, training=False), features, baseline, classification,
+      steps, strategy)
   importance = np.abs(attributions).mean(axis=0)
   order = np.argsort(-importance, kind='stable')
   return {
-      'steps': steps,
+      **summary,
       'baseline_values': dict(zip(feature_names, baseline.tolist())),
-      'output': _output_name(outputs, classification),
-      'completeness_error': error,
-      'completeness_warning': error > ig.COMPLETENESS_LIMIT,
       'ranking': [{'feature': feature_names[i],
                    'mean_abs_attribution': float(importance[i])}
                   for i in order],
@@ -173,18 +183,14 @@ def _image(model, inputs, baseline_kind, steps, classification, strategy):
   pixels = images.astype(np.float32)
   # The layers after the input, so that float pixels reach them (the model
   # itself would cast them back to its uint8 input).
-  forward = lambda x: _apply(model.layers, x)  # pylint: disable=unnecessary-lambda-assignment
-  outputs = np.asarray(forward(pixels), np.float32)
   baseline = (np.zeros_like(pixels) if baseline_kind == 'black'
               else blurred(pixels))
-  attributions, steps, error = ig.attribute(
-      forward, pixels, baseline, _targets(outputs, classification),
-      steps=steps, strategy=strategy)
+  attributions, outputs, summary = _explained(
+      lambda x: _apply(model.layers, x), pixels, baseline, classification,
+      steps, strategy)
   signed = attributions.sum(axis=-1)  # (n, H, W), toward the explained output
   magnitude = np.abs(attributions).sum(axis=-1)
   predicted, sign = _classes(outputs, classification)
-  if predicted is None:
-    predicted, sign = np.zeros(len(images), np.int64), np.ones(len(images))
   class_maps, drawn = {}, []
   for c in np.unique(predicted):
     members = np.flatnonzero(predicted == c)
@@ -202,10 +208,7 @@ def _image(model, inputs, baseline_kind, steps, classification, strategy):
                  for i in drawn],
   }
   return {
-      'steps': steps,
-      'output': _output_name(outputs, classification),
-      'completeness_error': error,
-      'completeness_warning': error > ig.COMPLETENESS_LIMIT,
+      **summary,
       'class_maps': class_maps,
       'map_method': ('mean over the examples predicted as the class of the '
                      'absolute attribution summed over channels, at most '
@@ -231,16 +234,11 @@ def _text(model, tokens, vocabulary, steps, classification, strategy) -> dict:
     mask = (token_ids != 0) if first.mask_zero else None
     return _apply(model.layers[1:], x, mask)
 
-  outputs = np.asarray(forward(embedded, tokens), np.float32)
-  attributions, steps, error = ig.attribute(
-      forward, embedded, padding, _targets(outputs, classification), tokens,
-      steps=steps, context_specs=(tf.TensorSpec([None, tokens.shape[1]],
-                                                tf.int64),),
-      strategy=strategy)
+  attributions, outputs, summary = _explained(
+      forward, embedded, padding, classification, steps, strategy, tokens,
+      context_specs=(tf.TensorSpec([None, tokens.shape[1]], tf.int64),))
   per_token = attributions.sum(axis=-1)  # (n, length)
   predicted, sign = _classes(outputs, classification)
-  if predicted is None:
-    predicted, sign = np.zeros(len(tokens), np.int64), np.ones(len(tokens))
   toward = per_token * sign[:, None]  # toward each example's class
   ranking = {str(c): _token_ranking(tokens[predicted == c],
                                     toward[predicted == c], vocabulary)
@@ -253,10 +251,7 @@ def _text(model, tokens, vocabulary, steps, classification, strategy) -> dict:
       'attributions': toward[i][tokens[i] != 0].tolist(),
   } for i in range(min(SHADED_SENTENCES, len(tokens)))]
   return {
-      'steps': steps,
-      'output': _output_name(outputs, classification),
-      'completeness_error': error,
-      'completeness_warning': error > ig.COMPLETENESS_LIMIT,
+      **summary,
       'token_ranking': ranking,
       'min_token_count': MIN_TOKEN_COUNT,
       'sentences': sentences,

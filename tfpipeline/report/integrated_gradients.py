@@ -39,7 +39,7 @@ class IntegratedGradients:
                context_specs=(), strategy=None):
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     self._forward, self.steps = forward, steps
-    self._strategy = strategy
+    self._strategy, self._replicated = strategy, None
     if strategy is not None and strategy.num_replicas_in_sync > 1:
       self._replicated = tf.function(
           lambda *args: strategy.run(self._chunk, args), autograph=False)
@@ -83,7 +83,7 @@ class IntegratedGradients:
       targets = np.zeros(len(inputs), np.int32)
     targets = np.asarray(targets, np.int32)
     arrays = (inputs, baseline, targets, *context)
-    if hasattr(self, '_replicated'):
+    if self._replicated is not None:
       return self._on_replicas(arrays)
     step = self._chunk_size
     return np.concatenate([
@@ -117,22 +117,22 @@ def completeness_error(attributions: np.ndarray, output_at_inputs: np.ndarray,
 
 
 def attribute(forward, inputs: np.ndarray, baseline: np.ndarray,
-              targets: np.ndarray, *context, steps: int, context_specs=(),
-              strategy=None) -> tuple[np.ndarray, int, float]:
+              outputs: np.ndarray, targets: np.ndarray, *context, steps: int,
+              context_specs=(), strategy=None) -> tuple[np.ndarray, int, float]:
   """Attributions whose completeness error is at most 5%, if doubling the
   steps up to 8x gets there; warns if not.
+
+  Args:
+    outputs: `forward(inputs, *context)`, which the caller has computed.
 
   Returns:
     (attributions, steps used, completeness error).
   """
   rows = np.arange(len(inputs))
   baseline = np.broadcast_to(np.asarray(baseline, np.float32), inputs.shape)
-
-  def chosen(x):
-    return np.asarray(forward(np.asarray(x, np.float32), *context),
-                      np.float32)[rows, targets]
-
-  at_inputs, at_baseline = chosen(inputs), chosen(baseline)
+  at_inputs = outputs[rows, targets]
+  at_baseline = np.asarray(forward(baseline, *context),
+                           np.float32)[rows, targets]
   for doubling in range(_MAX_DOUBLINGS + 1):
     ig = IntegratedGradients(forward, inputs.shape[1:], steps << doubling,
                              context_specs, strategy)
