@@ -10,8 +10,9 @@ from tfpipeline.errors import UserError
 
 def test_embedded_default_is_the_diabetes_experiment():
   c = config.validate(config.get_config())
-  assert (c.data.source, c.data.name, c.data.label, c.data.group) == (
-      'tfds', 'diabetes', 'progression', 'sex')
+  # The columns are the dataset's own (see test_sources).
+  assert (c.data.source, c.data.name, c.data.features, c.data.label,
+          c.data.group) == ('tfds', 'diabetes', (), '', 'auto')
   assert c.model.hidden_units == (64,) and c.model.output_units == 1
   assert (c.optimizer.name, c.loss) == ('adam', 'mse')
   assert config.load(None).to_dict() == c.to_dict()
@@ -122,7 +123,7 @@ def test_json_is_the_resolved_config_with_overrides():
   written = json.loads(config.to_json(c))
   assert written['train']['epochs'] == 3
   assert written['model']['hidden_units'] == [64]
-  assert written['data']['group'] == 'sex' and written['data']['path'] is None
+  assert written['data']['group'] == 'auto' and written['data']['path'] is None
   assert set(written) == {'data', 'model', 'train', 'optimizer', 'loss',
                           'privacy', 'report'}
 

@@ -66,6 +66,64 @@ def test_bad_csv_names_file_row_and_column(regression_csv, edit, fragment):
   assert '\n' not in str(error.value)
 
 
+@pytest.mark.parametrize('content, fragment', [
+    ('a,b,group,y\n1,2,a,3\n'.encode('utf-16'),
+     'UTF-16 text .*save it as UTF-8 CSV'),
+    ('a,b,group,y\n1,2,a,3\n1,2,caf\u00e9,3\n'.encode('latin-1'),
+     r'not UTF-8 \(byte 0xe9 at byte offset 27, line 3; Latin-1'),
+    (b'PK\x03\x04\x14\x00\x00\x00', r'a binary file, not CSV \(a NUL '
+     r'byte at byte offset 5, line 1\)'),
+    (b'a,b,group,y\n', 'a header row and no data rows'),
+])
+def test_files_that_are_not_utf8_csv_are_refused(tmp_path, content,
+                                                 fragment):
+  path = tmp_path / 'data.csv'
+  path.write_bytes(content)
+  with pytest.raises(UserError, match=fragment) as error:
+    sources.load(_csv_config(path), loss='mse')
+  assert str(error.value).startswith(str(path))
+
+
+def _labelled_csv(path, labels) -> str:
+  rows = ''.join(f'{i % 7},{i % 5},a,{label}\n' for i, label in
+                 enumerate(labels))
+  path.write_text('a,b,group,y\n' + rows)
+  return path
+
+
+@pytest.mark.parametrize('loss, units, labels, fragment', [
+    ('sparse_categorical_crossentropy', 10, [3] * 50 + [11] + [2] * 49,
+     r"row 52, label 'y' is 11: loss=sparse_categorical_crossentropy needs "
+     r'class ids 0 to 9'),
+    ('sparse_categorical_crossentropy', 10, [3] * 50 + [-1] + [2] * 49,
+     r"row 52, label 'y' is -1"),
+    ('sparse_categorical_crossentropy', 10, [3] * 50 + [2.5] + [2] * 49,
+     r"row 52, label 'y' is 2.5"),
+    ('binary_crossentropy', 1, [0, 1] * 30 + [2] + [1] * 39,
+     r"row 62, label 'y' is 2: loss=binary_crossentropy needs labels 0 or 1"),
+])
+def test_labels_the_loss_cannot_take_name_the_file_row(
+    tmp_path, loss, units, labels, fragment):
+  path = _labelled_csv(tmp_path / 'data.csv', labels)
+  with pytest.raises(UserError, match=fragment):
+    sources.load(_csv_config(path), loss=loss, output_units=units)
+
+
+def test_one_hot_labels_must_be_rows_of_probabilities(tmp_path):
+  y = np.eye(3)[np.arange(60) % 3]
+  y[17] = [0, 2, 0]
+  path = tmp_path / 'data.npz'
+  np.savez(path, x=np.arange(60.0), y=y)
+  c = _data_config(source='npz', path=str(path), features=('x',), label='y',
+                   group=None)
+  with pytest.raises(UserError, match=r"data.npz, index 17, label 'y' is "
+                     r'\[0, 2, 0\]: .* sum to 1'):
+    sources.load(c, loss='categorical_crossentropy', output_units=3)
+  with pytest.raises(UserError, match=r"'y' has 3 values per example, "
+                     r'model.output_units=4'):
+    sources.load(c, loss='categorical_crossentropy', output_units=4)
+
+
 def test_missing_file_says_so(tmp_path):
   with pytest.raises(UserError, match=r'data.path: .*nothing.csv does not '
                      r'exist'):
@@ -121,6 +179,11 @@ def test_diabetes_through_the_package_tfds_builder(tfds_dir):
   assert (len(splits.train), len(splits.validation), len(splits.test)) == (
       309, 66, 67)
   assert splits.feature_names[:3] == ('age', 'sex', 'bmi')
+  # The config leaves the columns to the dataset, which names its own.
+  assert (c.features, c.label, c.group) == ((), '', 'auto')
+  assert splits.feature_keys == ('age', 'sex', 'bmi', 'bp', 's1', 's2', 's3',
+                                 's4', 's5', 's6')
+  assert (splits.label_name, splits.group_name) == ('progression', 'sex')
   from sklearn.datasets import load_diabetes
   raw = load_diabetes(scaled=False)
   every_label = np.concatenate([s.labels[:, 0] for s in (
@@ -141,6 +204,35 @@ def test_tfds_catalogue_dataset_with_mock_data():
   assert splits.train.labels.shape == (50, 1)
   assert splits.train.labels.dtype == np.int32
   assert set(np.unique(splits.train.labels)) <= {0, 1, 2}
+
+
+def test_catalogue_columns_come_from_its_supervised_keys():
+  c = _data_config(name='iris', validation_split='train', test_split='train')
+  with mock_catalogue(num_examples=50):
+    splits = sources.load(c, loss='sparse_categorical_crossentropy',
+                          output_units=3)
+    assert (splits.feature_keys, splits.label_name, splits.group_name,
+            splits.num_classes) == (('features',), 'label', None, 3)
+    with pytest.raises(UserError, match=r"'label' has 3 classes, but .*"
+                       r'output_units=2 predicts fewer; set '
+                       r'--config.model.output_units=3'):
+      sources.load(c, loss='sparse_categorical_crossentropy', output_units=2)
+
+
+def test_a_file_takes_every_other_column_and_needs_a_label(regression_csv):
+  c = _data_config(source='csv', path=str(regression_csv), label='y',
+                   group='group')
+  splits = sources.load(c, loss='mse')
+  assert (splits.feature_keys, splits.label_name, splits.group_name) == (
+      ('a', 'b'), 'y', 'group')
+  c.group = 'auto'  # A file has no group of its own: 'group' is a feature.
+  with pytest.raises(UserError, match=r"column 'group': 'a' is not a number"):
+    sources.load(c, loss='mse')
+  full = config.get_config()
+  full.data.update({'source': 'csv', 'path': str(regression_csv)})
+  with pytest.raises(UserError, match=r"data.label='' is invalid: expected "
+                     r'the label column with data.source=csv'):
+    config.validate(full)
 
 
 def test_tfds_not_prepared_and_no_download(tmp_path):

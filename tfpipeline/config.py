@@ -14,6 +14,7 @@ import json
 import os
 import pathlib
 import sys
+import traceback
 
 from ml_collections import config_dict
 
@@ -68,10 +69,12 @@ def get_config() -> config_dict.ConfigDict:
   c.data.validation_split = 'validation'
   c.data.test_split = 'test'
   c.data.path = config_dict.placeholder(str)  # csv / npz file
-  c.data.features = ('age', 'sex', 'bmi', 'bp', 's1', 's2', 's3', 's4', 's5',
-                     's6')  # columns / keys; () = every column but label, group
-  c.data.label = 'progression'  # label column / key
-  c.data.group = config_dict.FieldReference('sex', field_type=str)  # fairness groups; None: no groups
+  # The columns: () / '' / 'auto' take the dataset's own (this package's
+  # TFDS datasets name theirs: diabetes trains on its ten columns, predicts
+  # progression, groups by sex; a catalogue dataset: its supervised keys).
+  c.data.features = ()  # columns / keys; (): the dataset's, else every column but label, group
+  c.data.label = ''  # label column / key; '': the TFDS dataset's (required for csv, npz)
+  c.data.group = config_dict.FieldReference('auto', field_type=str)  # fairness groups; auto: the dataset's, if any; None: no groups
   c.data.validation_fraction = 0.15  # csv / npz: held out, seeded
   c.data.test_fraction = 0.15
   c.data.split_seed = 0
@@ -181,11 +184,28 @@ def load(name_or_path: str | None = None) -> config_dict.ConfigDict:
   try:
     spec.loader.exec_module(module)
   except Exception as e:  # A user's file: any error is bad input.
-    raise UserError(f'--config: {path} failed to load: '
-                    f'{type(e).__name__}: {e}') from e
+    raise _experiment_error(path, 'failed to load', e) from e
   if not hasattr(module, 'get_config'):
     raise UserError(f'--config: {path} has no get_config() function')
-  return module.get_config()
+  try:
+    return module.get_config()
+  except Exception as e:  # pylint: disable=broad-except
+    raise _experiment_error(path, 'get_config() raised', e) from e
+
+
+def _experiment_error(path: pathlib.Path, what: str,
+                      error: Exception) -> UserError:
+  """A UserError naming the experiment file's line where `error` arose:
+  a syntax error's own line, else the innermost frame in that file."""
+  line = error.lineno if isinstance(error, SyntaxError) else None
+  for frame in traceback.extract_tb(error.__traceback__):
+    if pathlib.Path(frame.filename).resolve() == path.resolve():
+      line = frame.lineno
+  where = f'{path}, line {line}' if line else str(path)
+  message = str(error).strip().splitlines()[0] if str(error).strip() else ''
+  return UserError(f'--config: {where}: {what}: {type(error).__name__}'
+                   f'{": " + message if message else ""}; fix the experiment '
+                   f'file')
 
 
 def _check(ok: bool, key: str, value, expected: str) -> None:
@@ -259,9 +279,9 @@ def validate(config: config_dict.ConfigDict) -> config_dict.ConfigDict:
   if config.data.source in ('csv', 'npz'):
     _check(bool(config.data.path), 'data.path', config.data.path,
            f'the path of the {config.data.source} file')
-  if config.data.source in ('csv', 'npz', 'tfds'):
+  if config.data.source in ('csv', 'npz'):
     _check(bool(config.data.label), 'data.label', config.data.label,
-           'the label column or key')
+           f'the label column with data.source={config.data.source}')
   if config.data.source == 'tfds':
     _check(bool(config.data.name), 'data.name', config.data.name,
            'a TFDS dataset name')

@@ -93,7 +93,9 @@ def _run_checked(config, model_dir: pathlib.Path, strategy, *, tpu: str,
   config = config_lib.resolve_for_device(
       config, on_tpu=strategy_lib.is_tpu(strategy),
       on_cpu=strategy_lib.is_cpu(strategy))
-  splits = sources.load(config.data, loss=config.loss)
+  splits = sources.load(config.data, loss=config.loss,
+                        output_units=config.model.output_units)
+  config = _with_columns(config, splits)
   inputs = pipeline.inputs(splits, config)
   _check_batch(config, len(splits.train), strategy.num_replicas_in_sync,
                per_replica_multiple=8 if strategy_lib.is_tpu(strategy) else 1)
@@ -214,6 +216,18 @@ def _train_and_export(config, model_dir: pathlib.Path, strategy, splits,
     logging.info('report: %s (%.2f s)', model_dir / 'report' / 'report.html',
                  time.perf_counter() - report_start)
   return test_metrics
+
+
+def _with_columns(config, splits):
+  """`config` naming the columns the data source chose (the dataset's
+  own, where the config left them to it), as config.json records them."""
+  if config.data.source == 'synthetic':
+    return config
+  config = config.copy_and_resolve_references()
+  config.data.features = splits.feature_keys
+  config.data.label = splits.label_name
+  config.data.group = splits.group_name
+  return config
 
 
 def _check_model(config, splits, inputs) -> None:

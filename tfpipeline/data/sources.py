@@ -13,10 +13,13 @@ memory does not grow with the dataset. The tf.data pipelines in
 `tfpipeline.data.pipeline` are built from either kind.
 """
 
+import codecs
 import csv
 import dataclasses
+import io
 import pathlib
 
+from ml_collections import config_dict
 import numpy as np
 
 from tfpipeline import integrity
@@ -40,6 +43,8 @@ class Split:
   labels: np.ndarray | None
   groups: np.ndarray | None = None
   records: records_lib.Records | None = None
+  # A file's split: the index of each example's row in the file.
+  rows: np.ndarray | None = None
 
   def __len__(self) -> int:
     if self.records is not None:
@@ -67,25 +72,58 @@ class Splits:
   # image, () for text; and their dtype ('float32', 'uint8', 'string').
   feature_shape: tuple[int, ...] = ()
   feature_dtype: str = 'float32'
+  # The keys or columns the features were read from (data.features).
+  feature_keys: tuple[str, ...] = ()
+  # A TFDS ClassLabel label's number of classes.
+  num_classes: int | None = None
 
 
-def load(data_config, *, loss: str) -> Splits:
-  """Reads and checks the configured source. Raises UserError on bad data."""
-  reader = {'synthetic': _synthetic, 'csv': _csv, 'npz': _npz,
-            'tfds': _tfds}[data_config.source]
-  splits = reader(data_config)
+def load(data_config, *, loss: str, output_units: int | None = None) -> Splits:
+  """Reads and checks the configured source. Raises UserError on bad data:
+  NaN or Inf, or labels the loss cannot take (with `output_units`, the
+  model's outputs: class ids below it, one-hot rows that wide).
+
+  The splits name the columns used, the dataset's own where the config
+  leaves them to it (see `with_columns`).
+  """
+  if data_config.source == 'tfds':
+    splits = _tfds(data_config)
+  else:
+    reader = {'synthetic': _synthetic, 'csv': _csv, 'npz': _npz}
+    splits = reader[data_config.source](with_columns(data_config))
+  _check_class_count(splits, loss, output_units)
   for name in ('train', 'validation', 'test'):
     split = getattr(splits, name)
     if len(split) == 0:
       raise UserError(f'data: the {name} split is empty; add rows or change '
                       f'data.validation_fraction / data.test_fraction')
-    if not split.streamed and data_config.source not in _FILE_SOURCES:
-      _check_finite(split, splits.feature_names, splits.label_name,
-                    lambda row, name=name: f'{_describe(data_config)}: '
-                                           f'{name} row {row}')
+    if not split.streamed:
+      where = _row_namer(data_config, name, split)
+      _check_finite(split, splits.feature_names, splits.label_name, where)
+      _check_labels(split.labels.reshape(len(split), -1), splits.label_name,
+                    loss, output_units, where)
   return dataclasses.replace(
       splits, **{name: _labels_for_loss(getattr(splits, name), loss)
                  for name in ('train', 'validation', 'test')})
+
+
+def with_columns(data_config, declared=((), '', None)):
+  """A copy of `data_config` whose features, label and group left to the
+  dataset (`()`, `''`, `'auto'`) are the `declared` (features, label, group)
+  of a TFDS dataset; files declare none: every column but label and group,
+  and no group."""
+  features, label, group = declared
+  data_config = config_dict.ConfigDict(data_config.to_dict())
+  if not data_config.features:
+    data_config.features = tuple(features)
+  if not data_config.label:
+    if not label:
+      raise UserError(f'data.label: {_describe(data_config)} names no label; '
+                      f'set --config.data.label=KEY')
+    data_config.label = label
+  if data_config.group == 'auto':
+    data_config.group = group
+  return data_config
 
 
 def _labels_for_loss(split: Split, loss: str) -> Split:
@@ -119,6 +157,76 @@ def _check_finite(split: Split, feature_names, label_name: str,
           f'impute NaN/Inf values first')
 
 
+def _row_namer(data_config, split_name: str, split: Split):
+  """`where(i)`: the i-th example of `split` as the user finds it: a CSV
+  file's line, an NPZ array's index, a TFDS split's index."""
+  origin = _describe(data_config)
+  if data_config.source == 'csv':
+    return lambda i: f'{origin}, row {split.rows[i] + 2}'  # Row 1: the header.
+  if data_config.source == 'npz':
+    return lambda i: f'{origin}, index {split.rows[i]}'
+  return lambda i: f'{origin}: {split_name} row {i}'
+
+
+def _check_labels(labels: np.ndarray, label_name: str, loss: str,
+                  output_units: int | None, where) -> None:
+  """Refuses labels the loss cannot take: class ids outside
+  [0, output_units) for sparse categorical cross-entropy, labels outside
+  {0, 1} for binary cross-entropy, categorical rows that are not
+  probabilities over output_units classes."""
+  def refuse(bad: np.ndarray, what: str, fix: str) -> None:
+    if bad.any():
+      row = int(np.argmax(bad))
+      values = [f'{v:g}' for v in labels[row].astype(np.float64)]
+      value = values[0] if len(values) == 1 else f'[{", ".join(values)}]'
+      raise UserError(f'{where(row)}, label {label_name!r} is {value}: '
+                      f'{what}; {fix}')
+
+  if loss == 'sparse_categorical_crossentropy':
+    ids = labels[:, 0].astype(np.float64)
+    limit = output_units or np.inf
+    refuse((ids != np.round(ids)) | (ids < 0) | (ids >= limit),
+           f'loss={loss} needs class ids 0 to {output_units - 1}'
+           if output_units else f'loss={loss} needs class ids 0, 1, 2...',
+           'fix the label, or set --config.model.output_units to the number '
+           'of classes')
+  elif loss == 'binary_crossentropy':
+    refuse(~np.isin(labels.astype(np.float64), (0.0, 1.0)).any(axis=1),
+           f'loss={loss} needs labels 0 or 1',
+           'fix the label, or use sparse_categorical_crossentropy for more '
+           'classes')
+  elif loss == 'categorical_crossentropy':
+    if output_units and labels.shape[1] != output_units:
+      raise UserError(f'data.label: {label_name!r} has {labels.shape[1]} '
+                      f'values per example, model.output_units='
+                      f'{output_units}: loss={loss} needs one-hot rows, one '
+                      f'value per class; for class ids use '
+                      f'sparse_categorical_crossentropy')
+    values = labels.astype(np.float64)
+    refuse((values < 0).any(axis=1) | (np.abs(values.sum(axis=1) - 1) > 1e-3),
+           f'loss={loss} needs one-hot rows (or probabilities) that sum to 1',
+           'fix the row, or use sparse_categorical_crossentropy for class ids')
+
+
+def _check_class_count(splits: Splits, loss: str,
+                       output_units: int | None) -> None:
+  """A TFDS class label's number of classes must fit the model's outputs
+  (streamed labels are not scanned)."""
+  classes = splits.num_classes
+  if not (classes and output_units and 'crossentropy' in loss):
+    return
+  fits = classes == 2 if loss == 'binary_crossentropy' else (
+      classes <= output_units)
+  if not fits:
+    raise UserError(
+        f'data.label: {splits.label_name!r} has {classes} classes, but '
+        f'loss={loss} with model.output_units={output_units} '
+        f'{"takes 2" if loss == "binary_crossentropy" else "predicts fewer"};'
+        f' set --config.model.output_units={classes}' + (
+            ' and --config.loss=sparse_categorical_crossentropy'
+            if loss == 'binary_crossentropy' else ''))
+
+
 def _describe(data_config) -> str:
   if data_config.source in ('csv', 'npz'):
     return str(data_config.path)
@@ -137,9 +245,6 @@ def _shaped_kind(shape: tuple, dtype: np.dtype) -> str | None:
   return None
 
 
-_FILE_SOURCES = ('csv', 'npz')  # Split from one table by seeded rows.
-
-
 def _split_rows(n: int, data_config) -> tuple[np.ndarray, ...]:
   """Seeded permutation into train, validation and test row indices."""
   order = np.random.default_rng(data_config.split_seed).permutation(n)
@@ -151,6 +256,7 @@ def _split_rows(n: int, data_config) -> tuple[np.ndarray, ...]:
 @dataclasses.dataclass(frozen=True)
 class _Layout:
   """How the selected features look: their names, kind, shape and dtype."""
+  keys: tuple[str, ...]
   names: tuple[str, ...]
   kind: str = TABLE
   shape: tuple[int, ...] = ()
@@ -160,7 +266,7 @@ class _Layout:
     return Splits(*parts, feature_names=self.names,
                   label_name=data_config.label, group_name=data_config.group,
                   origin=origin, kind=self.kind, feature_shape=self.shape,
-                  feature_dtype=self.dtype)
+                  feature_dtype=self.dtype, feature_keys=self.keys)
 
 
 def _check_keys(keys, data_config, origin: str) -> tuple[str, ...]:
@@ -195,7 +301,7 @@ def _select(columns: dict, row_count: int, data_config,
       if kind == TEXT:
         x = x.astype(str).astype(object)
       return Split(x, y, g), _Layout(
-          features, kind, x.shape[1:],
+          features, features, kind, x.shape[1:],
           'string' if kind == TEXT else x.dtype.name)
   blocks = [np.asarray(columns[f], np.float64).reshape(row_count, -1)
             for f in features]
@@ -203,20 +309,16 @@ def _select(columns: dict, row_count: int, data_config,
                 for name, block in zip(features, blocks)
                 for i in range(block.shape[1]))
   x = np.concatenate(blocks, axis=1).astype(np.float32)
-  return Split(x, y, g), _Layout(names, shape=(x.shape[1],))
+  return Split(x, y, g), _Layout(features, names, shape=(x.shape[1],))
 
 
 def _table_splits(columns: dict, row_count: int, data_config,
                   origin: str) -> Splits:
   """One table split into train, validation and test by seeded rows."""
   whole, layout = _select(columns, row_count, data_config, origin)
-  # Checked before the rows are shuffled into splits, to name the file's.
-  _check_finite(whole, layout.names, data_config.label,
-                (lambda row: f'{origin}, row {row + 2}')  # Row 1: the header.
-                if data_config.source == 'csv' else
-                (lambda row: f'{origin}, index {row}'))
   parts = [Split(whole.features[rows], whole.labels[rows],
-                 None if whole.groups is None else whole.groups[rows])
+                 None if whole.groups is None else whole.groups[rows],
+                 rows=rows)
            for rows in _split_rows(row_count, data_config)]
   return layout.splits(parts, data_config, _file_origin(
       data_config.source, pathlib.Path(data_config.path)))
@@ -258,15 +360,21 @@ def _open(path: pathlib.Path, mode: str):
 
 
 def _csv(data_config) -> Splits:
-  """A CSV file with a header row; every used column must be numeric,
-  except the group column, which may hold labels such as 'female'."""
+  """A UTF-8 CSV file with a header row; every used column must be
+  numeric, except the group column, which may hold labels such as 'female'."""
   path = pathlib.Path(data_config.path)
-  with _open(path, 'r') as f:
-    reader = csv.reader(f)
-    header = next(reader, None)
-    if not header:
-      raise UserError(f'{path}: empty file; expected a header row and data')
-    rows = list(reader)
+  with _open(path, 'rb') as f:
+    reader = csv.reader(io.StringIO(_utf8_text(f.read(), path), newline=''))
+    try:
+      header = next(reader, None)
+      if not header:
+        raise UserError(f'{path}: empty file; expected a header row and data')
+      rows = list(reader)
+    except csv.Error as e:
+      raise UserError(f'{path}, row {reader.line_num}: not CSV ({e}); save '
+                      f'the table as CSV') from None
+  if not rows:
+    raise UserError(f'{path}: a header row and no data rows; add rows')
   header = [h.strip() for h in header]
   columns = {name: [] for name in header}
   for line, row in enumerate(rows, start=2):
@@ -280,6 +388,30 @@ def _csv(data_config) -> Splits:
   for name in numeric & set(header):
     columns[name] = _parse_numbers(columns[name], path, name)
   return _table_splits(columns, len(rows), data_config, str(path))
+
+
+def _utf8_text(data: bytes, path: pathlib.Path) -> str:
+  """A CSV file's bytes as text; binary files and other encodings are
+  refused with the offset of the first byte that is not UTF-8 text."""
+  if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+    raise UserError(f'{path}: UTF-16 text (it starts with a UTF-16 byte-order '
+                    f'mark); save it as UTF-8 CSV')
+  if b'\0' in data:
+    offset = data.index(b'\0')
+    raise UserError(f'{path}: a binary file, not CSV (a NUL byte at '
+                    f'{_byte_position(data, offset)}); give a CSV file')
+  try:
+    return data.decode('utf-8-sig')
+  except UnicodeDecodeError as e:
+    raise UserError(
+        f'{path}: not UTF-8 (byte 0x{data[e.start]:02x} at '
+        f'{_byte_position(data, e.start)}; Latin-1 or Windows-1252 perhaps); '
+        f'save it as UTF-8 CSV') from None
+
+
+def _byte_position(data: bytes, offset: int) -> str:
+  line = data.count(b'\n', 0, offset) + 1
+  return f'byte offset {offset}, line {line}'
 
 
 def _parse_numbers(cells: list[str], path, column: str) -> np.ndarray:
@@ -319,6 +451,7 @@ def _tfds(data_config) -> Splits:
   index: a table into memory, images, tensors and text streamed."""
   builder = _prepared_builder(data_config)
   name, info = data_config.name, builder.info
+  data_config = with_columns(data_config, _declared_columns(name, info))
   origin = f'TFDS dataset {name!r}'
   features = _check_keys(list(info.features), data_config, origin)
   keys = features + (data_config.label,) + (
@@ -338,17 +471,33 @@ def _tfds(data_config) -> Splits:
   if not kind:  # A table: read into memory, like CSV.
     selected = [_select(records.read_all(), len(records), data_config, origin)
                 for records in parts]
-    return selected[0][1].splits([split for split, _ in selected],
-                                 data_config, tfds_origin)
-  shape = tuple(feature.shape)
-  if None in shape:
-    raise UserError(f'data.features: {features[0]!r} of {origin} has shape '
-                    f'{shape}: its examples differ in size; resize them to one '
-                    f'shape when preparing the dataset')
-  dtype = 'string' if kind == TEXT else np.dtype(feature.np_dtype).name
-  return _Layout(features, kind, shape, dtype).splits(
-      [Split(None, None, None, records=records) for records in parts],
-      data_config, tfds_origin)
+    splits = selected[0][1].splits([split for split, _ in selected],
+                                   data_config, tfds_origin)
+  else:
+    shape = tuple(feature.shape)
+    if None in shape:
+      raise UserError(f'data.features: {features[0]!r} of {origin} has shape '
+                      f'{shape}: its examples differ in size; resize them to '
+                      f'one shape when preparing the dataset')
+    dtype = 'string' if kind == TEXT else np.dtype(feature.np_dtype).name
+    splits = _Layout(features, features, kind, shape, dtype).splits(
+        [Split(None, None, None, records=records) for records in parts],
+        data_config, tfds_origin)
+  return dataclasses.replace(splits, num_classes=getattr(
+      info.features[data_config.label], 'num_classes', None))
+
+
+def _declared_columns(name: str, info) -> tuple:
+  """(features, label, group) a TFDS dataset trains on by default: this
+  package's datasets name theirs, a catalogue dataset has supervised keys."""
+  from tfpipeline.data import tfds_builders  # pylint: disable=g-import-not-at-top
+  name = name.split(':')[0].split('/')[0]  # Without version or config.
+  if name in tfds_builders.COLUMNS:
+    return tfds_builders.COLUMNS[name]
+  keys = info.supervised_keys
+  if keys and len(keys) == 2 and all(isinstance(k, str) for k in keys):
+    return (keys[0],), keys[1], None
+  return (), '', None
 
 
 def _prepared_builder(data_config):

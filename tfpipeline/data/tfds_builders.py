@@ -15,6 +15,12 @@ import tensorflow_datasets as tfds
 _SPLIT_SEED = 20041
 _FEATURES = ('age', 'sex', 'bmi', 'bp', 's1', 's2', 's3', 's4', 's5', 's6')
 
+# What each dataset trains on when the config leaves its columns to the
+# dataset (data.features=(), data.label='', data.group='auto'): features,
+# label and fairness group.
+COLUMNS = {'diabetes': (_FEATURES, 'progression', 'sex'),
+           'digits': (('image',), 'label', 'parity')}
+
 
 class Diabetes(tfds.core.GeneratorBasedBuilder):
   """Diabetes disease progression one year after baseline (regression)."""
