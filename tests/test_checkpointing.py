@@ -123,6 +123,34 @@ def test_preemption_saves_exits_3_and_resumes(tmp_path, uninterrupted,
   assert integrity.verify(model_dir)[1] == []
 
 
+@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_before_training_exits_3_and_writes_nothing(tmp_path,
+                                                             signum):
+  # The run blocks opening a named pipe as its CSV: after TensorFlow's
+  # start-up, while the data loads.
+  fifo = tmp_path / 'data.csv'
+  os.mkfifo(fifo)
+  model_dir = tmp_path / 'run'
+  process = subprocess.Popen(
+      [sys.executable, '-m', 'tfpipeline.train', f'--model_dir={model_dir}',
+       '--config.data.source=csv', f'--config.data.path={fifo}',
+       '--config.data.label=y'], cwd=REPO, stdout=subprocess.DEVNULL,
+      stderr=subprocess.PIPE, text=True,
+      env={**os.environ, 'PYTHONPATH': str(REPO)})
+  for line in process.stderr:
+    if 'strategy cpu' in line:
+      break
+  time.sleep(0.5)  # Into the blocking open().
+  process.send_signal(signum)
+  stderr = process.communicate(timeout=60)[1]
+  assert process.returncode == 3, stderr[-3000:]
+  assert stderr.strip().splitlines()[-1] == (
+      f'{signal.Signals(signum).name}: stopped before training started; '
+      f'rerun the same command')
+  assert 'Traceback' not in stderr
+  assert not model_dir.exists()
+
+
 def _interrupted_run(tmp_path):
   model_dir = tmp_path / 'run'
   returncode, stderr = _stop_after(_start(model_dir, '--strategy=cpu'),

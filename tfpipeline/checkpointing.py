@@ -163,8 +163,8 @@ class PreemptionWatch:
   """Turns SIGTERM and SIGINT into a request to stop at the next loop end.
 
   Use as a context manager around training; `check(save)` saves and raises
-  Preempted once a signal has arrived. A second signal is left to its
-  original handler, so a stuck run can still be interrupted.
+  Preempted once a signal has arrived. A second signal gets the default
+  action (the process ends at once), so a stuck run can still be stopped.
   """
 
   _SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -178,8 +178,8 @@ class PreemptionWatch:
     self.signal = signal.Signals(signum).name
     logging.warning('%s received: stopping after the current loop',
                     self.signal)
-    for signum_, handler in self._previous.items():
-      signal.signal(signum_, handler)
+    for signum_ in self._previous:
+      signal.signal(signum_, signal.SIG_DFL)
 
   def __enter__(self):
     for signum in self._SIGNALS:

@@ -1,5 +1,7 @@
 """The exceptions that end a run with an exit code, and their one-line form."""
 
+import signal
+
 
 class UserError(Exception):
   """Bad flags, config or data.
@@ -13,6 +15,25 @@ class UserError(Exception):
 class Preempted(Exception):
   """The run was asked to stop (SIGTERM, SIGINT, a preemption notice) and
   saved a checkpoint; the same command resumes it. Exit code 3."""
+
+
+class Interrupted(BaseException):
+  """SIGTERM or SIGINT outside the training loop (start-up, data loading,
+  export, report), where there is nothing to save: the same command starts
+  or resumes the run. Exit code 3. A BaseException, like KeyboardInterrupt,
+  so that no `except Exception` on the way turns it into another error."""
+
+
+def stop_on_signals() -> None:
+  """From now on SIGTERM and SIGINT raise Interrupted; the training loop
+  installs its own handler, which saves a checkpoint first."""
+  def interrupt(signum, frame):
+    del frame
+    raise Interrupted(f'{signal.Signals(signum).name}: stopped before '
+                      f'training started; rerun the same command')
+
+  for signum in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(signum, interrupt)
 
 
 def first_line(error: BaseException) -> str:

@@ -20,6 +20,7 @@ from tfpipeline import artifacts
 from tfpipeline import cluster
 from tfpipeline import config as config_lib
 from tfpipeline import integrity
+from tfpipeline.errors import Interrupted
 from tfpipeline.errors import Preempted
 from tfpipeline.errors import UserError
 
@@ -139,7 +140,7 @@ def _audited(model_dir: pathlib.Path, config, train_and_export):
   try:
     test_metrics = train_and_export()
     manifest_sha256 = integrity.write_manifest(model_dir)
-  except Preempted as e:
+  except (Preempted, Interrupted) as e:
     audit(outcome=f'preempted: {e}')
     raise
   except BaseException as e:
@@ -158,7 +159,7 @@ def _train_and_export(config, model_dir: pathlib.Path, strategy, splits,
   `meter` (the chief's), reports; writes under `model_dir`."""
   import keras  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tfpipeline import checkpointing, export, models, trainer  # pylint: disable=g-import-not-at-top
+  from tfpipeline import checkpointing, models, trainer  # pylint: disable=g-import-not-at-top
   from tfpipeline.evaluation import Evaluator  # pylint: disable=g-import-not-at-top
   from tfpipeline.run_log import RunLog  # pylint: disable=g-import-not-at-top
 
@@ -197,7 +198,24 @@ def _train_and_export(config, model_dir: pathlib.Path, strategy, splits,
   finally:
     run_log.close()
   train_seconds = time.perf_counter() - train_start
+  try:
+    return _evaluate_export_report(
+        config, model_dir, strategy, splits, inputs, model, evaluator,
+        meter=meter, train_seconds=train_seconds, start_step=start_step)
+  except Interrupted as e:
+    signal_name = str(e).split(':', 1)[0]
+    raise Interrupted(f'{signal_name}: stopped after training, before the '
+                      f'model and report were written; rerun the same '
+                      f'command') from None
 
+
+def _evaluate_export_report(config, model_dir: pathlib.Path, strategy, splits,
+                            inputs, model, evaluator, *, meter,
+                            train_seconds: float,
+                            start_step: int) -> dict[str, float]:
+  """Writes metrics.json, model.keras, saved_model/ and (with the energy
+  `meter`) the report."""
+  from tfpipeline import export, models  # pylint: disable=g-import-not-at-top
   test_evaluation = evaluator.run(inputs.test)
   test_metrics = evaluator.metrics(test_evaluation)
   artifacts.write_text(model_dir / 'metrics.json',

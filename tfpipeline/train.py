@@ -19,6 +19,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from tfpipeline import config as config_lib
+from tfpipeline import errors
 from tfpipeline.errors import Preempted
 from tfpipeline.errors import UserError
 
@@ -125,8 +126,13 @@ def main(argv: list[str]) -> None:
 
 def cli() -> None:
   """Console script `tfpipeline-train`."""
+  errors.stop_on_signals()  # Exit 3, not 143, from the first second.
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-  app.run(main, flags_parser=_parse_flags)
+  try:
+    app.run(main, flags_parser=_parse_flags)
+  except errors.Interrupted as e:
+    print(e, file=sys.stderr)
+    sys.exit(3)
 
 
 if __name__ == '__main__':
