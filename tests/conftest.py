@@ -93,12 +93,18 @@ class CliResult:
 
 
 def run_cli(*args: str, cwd=REPO) -> CliResult:
-  """Runs `python -m tfpipeline.train ARGS` in a fresh process."""
+  """Runs `python -m tfpipeline.train ARGS` in a fresh process, with the
+  console a user gets (no TF_CPP_MIN_LOG_LEVEL of the tests')."""
   completed = subprocess.run(
       [sys.executable, '-m', 'tfpipeline.train', *args], cwd=cwd,
-      capture_output=True, text=True, timeout=600,
-      env={**os.environ, 'PYTHONPATH': str(REPO)})
+      capture_output=True, text=True, timeout=600, env=cli_env())
   return CliResult(completed)
+
+
+def cli_env() -> dict[str, str]:
+  env = {**os.environ, 'PYTHONPATH': str(REPO)}
+  env.pop('TF_CPP_MIN_LOG_LEVEL', None)
+  return env
 
 
 def assert_weights_close(got: list, want: list, atol: float = 0.0) -> None:

@@ -1,11 +1,12 @@
 """End to end: `python -m tfpipeline.train` in a subprocess, artefacts checked."""
 
 import json
+import re
 
 import numpy as np
 import pytest
 
-from conftest import read_jsonl, run_cli
+from conftest import REPO, read_jsonl, run_cli
 
 pytestmark = pytest.mark.smoke  # Also run on TF 2.20 in CI.
 
@@ -27,6 +28,18 @@ def test_default_run_writes_every_artefact(diabetes_run):
   assert written['train']['mixed_precision'] == 'float32'
   assert written['train']['steps_per_loop'] == 100
   assert 'epoch 50/50' in result.stderr
+
+
+def test_default_console_shows_only_the_packages_lines(diabetes_run):
+  _, result = diabetes_run
+  modules = {p.name for p in (REPO / 'tfpipeline').rglob('*.py')}
+  for line in result.stderr.splitlines():  # No C++, TFDS, Keras lines.
+    match = re.match(r'[IWEF]\d{4} [\d:.]+ +\d+ ([\w.]+):\d+\] ', line)
+    assert match and match.group(1) in modules, line
+  # A 9-step epoch's device call is too short for its input stall to mean
+  # anything (metrics.jsonl still has it); the first one compiles.
+  epochs = [line for line in result.stderr.splitlines() if '] epoch ' in line]
+  assert len(epochs) == 50 and not any('stall' in line for line in epochs[1:])
 
 
 def test_default_run_reaches_r2_on_the_test_split(diabetes_run):
@@ -133,9 +146,12 @@ def test_npz_source_and_flagfile(tmp_path):
       '--config=seed_keras_mlp', '--config.data.source=npz',
       f'--config.data.path={tmp_path / "data.npz"}',
       "--config.data.features=('x',)", '--config.data.label=y',
-      '--config.train.epochs=3', f'--model_dir={tmp_path / "run"}']))
+      '--config.train.epochs=3', f'--model_dir={tmp_path / "run"}',
+      '--verbosity=1']))
   result = run_cli(f'--flagfile={flagfile}')
   assert result.returncode == 0, result.stderr[-3000:]
+  # --verbosity=1 brings the libraries' lines back.
+  assert 'Assets written to' in result.stderr
   written = json.loads((tmp_path / 'run' / 'config.json').read_text())
   assert written['data']['source'] == 'npz'
   assert written['data']['features'] == ['x']

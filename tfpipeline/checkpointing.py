@@ -25,13 +25,10 @@ import signal
 from absl import logging
 import tensorflow as tf
 
+from tfpipeline.errors import CheckpointError
 from tfpipeline.errors import Preempted
 from tfpipeline.errors import UserError
 from tfpipeline.errors import first_line
-
-
-class CheckpointError(RuntimeError):
-  """A checkpoint could not be written (disk full, permissions...)."""
 
 
 class Checkpoints:

@@ -17,6 +17,11 @@ class Preempted(Exception):
   saved a checkpoint; the same command resumes it. Exit code 3."""
 
 
+class CheckpointError(RuntimeError):
+  """A checkpoint could not be written (disk full, permissions...). Exit
+  code 1."""
+
+
 class Interrupted(BaseException):
   """SIGTERM or SIGINT outside the training loop (start-up, data loading,
   export, report), where there is nothing to save: the same command starts

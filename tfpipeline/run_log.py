@@ -11,12 +11,19 @@ import tensorflow as tf
 from tfpipeline import artifacts
 
 
+# A console line at least this often within a long epoch.
+PROGRESS_EVERY_S = 30.0
+# The input stall is shown for device calls at least this long: in shorter
+# ones, fetching the next block's fixed cost dominates the share.
+STALL_SHOWN_FROM_S = 1.0
+
+
 class RunLog:
   """Logs one record per training loop (device call) and per epoch end.
 
   Records go to `metrics.jsonl` (one JSON object a line, flushed at once),
   to TensorBoard scalars under `tensorboard/`, and as one console line per
-  epoch.
+  epoch, and per PROGRESS_EVERY_S within a long one.
   """
 
   def __init__(self, model_dir: pathlib.Path, epochs: int,
@@ -28,7 +35,7 @@ class RunLog:
     self._tensorboard = model_dir / 'tensorboard'
     self._truncate(start_step)
     self._open()
-    self._start = time.perf_counter()
+    self._start = self._last_record = self._last_line = time.perf_counter()
 
   def _open(self) -> None:
     self._jsonl = open(self._path, 'a', encoding='utf-8')
@@ -50,9 +57,11 @@ class RunLog:
     self._open()
 
   def record(self, *, step: int, epoch: int, console: bool, **values) -> dict:
-    """Writes one record; `console` also prints it as an epoch line."""
+    """Writes one record; `console` also prints it as an epoch line (and
+    a record PROGRESS_EVERY_S after the last line, as a progress line)."""
+    now = time.perf_counter()
     row = {'step': step, 'epoch': epoch, **values,
-           'wall_s': round(time.perf_counter() - self._start, 3)}
+           'wall_s': round(now - self._start, 3)}
     self._jsonl.write(json.dumps(row) + '\n')
     self._jsonl.flush()
     if 'event' not in values:  # Events (rollbacks) are not curves.
@@ -61,9 +70,25 @@ class RunLog:
           if isinstance(value, (int, float)) and math.isfinite(value):
             tf.summary.scalar(name, value)
     if console:
-      logging.info('epoch %d/%d  step %d  %s', epoch, self._epochs, step,
-                   '  '.join(_format(k, v) for k, v in values.items()))
+      self._line(step, epoch, values)
+    elif 'event' not in values:  # Events (rollbacks) are not progress.
+      self.progress(step=step, epoch=epoch, **values)
+    self._last_record = now
     return row
+
+  def progress(self, *, step: int, epoch: int, **values) -> None:
+    """Prints an epoch's progress if PROGRESS_EVERY_S passed since the
+    last console line."""
+    if time.perf_counter() - self._last_line >= PROGRESS_EVERY_S:
+      self._line(step, epoch, values, ' (in progress)')
+
+  def _line(self, step: int, epoch: int, values: dict, note: str = '') -> None:
+    now = time.perf_counter()
+    shown = {k: v for k, v in values.items() if k != 'input_stall_pct' or
+             now - self._last_record >= STALL_SHOWN_FROM_S}
+    logging.info('epoch %d/%d  step %d%s  %s', epoch, self._epochs, step,
+                 note, '  '.join(_format(k, v) for k, v in shown.items()))
+    self._last_line = now
 
   def close(self) -> None:
     self._writer.flush()

@@ -5,12 +5,18 @@
 
 A --model_dir that holds a run is resumed from its newest checkpoint.
 
+The console shows tfpipeline's own lines: the strategy, the data, one line
+per epoch (loss, validation metrics, examples/s, and the share of the last
+device call spent waiting for input, "stall", when that call took a second
+or more), a progress line at least every 30 s, the test metrics and where
+the outputs went. --verbosity=1 adds TensorFlow's, TFDS's and codecarbon's
+lines; TF_CPP_MIN_LOG_LEVEL, when set, decides TensorFlow's C++ lines.
+
 Exit codes: 0 done; 2 bad input (one-line message, nothing written); 3
 preempted (SIGTERM/SIGINT; checkpoint saved, rerun the same command); 1 any
 other failure.
 """
 
-import os
 import re
 import sys
 
@@ -19,7 +25,9 @@ from absl import flags
 from ml_collections import config_flags
 
 from tfpipeline import config as config_lib
+from tfpipeline import console
 from tfpipeline import errors
+from tfpipeline.errors import CheckpointError
 from tfpipeline.errors import Preempted
 from tfpipeline.errors import UserError
 
@@ -108,7 +116,7 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     _exit_bad_input(f'unexpected arguments {argv[1:]}; flags look like '
                     f'--name=value')
-  from tfpipeline.checkpointing import CheckpointError  # pylint: disable=g-import-not-at-top
+  console.quiet()
   from tfpipeline.runner import run  # pylint: disable=g-import-not-at-top
   try:
     run(_CONFIG.value, _MODEL_DIR.value, strategy=_STRATEGY.value,
@@ -127,7 +135,6 @@ def main(argv: list[str]) -> None:
 def cli() -> None:
   """Console script `tfpipeline-train`."""
   errors.stop_on_signals()  # Exit 3, not 143, from the first second.
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   try:
     app.run(main, flags_parser=_parse_flags)
   except errors.Interrupted as e:

@@ -341,8 +341,11 @@ class _FitLog(keras.callbacks.Callback):
 
   def on_train_batch_end(self, batch, logs=None):
     # Once per device call (steps_per_execution batches).
-    if not math.isfinite(float(logs['loss'])):
-      raise _non_finite(self._epoch * self._steps_per_epoch + batch + 1)
+    step = self._epoch * self._steps_per_epoch + batch + 1
+    loss = float(logs['loss'])
+    if not math.isfinite(loss):
+      raise _non_finite(step)
+    self._run_log.progress(step=step, epoch=self._epoch + 1, loss=loss)
 
   def on_epoch_end(self, epoch, logs=None):
     seconds = time.perf_counter() - self._start

@@ -19,9 +19,11 @@ import dataclasses
 import io
 import pathlib
 
+from absl import logging
 from ml_collections import config_dict
 import numpy as np
 
+from tfpipeline import console
 from tfpipeline import integrity
 from tfpipeline.data import records as records_lib
 from tfpipeline.errors import UserError
@@ -505,23 +507,30 @@ def _prepared_builder(data_config):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from tfpipeline.data import tfds_builders  # pylint: disable=g-import-not-at-top,unused-import
 
+  if console.is_quiet():
+    tfds.disable_progress_bar()
   name = data_config.name
   try:
-    builder = tfds.builder(name, data_dir=data_config.data_dir)
+    with console.library_chatter_held_back():
+      builder = tfds.builder(name, data_dir=data_config.data_dir)
+      prepared = builder.is_prepared()
   except tfds.core.registered.DatasetNotFoundError:
     raise UserError(f'data.name: no TFDS dataset {name!r} (in the catalogue '
                     f'or prepared in data.data_dir); see the TFDS catalogue '
                     f'for names') from None
-  if not builder.is_prepared():
+  if not prepared:
     if not data_config.download:
       raise UserError(f'data.name: TFDS dataset {name!r} is not prepared in '
                       f'{builder.data_dir_root}; run `tfds build {name} '
                       f'--data_dir=...` or set --config.data.download=True')
     # Prepared with random access, so nothing needs converting later.
-    builder = tfds.builder(name, data_dir=data_config.data_dir,
-                           file_format='array_record')
+    logging.info('preparing TFDS dataset %r in %s (once: later runs read '
+                 'it from there)', name, builder.data_dir_root)
     try:
-      builder.download_and_prepare()
+      with console.library_chatter_held_back():
+        builder = tfds.builder(name, data_dir=data_config.data_dir,
+                               file_format='array_record')
+        builder.download_and_prepare()
     except Exception as e:  # Network, disk and source errors alike.
       first_line = str(e).strip().splitlines()[0] if str(e).strip() else ''
       raise UserError(f'data.name: cannot download or prepare TFDS dataset '
