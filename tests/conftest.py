@@ -92,11 +92,11 @@ class CliResult:
     return lines[-1] if lines else ''
 
 
-def run_cli(*args: str, cwd=REPO) -> CliResult:
-  """Runs `python -m tfpipeline.train ARGS` in a fresh process, with the
+def run_cli(*args: str, cwd=REPO, command='train') -> CliResult:
+  """Runs `python -m tfpipeline.COMMAND ARGS` in a fresh process, with the
   console a user gets (no TF_CPP_MIN_LOG_LEVEL of the tests')."""
   completed = subprocess.run(
-      [sys.executable, '-m', 'tfpipeline.train', *args], cwd=cwd,
+      [sys.executable, '-m', f'tfpipeline.{command}', *args], cwd=cwd,
       capture_output=True, text=True, timeout=600, env=cli_env())
   return CliResult(completed)
 

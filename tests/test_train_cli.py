@@ -1,5 +1,6 @@
 """End to end: `python -m tfpipeline.train` in a subprocess, artefacts checked."""
 
+import csv
 import json
 import re
 
@@ -258,8 +259,9 @@ def test_table_classification_end_to_end(tmp_path, loss, units, label):
       f'{x1:.5f},{x2:.5f},{"LR"[i % 2]},{t}\n'
       for i, (x1, x2, t) in enumerate(zip(a, b, y))))
   model_dir = tmp_path / 'run'
+  # One flag per column role: the features are every other column.
   result = run_cli(f'--model_dir={model_dir}', '--config.data.source=csv',
-                   f'--config.data.path={path}', "--config.data.features=()",
+                   f'--config.data.path={path}',
                    '--config.data.label=y', '--config.data.group=side',
                    f'--config.loss={loss}', f'--config.model.output_units={units}',
                    '--config.train.epochs=30')
@@ -277,6 +279,31 @@ def test_table_classification_end_to_end(tmp_path, loss, units, label):
     header = f.readline().strip().split(',')
   assert header[-units:] == (['prediction'] if units == 1 else
                              [f'prediction_{i}' for i in range(3)])
+  written = json.loads((model_dir / 'config.json').read_text())
+  assert (written['data']['features'], written['data']['group']) == (
+      ['a', 'b'], 'side')
+
+  # The trained model scores the file's rows: probabilities, and the class.
+  output = tmp_path / 'scored.csv'
+  result = run_cli(str(model_dir), f'--input={path}', f'--output={output}',
+                   command='predict')
+  assert result.returncode == 0, result.stderr[-3000:]
+  with open(output) as f:
+    rows = list(csv.DictReader(f))
+  assert [r['y'] for r in rows] == [str(t) for t in y]
+  assert [r['side'] for r in rows] == ['LR'[i % 2] for i in range(400)]
+  if units == 1:
+    assert list(rows[0]) == ['index', 'y', 'side', 'prediction']
+    predicted = np.array([float(r['prediction']) >= 0.5 for r in rows])
+  else:
+    assert list(rows[0]) == ['index', 'y', 'side', 'prediction_0',
+                             'prediction_1', 'prediction_2', 'predicted_class']
+    probabilities = np.array([[float(r[f'prediction_{c}']) for c in range(3)]
+                              for r in rows])
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, rtol=1e-5)
+    predicted = np.array([int(r['predicted_class']) for r in rows])
+    np.testing.assert_array_equal(predicted, probabilities.argmax(axis=1))
+  assert (predicted == y).mean() >= 0.9
 
 
 def test_existing_run_is_left_untouched(tmp_path):

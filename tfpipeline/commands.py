@@ -1,16 +1,19 @@
-"""What the MODEL_DIR commands (`verify`, `report`) share: the argument,
-and exit code 2 with one line for bad input."""
+"""What the MODEL_DIR commands (`verify`, `report`, `predict`) share: the
+argument, and exit code 2 with one line for bad input."""
 
 import pathlib
 import sys
 
+from tfpipeline.errors import Interrupted
 from tfpipeline.errors import UserError
+from tfpipeline.errors import first_line
 
 
 def finished_run(argv: list[str], command: str, needs: str) -> pathlib.Path:
   """The one MODEL_DIR argument, a directory holding the file `needs`."""
   if len(argv) != 1 or argv[0].startswith('-'):
-    raise UserError(f'usage: python -m tfpipeline.{command} MODEL_DIR')
+    raise UserError(f'usage: python -m tfpipeline.{command} MODEL_DIR'
+                    f'{" [flags]; see --help" if command == "predict" else ""}')
   model_dir = pathlib.Path(argv[0])
   if not (model_dir / needs).is_file():
     raise UserError(f'{model_dir} has no {needs}; give the --model_dir of a '
@@ -26,3 +29,30 @@ def run(main) -> None:
     print(f'error: {e}', file=sys.stderr)
     code = 2
   sys.exit(code)
+
+
+def run_absl(main) -> None:
+  """`app.run(main)` for a command with absl flags: a bad flag or a
+  UserError exits 2 with one line, Interrupted (a signal) exits 3."""
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+
+  def parse(argv: list[str]) -> list[str]:
+    try:
+      return flags.FLAGS(argv)
+    except flags.Error as e:
+      print(f'error: {first_line(e)}', file=sys.stderr)
+      sys.exit(2)
+
+  def checked(argv: list[str]) -> int:
+    try:
+      return main(argv)
+    except UserError as e:
+      print(f'error: {e}', file=sys.stderr)
+      return 2
+
+  try:
+    app.run(checked, flags_parser=parse)
+  except Interrupted as e:
+    print(e, file=sys.stderr)
+    sys.exit(3)

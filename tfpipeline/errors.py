@@ -29,13 +29,15 @@ class Interrupted(BaseException):
   so that no `except Exception` on the way turns it into another error."""
 
 
-def stop_on_signals() -> None:
-  """From now on SIGTERM and SIGINT raise Interrupted; the training loop
-  installs its own handler, which saves a checkpoint first."""
+def stop_on_signals(
+    message: str = 'stopped before training started; rerun the same command'
+) -> None:
+  """From now on SIGTERM and SIGINT raise Interrupted('SIGNAL: message');
+  the training loop installs its own handler, which saves a checkpoint
+  first."""
   def interrupt(signum, frame):
     del frame
-    raise Interrupted(f'{signal.Signals(signum).name}: stopped before '
-                      f'training started; rerun the same command')
+    raise Interrupted(f'{signal.Signals(signum).name}: {message}')
 
   for signum in (signal.SIGTERM, signal.SIGINT):
     signal.signal(signum, interrupt)

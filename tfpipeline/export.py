@@ -28,14 +28,5 @@ def load(model_dir) -> keras.Model:
     ValueError: no manifest entry, or the file changed since the run.
   """
   model_dir = pathlib.Path(model_dir)
-  path = model_dir / 'model.keras'
-  try:
-    listed = integrity.listed_sha256(model_dir, 'model.keras')
-  except (OSError, ValueError, KeyError) as e:
-    raise ValueError(f'{model_dir}: no MANIFEST.json entry for model.keras '
-                     f'({type(e).__name__}); not a finished run') from None
-  if integrity.sha256_file(path) != listed:
-    raise ValueError(f'{path} changed since the run wrote it (sha256 differs '
-                     f'from MANIFEST.json); run python -m tfpipeline.verify '
-                     f'{model_dir}')
-  return keras.saving.load_model(path, safe_mode=True)
+  integrity.check_listed(model_dir, 'model.keras')
+  return keras.saving.load_model(model_dir / 'model.keras', safe_mode=True)

@@ -81,6 +81,20 @@ def listed_sha256(model_dir: pathlib.Path, name: str) -> str:
   return _listed((model_dir / MANIFEST).read_text())[name]
 
 
+def check_listed(model_dir: pathlib.Path, name: str) -> None:
+  """Raises ValueError unless the run's file `name` is the one
+  MANIFEST.json lists (no entry, or a changed file)."""
+  try:
+    listed = listed_sha256(model_dir, name)
+  except (OSError, ValueError, KeyError) as e:
+    raise ValueError(f'{model_dir}: no MANIFEST.json entry for {name} '
+                     f'({type(e).__name__}); not a finished run') from None
+  if sha256_file(model_dir / name) != listed:
+    raise ValueError(f'{model_dir / name} changed since the run wrote it '
+                     f'(sha256 differs from MANIFEST.json); run python -m '
+                     f'tfpipeline.verify {model_dir}')
+
+
 def _listed(manifest_text: str) -> dict[str, str]:
   return json.loads(manifest_text)['files']
 

@@ -109,6 +109,42 @@ def load(data_config, *, loss: str, output_units: int | None = None) -> Splits:
                  for name in ('train', 'validation', 'test')})
 
 
+def read_rows(data_config) -> Split:
+  """Every example of data.path (CSV or NPZ) or of data.test_split (TFDS),
+  in order and unsplit, for a trained model to predict.
+
+  data.features must be there, as in training; data.label and data.group
+  are read where present (else None; streamed: not among `records.keys`).
+  Cells are checked as in training (numbers, no NaN or Inf). `rows` holds
+  each example's index in the file or split.
+  """
+  origin = _describe(data_config)
+  if data_config.source == 'tfds':
+    builder = _prepared_builder(data_config)
+    info = builder.info
+    features = _check_keys(list(info.features), data_config, origin,
+                           for_prediction=True)
+    keys = features + tuple(key for key in (data_config.label,
+                                            data_config.group)
+                            if key and key in info.features)
+    records = records_lib.open_split(builder, data_config.test_split, keys)
+    feature = info.features[features[0]]
+    if len(features) == 1 and _shaped_kind(tuple(feature.shape),
+                                           np.dtype(feature.np_dtype)):
+      return Split(None, None, None, records=records,
+                   rows=np.arange(len(records)))
+    columns, count = records.read_all(), len(records)
+  else:
+    read = {'csv': _csv_columns, 'npz': _npz_columns}[data_config.source]
+    columns, count = read(data_config)
+  split, layout = _select(columns, count, data_config, origin,
+                          for_prediction=True)
+  split = dataclasses.replace(split, rows=np.arange(count))
+  _check_finite(split, layout.names, data_config.label,
+                _row_namer(data_config, data_config.test_split, split))
+  return split
+
+
 def with_columns(data_config, declared=((), '', None)):
   """A copy of `data_config` whose features, label and group left to the
   dataset (`()`, `''`, `'auto'`) are the `declared` (features, label, group)
@@ -144,7 +180,8 @@ def _check_finite(split: Split, feature_names, label_name: str,
                   where) -> None:
   """Refuses NaN and Inf in features and labels; `where(row)` names the
   row as the user finds it (a CSV file's row, a TFDS split's index)."""
-  checked = [('label', split.labels.reshape(len(split), -1), (label_name,))]
+  checked = [] if split.labels is None else [
+      ('label', split.labels.reshape(len(split), -1), (label_name,))]
   if np.issubdtype(split.features.dtype, np.floating):
     checked.insert(0, ('feature', split.features.reshape(len(split), -1),
                        feature_names))
@@ -271,31 +308,43 @@ class _Layout:
                   feature_dtype=self.dtype, feature_keys=self.keys)
 
 
-def _check_keys(keys, data_config, origin: str) -> tuple[str, ...]:
-  """data.features (default: every key but label and group), all present."""
+def _check_keys(keys, data_config, origin: str, *,
+                for_prediction: bool = False) -> tuple[str, ...]:
+  """data.features (default: every key but label and group), all present,
+  and data.label and data.group, unless `for_prediction` (a trained
+  model's input, where they are optional)."""
   label, group = data_config.label, data_config.group
   features = tuple(data_config.features) or tuple(
       k for k in keys if k not in (label, group))
-  for key, name in [('data.features', f) for f in features] + [
-      ('data.label', label)] + ([('data.group', group)] if group else []):
+  required = [('data.features', f) for f in features]
+  if not for_prediction:
+    required += [('data.label', label)] + (
+        [('data.group', group)] if group else [])
+  for key, name in required:
     if name not in keys:
+      fix = ('the model was trained on it' if for_prediction else
+             f'set --config.{key}')
       raise UserError(f'{origin}: no column {name!r} (from {key}); it has '
-                      f'{", ".join(keys)}; set --config.{key}')
+                      f'{", ".join(keys)}; {fix}')
   return features
 
 
-def _select(columns: dict, row_count: int, data_config,
-            origin: str) -> tuple[Split, _Layout]:
-  """Picks data.features, data.label and data.group out of named columns.
+def _select(columns: dict, row_count: int, data_config, origin: str, *,
+            for_prediction: bool = False) -> tuple[Split, _Layout]:
+  """Picks data.features, data.label and data.group out of named columns
+  (`for_prediction`: label and group where present, else None).
 
   Columns are arrays of shape (n,) or (n, ...). One key of images, tensors
   or strings is kept as it is; otherwise the features are concatenated into
   float32 columns, named by key, or 'key[i]' for a key with several.
   """
-  features = _check_keys(list(columns), data_config, origin)
+  features = _check_keys(list(columns), data_config, origin,
+                         for_prediction=for_prediction)
   label, group = data_config.label, data_config.group
-  y = np.asarray(columns[label]).reshape(row_count, -1)
-  g = np.asarray(columns[group]).reshape(row_count) if group else None
+  y = (np.asarray(columns[label]).reshape(row_count, -1)
+       if label in columns else None)
+  g = (np.asarray(columns[group]).reshape(row_count)
+       if group in columns else None)
   if len(features) == 1:
     x = np.asarray(columns[features[0]])
     kind = _shaped_kind(x.shape[1:], x.dtype)
@@ -362,8 +411,14 @@ def _open(path: pathlib.Path, mode: str):
 
 
 def _csv(data_config) -> Splits:
-  """A UTF-8 CSV file with a header row; every used column must be
-  numeric, except the group column, which may hold labels such as 'female'."""
+  return _table_splits(*_csv_columns(data_config), data_config,
+                       str(data_config.path))
+
+
+def _csv_columns(data_config) -> tuple[dict, int]:
+  """A UTF-8 CSV file with a header row, as columns and a row count; every
+  used column must be numeric, except the group column, which may hold
+  labels such as 'female'."""
   path = pathlib.Path(data_config.path)
   with _open(path, 'rb') as f:
     reader = csv.reader(io.StringIO(_utf8_text(f.read(), path), newline=''))
@@ -385,11 +440,13 @@ def _csv(data_config) -> Splits:
                       f'{len(header)}; fix the row')
     for name, cell in zip(header, row):
       columns[name].append(cell.strip())
-  numeric = set(data_config.features or header) | {data_config.label}
-  numeric.discard(data_config.group)
+  # The group may be text, unless it is a feature too.
+  label, group = data_config.label, data_config.group
+  numeric = set(data_config.features or [
+      name for name in header if name not in (label, group)]) | {label}
   for name in numeric & set(header):
     columns[name] = _parse_numbers(columns[name], path, name)
-  return _table_splits(columns, len(rows), data_config, str(path))
+  return columns, len(rows)
 
 
 def _utf8_text(data: bytes, path: pathlib.Path) -> str:
@@ -431,7 +488,12 @@ def _parse_numbers(cells: list[str], path, column: str) -> np.ndarray:
 
 
 def _npz(data_config) -> Splits:
-  """A NumPy .npz archive: one array per feature, label and group key."""
+  return _table_splits(*_npz_columns(data_config), data_config,
+                       str(data_config.path))
+
+
+def _npz_columns(data_config) -> tuple[dict, int]:
+  """A NumPy .npz archive, one array per key, and its length."""
   path = pathlib.Path(data_config.path)
   with _open(path, 'rb') as f:
     try:
@@ -444,8 +506,7 @@ def _npz(data_config) -> Splits:
   if len(set(lengths.values())) > 1:
     raise UserError(f'{path}: arrays differ in length ({lengths}); every '
                     f'array needs one entry per example')
-  return _table_splits(columns, next(iter(lengths.values()), 0), data_config,
-                       str(path))
+  return columns, next(iter(lengths.values()), 0)
 
 
 def _tfds(data_config) -> Splits:

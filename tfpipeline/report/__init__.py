@@ -8,8 +8,6 @@ the test split's predictions go to predictions.csv for anyone to audit.
 `python -m tfpipeline.report MODEL_DIR` renders a finished run again.
 """
 
-import csv
-import io
 import json
 import pathlib
 
@@ -18,6 +16,7 @@ import numpy as np
 from tfpipeline import artifacts
 from tfpipeline import config as config_lib
 from tfpipeline import integrity
+from tfpipeline import tables
 from tfpipeline.data import sources
 from tfpipeline.report import attributions
 from tfpipeline.report import compute
@@ -137,32 +136,16 @@ def _predictions_csv(splits, test) -> str:
   count = len(test)
   labels = test.labels.reshape(count, -1)
   predictions = test.predictions.reshape(count, -1)
-  features = (splits.test.features[test.index]
-              if splits.kind == sources.TABLE else np.zeros((count, 0)))
-  feature_names = (list(splits.feature_names)
-                   if splits.kind == sources.TABLE else [])
-  label_names = ([splits.label_name] if labels.shape[1] == 1 else
-                 [f'{splits.label_name}_{i}' for i in range(labels.shape[1])])
-  prediction_names = (['prediction'] if predictions.shape[1] == 1 else
-                      [f'prediction_{i}' for i in range(predictions.shape[1])])
+  table = splits.kind == sources.TABLE
+  features = (splits.test.features[test.index] if table
+              else np.zeros((count, 0)))
   group = [f'group:{splits.group_name}'] if test.groups is not None else []
-  buffer = io.StringIO()
-  writer = csv.writer(buffer, lineterminator='\n')
-  writer.writerow(['index'] + feature_names + label_names + group +
-                  prediction_names)
-  groups = (fairness.group_names(test.groups) if test.groups is not None
-            else None)
-  for i in range(count):
-    writer.writerow(
-        [int(test.index[i])] + [_float32_text(v) for v in features[i]] +
-        [_float32_text(v) if np.issubdtype(v.dtype, np.floating) else
-         repr(v.item()) for v in labels[i]] +
-        ([groups[i]] if groups is not None else []) +
-        [_float32_text(v) for v in predictions[i]])
-  return buffer.getvalue()
-
-
-def _float32_text(value) -> str:
-  """The shortest text that reads back as the same float32: '21.72', not
-  float64's '21.719999313354492'."""
-  return str(np.float32(value))
+  header = (['index'] + (list(splits.feature_names) if table else []) +
+            tables.names(splits.label_name, labels.shape[1]) + group +
+            tables.names('prediction', predictions.shape[1]))
+  return tables.csv_text(header, (
+      [int(test.index[i])] + [tables.float32_text(v) for v in features[i]] +
+      [tables.cell(v) for v in labels[i]] +
+      ([tables.cell(test.groups[i])] if group else []) +
+      [tables.float32_text(v) for v in predictions[i]]
+      for i in range(count)))

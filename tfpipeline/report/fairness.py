@@ -7,17 +7,15 @@ For each metric: every group's value, the largest gap (max - min) and ratio
 
 import numpy as np
 
+from tfpipeline import tables
+
 # Fewer test examples than this in a group make its metrics anecdotal.
 SMALL_GROUP = 30
 
 
 def group_names(groups: np.ndarray) -> np.ndarray:
   """Readable group labels: 1.0 -> '1', text stays text."""
-  def name(value):
-    if isinstance(value, (float, np.floating)) and float(value).is_integer():
-      return str(int(value))
-    return value.decode() if isinstance(value, bytes) else str(value)
-  return np.array([name(v) for v in groups])
+  return np.array([tables.cell(v) for v in groups])
 
 
 def predicted_labels(labels: np.ndarray, predictions: np.ndarray, loss: str):

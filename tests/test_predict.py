@@ -1,0 +1,139 @@
+"""`python -m tfpipeline.predict`: a trained model on new rows."""
+
+import csv
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+
+pytestmark = pytest.mark.smoke  # Also run on TF 2.20 in CI.
+
+DIABETES = ('age', 'sex', 'bmi', 'bp', 's1', 's2', 's3', 's4', 's5', 's6')
+
+
+def _predict(*args):
+  return run_cli(*args, command='predict')
+
+
+def _read(path):
+  with open(path, newline='') as f:
+    return list(csv.DictReader(f))
+
+
+def _diabetes_csv(path, rows, label=True):
+  from sklearn.datasets import load_diabetes
+  data = load_diabetes(scaled=False)
+  columns = list(DIABETES) + (['progression'] if label else [])
+  with open(path, 'w', newline='') as f:
+    writer = csv.writer(f)
+    writer.writerow(columns)
+    for x, y in zip(data.data[:rows], data.target[:rows]):
+      writer.writerow([*x] + ([y] if label else []))
+  return data.data[:rows].astype(np.float32), data.target[:rows]
+
+
+def test_a_tfds_split_predicts_what_the_report_recorded(diabetes_run,
+                                                        tmp_path):
+  model_dir, _ = diabetes_run
+  output = tmp_path / 'test.csv'
+  result = _predict(str(model_dir), '--input=tfds:test', f'--output={output}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.last_line == f'wrote 67 predictions to {output}'
+  rows = _read(output)
+  assert list(rows[0]) == ['index', 'progression', 'sex', 'prediction']
+  recorded = _read(model_dir / 'report' / 'predictions.csv')
+  assert [r['index'] for r in rows] == [str(i) for i in range(67)]
+  by_index = {r['index']: r for r in recorded}
+  for row in rows:  # Same model and inputs (the report's ran under XLA).
+    assert float(row['prediction']) == pytest.approx(
+        float(by_index[row['index']]['prediction']), rel=1e-5)
+    assert row['progression'] == by_index[row['index']]['progression']
+    assert row['sex'] == by_index[row['index']]['group:sex']
+
+
+def test_a_csv_without_label_is_predicted_row_by_row(diabetes_run, tmp_path):
+  import tfpipeline
+  model_dir, _ = diabetes_run
+  features, _ = _diabetes_csv(tmp_path / 'new.csv', 25, label=False)
+  output = tmp_path / 'out.csv'
+  result = _predict(str(model_dir), f'--input={tmp_path / "new.csv"}',
+                    f'--output={output}', '--batch_size=7')
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = _read(output)
+  assert list(rows[0]) == ['index', 'sex', 'prediction']  # sex: the group
+  want = tfpipeline.load_model(model_dir).predict(features, verbose=0)
+  np.testing.assert_allclose([float(r['prediction']) for r in rows],
+                             want[:, 0], rtol=1e-5)
+  # The console: its own line only.
+  assert result.stderr.strip().splitlines() == [result.last_line]
+
+
+def test_a_changed_model_is_refused_with_exit_1(diabetes_run, tmp_path):
+  model_dir, _ = diabetes_run
+  copy = tmp_path / 'run'
+  shutil.copytree(model_dir, copy)
+  with open(copy / 'model.keras', 'ab') as f:
+    f.write(b'\0')
+  _diabetes_csv(tmp_path / 'new.csv', 5)
+  output = tmp_path / 'out.csv'
+  result = _predict(str(copy), f'--input={tmp_path / "new.csv"}',
+                    f'--output={output}')
+  assert result.returncode == 1, result.stderr[-3000:]
+  assert result.last_line.startswith(f'error: {copy / "model.keras"} changed')
+  assert not output.exists()
+
+
+def _bad(tmp_path, model_dir, case):
+  new = tmp_path / 'new.csv'
+  _diabetes_csv(new, 5)
+  lines = new.read_text().splitlines()
+  args = {
+      'no model_dir': [],
+      'not a run': [str(tmp_path)],
+      'no --input': [str(model_dir), f'--output={tmp_path / "o.csv"}'],
+      'unknown input kind': [str(model_dir), f'--input={tmp_path}/new.parq',
+                             f'--output={tmp_path / "o.csv"}'],
+      'tfds split that is not': [str(model_dir), '--input=tfds:holdout',
+                                 f'--output={tmp_path / "o.csv"}'],
+      'output is the input': [str(model_dir), f'--input={new}',
+                              f'--output={new}'],
+      'no output directory': [str(model_dir), f'--input={new}',
+                              f'--output={tmp_path}/none/o.csv'],
+      'bad flag': [str(model_dir), '--batch_size=0'],
+  }.get(case)
+  if args is None:  # A file with a bad cell.
+    edit = {'missing column': lambda l: [l[0].replace('bmi', 'bmx')] + l[1:],
+            'text cell': lambda l: l[:3] + [l[3].replace(',', ',x', 1)] + l[4:],
+            'latin-1 file': None}[case]
+    if edit:
+      new.write_text('\n'.join(edit(lines)) + '\n')
+    else:
+      new.write_bytes(new.read_bytes() + 'caf\u00e9\n'.encode('latin-1'))
+    args = [str(model_dir), f'--input={new}', f'--output={tmp_path}/o.csv']
+  return args
+
+
+@pytest.mark.parametrize('case, fragment', [
+    ('no model_dir', 'usage: python -m tfpipeline.predict MODEL_DIR'),
+    ('not a run', 'has no MANIFEST.json'),
+    ('no --input', '--input is required'),
+    ('unknown input kind', 'expected a .csv or .npz file, or tfds:SPLIT'),
+    ('tfds split that is not', "'holdout' is not a split of 'diabetes'"),
+    ('output is the input', 'is the input file'),
+    ('no output directory', 'none/o.csv: no directory'),
+    ('bad flag', '--batch_size'),
+    ('missing column', "no column 'bmi' (from data.features)"),
+    ('text cell', "new.csv, row 4, column 'sex': 'x"),
+    ('latin-1 file', 'not UTF-8 (byte 0xe9'),
+])
+def test_bad_input_exits_2_with_one_line(diabetes_run, tmp_path, case,
+                                         fragment):
+  model_dir, _ = diabetes_run
+  result = _predict(*_bad(tmp_path, model_dir, case))
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert result.last_line.startswith('error: ')
+  assert fragment in result.last_line
+  assert 'Traceback' not in result.stderr
+  assert not (tmp_path / 'o.csv').exists()

@@ -1,0 +1,172 @@
+"""`python -m tfpipeline.predict MODEL_DIR --input=FILE --output=FILE.csv`
+(also `tfpipeline-predict`): a trained model's predictions on new data.
+
+    python -m tfpipeline.predict /tmp/runs/diabetes --input=new.csv \
+        --output=predictions.csv
+    python -m tfpipeline.predict /tmp/runs/digits --input=tfds:test \
+        --output=digits_test.csv
+
+--input is a CSV or NPZ file with the columns (keys) the model was trained
+on, or tfds:SPLIT, a split of the run's TFDS dataset. The label and group
+columns are optional; where present they are copied to the output.
+
+The output has one row per input row: `index` (the row's index in the file
+or split), the label and group when present, then `prediction` (regression;
+binary classification: the probability of class 1), or one
+`prediction_<class>` probability per class and `predicted_class`.
+
+The model is checked against the run's MANIFEST.json and loaded in Keras
+safe mode. Exit codes: 0 written; 2 bad input (one line; nothing written);
+1 the run's model.keras or config.json changed since training; 3 stopped
+by SIGTERM or SIGINT (nothing written).
+"""
+
+import json
+import pathlib
+import sys
+
+from absl import flags
+
+from tfpipeline import artifacts
+from tfpipeline import commands
+from tfpipeline import console
+from tfpipeline import errors
+from tfpipeline import integrity
+from tfpipeline import tables
+from tfpipeline.errors import UserError
+
+_INPUT = flags.DEFINE_string(
+    'input', None, 'CSV (.csv) or NPZ (.npz) file with the columns the model '
+    'was trained on, or tfds:SPLIT for a split of the run\'s TFDS dataset '
+    '(e.g. tfds:test, tfds:train[:10%]).')
+_OUTPUT = flags.DEFINE_string(
+    'output', None, 'CSV file to write (replaced atomically).')
+_BATCH_SIZE = flags.DEFINE_integer(
+    'batch_size', 1024, 'Examples per model call.', lower_bound=1)
+
+_TFDS_PREFIX = 'tfds:'
+_CLASSIFICATION = ('binary_crossentropy', 'categorical_crossentropy',
+                   'sparse_categorical_crossentropy')
+
+
+def input_config(run_config, input_name: str):
+  """The run's data config, reading `input_name` (a file or tfds:SPLIT)."""
+  data = run_config.data
+  if input_name.startswith(_TFDS_PREFIX):
+    if data.source != 'tfds':
+      raise UserError(f'--input={input_name}: the model was trained on '
+                      f'data.source={data.source}, not a TFDS dataset; give '
+                      f'a CSV or NPZ file')
+    data.test_split = input_name[len(_TFDS_PREFIX):]
+    return data
+  suffix = pathlib.Path(input_name).suffix.lower()
+  if suffix not in ('.csv', '.npz'):
+    raise UserError(f'--input={input_name}: expected a .csv or .npz file, '
+                    f'or tfds:SPLIT')
+  data.source = suffix[1:]
+  data.path = input_name
+  return data
+
+
+def predict(model, split, data_config, batch_size: int):
+  """The model's outputs on every example of `split` (from
+  `sources.read_rows`), with the label and group read beside them:
+  (predictions (n, k), labels (n, ...) or None, groups (n,) or None)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  if not split.streamed:
+    return (model.predict(split.features, batch_size=batch_size, verbose=0),
+            split.labels, split.groups)
+  records = split.records
+  feature, extra = records.keys[0], records.keys[1:]
+  parts = {key: [] for key in records.keys}
+  for batch in records.dataset(batch_size).as_numpy_iterator():
+    parts[feature].append(model.predict_on_batch(batch[feature]))
+    for key in extra:
+      parts[key].append(batch[key])
+  arrays = {key: np.concatenate(values) for key, values in parts.items()}
+  return (arrays[feature], arrays.get(data_config.label),
+          arrays.get(data_config.group))
+
+
+def csv_text(loss: str, label_name: str, group_name, rows, predictions,
+             labels, groups) -> str:
+  """The output table (see the module docstring)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  count = len(predictions)
+  predictions = predictions.reshape(count, -1).astype(np.float32)
+  labels = None if labels is None else labels.reshape(count, -1)
+  multiclass = loss in _CLASSIFICATION and predictions.shape[1] > 1
+  header = (['index'] +
+            (tables.names(label_name, labels.shape[1]) if labels is not None
+             else []) + ([group_name] if groups is not None else []) +
+            (tables.names('prediction', predictions.shape[1]) if not
+             multiclass else [f'prediction_{c}' for c in
+                              range(predictions.shape[1])] +
+             ['predicted_class']))
+  classes = predictions.argmax(axis=1)
+  return tables.csv_text(header, (
+      [int(rows[i])] +
+      ([tables.cell(v) for v in labels[i]] if labels is not None else []) +
+      ([tables.cell(groups[i])] if groups is not None else []) +
+      [tables.float32_text(v) for v in predictions[i]] +
+      ([int(classes[i])] if multiclass else [])
+      for i in range(count)))
+
+
+def _changed(error: ValueError) -> None:
+  """Exit 1: a file of the run is not the one it wrote."""
+  print(f'error: {error}; nothing predicted', file=sys.stderr)
+  sys.exit(1)
+
+
+def main(argv: list[str]) -> int:
+  model_dir = commands.finished_run(argv[1:], 'predict', integrity.MANIFEST)
+  for flag in (_INPUT, _OUTPUT):
+    if not flag.value:
+      raise UserError(f'--{flag.name} is required: python -m '
+                      f'tfpipeline.predict MODEL_DIR --input=FILE '
+                      f'--output=FILE.csv')
+  output = pathlib.Path(_OUTPUT.value)
+  if not output.parent.is_dir():
+    raise UserError(f'--output={output}: no directory {output.parent}; '
+                    f'create it first')
+  if output.exists() and output.resolve() == pathlib.Path(
+      _INPUT.value).resolve():
+    raise UserError(f'--output={output} is the input file; give another '
+                    f'path')
+  try:
+    integrity.check_listed(model_dir, 'config.json')
+  except ValueError as e:
+    _changed(e)
+  from ml_collections import config_dict  # pylint: disable=g-import-not-at-top
+  run_config = config_dict.ConfigDict(
+      json.loads((model_dir / 'config.json').read_text()))
+  data = input_config(run_config, _INPUT.value)
+
+  console.quiet()
+  if data.source == 'tfds':
+    console.import_tensorflow()  # TFDS imports it.
+  from tfpipeline.data import sources  # pylint: disable=g-import-not-at-top
+  split = sources.read_rows(data)  # A file's bad cell fails before TF loads.
+  console.import_tensorflow()
+  from tfpipeline import export  # pylint: disable=g-import-not-at-top
+  try:
+    model = export.load(model_dir)  # Checked, in Keras safe mode.
+  except ValueError as e:
+    _changed(e)
+  predictions, labels, groups = predict(model, split, data, _BATCH_SIZE.value)
+  artifacts.write_text(output, csv_text(
+      run_config.loss, data.label, data.group, split.rows, predictions,
+      labels, groups))
+  print(f'wrote {len(predictions)} predictions to {output}', file=sys.stderr)
+  return 0
+
+
+def cli() -> None:
+  """Console script `tfpipeline-predict`."""
+  errors.stop_on_signals('stopped; nothing was written')
+  commands.run_absl(main)
+
+
+if __name__ == '__main__':
+  cli()

@@ -1,0 +1,38 @@
+"""CSV tables of predictions: the test split's (report/predictions.csv) and
+new data's (`python -m tfpipeline.predict`), written alike."""
+
+import csv
+import io
+
+import numpy as np
+
+
+def float32_text(value) -> str:
+  """The shortest text that reads back as the same float32: '21.72', not
+  float64's '21.719999313354492'."""
+  return str(np.float32(value))
+
+
+def cell(value) -> str:
+  """A label or group value as the user wrote it: floats as float32 text,
+  whole numbers without '.0', bytes decoded."""
+  if isinstance(value, bytes):
+    return value.decode()
+  if isinstance(value, (float, np.floating)):
+    return (str(int(value)) if float(value).is_integer() else
+            float32_text(value))
+  return str(value.item() if isinstance(value, np.generic) else value)
+
+
+def names(name: str, width: int) -> list[str]:
+  """Column names of a value `width` wide: `name`, or `name_0`, `name_1`..."""
+  return [name] if width == 1 else [f'{name}_{i}' for i in range(width)]
+
+
+def csv_text(header: list[str], rows) -> str:
+  """`rows` (lists of cells) under `header`, as CSV text."""
+  buffer = io.StringIO()
+  writer = csv.writer(buffer, lineterminator='\n')
+  writer.writerow(header)
+  writer.writerows(rows)
+  return buffer.getvalue()
