@@ -8,8 +8,6 @@ import pytest
 
 from conftest import run_cli
 
-pytestmark = pytest.mark.smoke  # Also run on TF 2.20 in CI.
-
 DIABETES = ('age', 'sex', 'bmi', 'bp', 's1', 's2', 's3', 's4', 's5', 's6')
 
 

@@ -181,7 +181,37 @@ def _bad_csv(tmp_path, regression_csv, edit):
           '--config.data.group=group']
 
 
+def _experiment(tmp_path, body):
+  path = tmp_path / 'careless.py'
+  path.write_text('from tfpipeline import config\n'
+                  'def get_config():\n'
+                  '  c = config.get_config()\n' + body)
+  return [f'--config={path}']
+
+
 BAD_INPUTS = {
+    'experiment raises': (lambda t, c: _experiment(
+        t, "  c.train.epochs = int('x')\n  return c\n"),
+                          "careless.py, line 4: get_config() raised: "
+                          "ValueError: invalid literal"),
+    'experiment returns a dict': (lambda t, c: _experiment(
+        t, '  return c.to_dict()\n'),
+                                  'get_config() returned a dict, not an '
+                                  'ml_collections ConfigDict'),
+    'class id out of range': (lambda t, c: _bad_csv(
+        t, c, lambda l: l[:1] + [
+            f'{r.rsplit(",", 1)[0]},{7 if i == 10 else i % 5}'
+            for i, r in enumerate(l[1:])]) + [
+        '--config.loss=sparse_categorical_crossentropy',
+        '--config.model.output_units=5'], "bad.csv, row 12, label 'y' is 7: "
+                              'loss=sparse_categorical_crossentropy needs '
+                              'class ids 0 to 4'),
+    'duplicate column': (lambda t, c: _bad_csv(
+        t, c, lambda l: ['a,b,a,y'] + l[1:]), "column 'a' appears twice"),
+    'label among the features': (lambda t, c: [
+        "--config.data.features=('age','bmi')", '--config.data.label=age'],
+                                 "the label 'age' (data.label) is also a "
+                                 'feature'),
     'unknown experiment': (lambda t, c: ['--config=no_such_experiment'],
                            "unknown experiment 'no_such_experiment'"),
     'unknown config key': (lambda t, c: ['--config.train.epochz=3'],
@@ -191,10 +221,12 @@ BAD_INPUTS = {
     'invalid value': (lambda t, c: ['--config.train.global_batch_size=0'],
                       'train.global_batch_size=0'),
     'missing file': (lambda t, c: ['--config.data.source=csv',
-                                   f'--config.data.path={t}/none.csv'],
+                                   f'--config.data.path={t}/none.csv',
+                                   '--config.data.label=y'],
                      'none.csv does not exist'),
     'unreadable file': (lambda t, c: ['--config.data.source=npz',
-                                      f'--config.data.path={c}'],
+                                      f'--config.data.path={c}',
+                                      '--config.data.label=y'],
                         'not a readable .npz archive'),
     'non-numeric cell': (lambda t, c: _bad_csv(
         t, c, lambda l: l[:4] + ['1.0,x1,a,2.0'] + l[5:]),

@@ -188,9 +188,14 @@ def load(name_or_path: str | None = None) -> config_dict.ConfigDict:
   if not hasattr(module, 'get_config'):
     raise UserError(f'--config: {path} has no get_config() function')
   try:
-    return module.get_config()
+    config = module.get_config()
   except Exception as e:  # pylint: disable=broad-except
     raise _experiment_error(path, 'get_config() raised', e) from e
+  if not isinstance(config, config_dict.ConfigDict):
+    raise UserError(f'--config: {path}: get_config() returned a '
+                    f'{type(config).__name__}, not an ml_collections '
+                    f'ConfigDict; start from tfpipeline.config.get_config()')
+  return config
 
 
 def _experiment_error(path: pathlib.Path, what: str,

@@ -343,6 +343,10 @@ def inputs(splits, config) -> Inputs:
     raise UserError(f'data.augment={tuple(data.augment)!r}: image ops need '
                     f'image features (height, width, channels), but '
                     f'{feature} is not; set --config.data.augment=()')
+  if (data.vocab_size or data.sequence_length) and kind != sources.TEXT:
+    key = 'vocab_size' if data.vocab_size else 'sequence_length'
+    raise UserError(f'data.{key}={data[key]} tokenizes text, but {feature} '
+                    f'is not text; set --config.data.{key}=0')
   if config.model.normalize_inputs and kind != sources.TABLE:
     raise UserError(f'model.normalize_inputs=True standardises table '
                     f'columns, but {feature} is not a table; set it to False '

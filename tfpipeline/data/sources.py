@@ -320,6 +320,10 @@ def _check_keys(keys, data_config, origin: str, *,
   if not for_prediction:
     required += [('data.label', label)] + (
         [('data.group', group)] if group else [])
+  if label in features:
+    raise UserError(f'{origin}: the label {label!r} (data.label) is also a '
+                    f'feature (data.features), so the model would see the '
+                    f'answer; leave it out of --config.data.features')
   for key, name in required:
     if name not in keys:
       fix = ('the model was trained on it' if for_prediction else
@@ -433,6 +437,11 @@ def _csv_columns(data_config) -> tuple[dict, int]:
   if not rows:
     raise UserError(f'{path}: a header row and no data rows; add rows')
   header = [h.strip() for h in header]
+  for i, name in enumerate(header):
+    if name in header[:i]:
+      raise UserError(f'{path}, row 1: column {name!r} appears twice in the '
+                      f'header (columns {header.index(name) + 1} and '
+                      f'{i + 1}); give each column its own name')
   columns = {name: [] for name in header}
   for line, row in enumerate(rows, start=2):
     if len(row) != len(header):
