@@ -13,8 +13,8 @@ the outputs went. --verbosity=1 adds TensorFlow's, TFDS's and codecarbon's
 lines; TF_CPP_MIN_LOG_LEVEL, when set, decides TensorFlow's C++ lines.
 
 Exit codes: 0 done; 2 bad input (one-line message, nothing written); 3
-preempted (SIGTERM/SIGINT; checkpoint saved, rerun the same command); 1 any
-other failure.
+stopped by SIGTERM/SIGINT at any moment (in training: checkpoint saved;
+rerun the same command); 1 any other failure.
 """
 
 import re
