@@ -107,3 +107,13 @@ def test_report_overhead_is_measured_against_a_run_without_the_report(
                                 'overhead_pct': pytest.approx(100 * 0.8 / 8.7)}
   assert result['codecarbon']['overhead_pct'] == pytest.approx(
       100 * 1.3 / 8.7)
+
+
+def test_table_read_case_measures_every_reader(tmp_path):
+  from tfpipeline import bench_tables
+  results = bench_tables.table_case(str(tmp_path), rounds=1, rows=3000)
+  assert [r['reader'] for r in results] == list(bench_tables.READERS)
+  for r in results:
+    assert 'error' not in r, r
+    assert r['seconds'] > 0 and r['rss_over_baseline_mib'] >= 0
+  assert results[0]['speedup_vs_python_csv'] == 1.0

@@ -117,7 +117,7 @@ def _bad(tmp_path, model_dir, case):
     ('no model_dir', 'usage: python -m tfpipeline.predict MODEL_DIR'),
     ('not a run', 'has no MANIFEST.json'),
     ('no --input', '--input is required'),
-    ('unknown input kind', 'expected a .csv or .npz file, or tfds:SPLIT'),
+    ('unknown input kind', 'expected a .csv, .csv.gz, .npz or .parquet file'),
     ('tfds split that is not', "'holdout' is not a split of 'diabetes'"),
     ('output is the input', 'is the input file'),
     ('no output directory', 'none/o.csv: no directory'),

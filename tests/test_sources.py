@@ -124,6 +124,82 @@ def test_one_hot_labels_must_be_rows_of_probabilities(tmp_path):
     sources.load(c, loss='categorical_crossentropy', output_units=4)
 
 
+def test_gzip_csv_reads_like_the_plain_file(regression_csv, tmp_path):
+  import gzip
+  packed = tmp_path / 'data.csv.gz'
+  packed.write_bytes(gzip.compress(regression_csv.read_bytes()))
+  plain = sources.load(_csv_config(regression_csv), loss='mse')
+  read = sources.load(_csv_config(packed), loss='mse')
+  np.testing.assert_array_equal(read.train.features, plain.train.features)
+  np.testing.assert_array_equal(read.test.labels, plain.test.labels)
+  assert read.train.features.dtype == np.float32
+  lines = regression_csv.read_text().splitlines()
+  packed.write_bytes(gzip.compress('\n'.join(
+      lines[:6] + ['0.1,oops,a,2.0'] + lines[7:]).encode()))
+  with pytest.raises(UserError, match=r"data.csv.gz, row 7, column 'b': "
+                     r"'oops' is not a number"):
+    sources.load(_csv_config(packed), loss='mse')
+
+
+def test_blank_line_is_named_not_skipped(regression_csv):
+  lines = regression_csv.read_text().splitlines()
+  regression_csv.write_text('\n'.join(lines[:4] + [''] + lines[4:]) + '\n')
+  with pytest.raises(UserError, match=r'data.csv, row 5: 0 cells, header '
+                     r'has 4'):
+    sources.load(_csv_config(regression_csv), loss='mse')
+
+
+def _parquet(path, columns):
+  import pyarrow as pa
+  from pyarrow import parquet
+  parquet.write_table(pa.table(columns), path)
+
+
+def test_parquet_file_and_parts_read_like_csv(regression_csv, tmp_path):
+  import csv
+  with open(regression_csv) as f:
+    rows = list(csv.DictReader(f))
+  columns = {'a': [float(r['a']) for r in rows],
+             'b': [float(r['b']) for r in rows],
+             'group': [r['group'] for r in rows],
+             'y': [float(r['y']) for r in rows]}
+  _parquet(tmp_path / 'one.parquet', columns)
+  parts = tmp_path / 'parts'
+  parts.mkdir()
+  for i, (start, stop) in enumerate([(0, 50), (50, 120)]):
+    _parquet(parts / f'part-{i}.parquet',
+             {k: v[start:stop] for k, v in columns.items()})
+  want = sources.load(_csv_config(regression_csv), loss='mse')
+  for path in (tmp_path / 'one.parquet', parts):
+    got = sources.load(_csv_config(path, source='parquet'), loss='mse')
+    np.testing.assert_array_equal(got.train.features, want.train.features)
+    np.testing.assert_array_equal(got.validation.labels,
+                                  want.validation.labels)
+    assert list(got.test.groups) == list(want.test.groups)
+  assert sorted(got.origin['parts_sha256']) == ['part-0.parquet',
+                                                'part-1.parquet']
+  # A bad value is named by its part file and row.
+  columns['a'][70] = float('nan')
+  _parquet(parts / 'part-1.parquet',
+           {k: v[50:120] for k, v in columns.items()})
+  with pytest.raises(UserError, match=r"part-1.parquet, row 20, feature 'a' "
+                     r'is nan'):
+    sources.load(_csv_config(parts, source='parquet'), loss='mse')
+
+
+@pytest.mark.parametrize('column, fragment', [
+    (['1.0', 'x'], r"column 'b' holds string, not numbers"),
+    ([1.0, None], r"row 1, column 'b' is null"),
+])
+def test_parquet_cells_that_are_not_numbers(tmp_path, column, fragment):
+  _parquet(tmp_path / 'bad.parquet', {'a': [1.0, 2.0], 'b': column,
+                                      'y': [0.0, 1.0]})
+  with pytest.raises(UserError, match=fragment):
+    sources.load(_data_config(source='parquet', features=('a', 'b'),
+                              path=str(tmp_path / 'bad.parquet'), label='y',
+                              group=None), loss='mse')
+
+
 def test_missing_file_says_so(tmp_path):
   with pytest.raises(UserError, match=r'data.path: .*nothing.csv does not '
                      r'exist'):

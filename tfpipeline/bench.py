@@ -10,13 +10,15 @@ ratio to Keras fit's best setting on the same data, model and batch.
     python -m tfpipeline.bench --device=gpu --mixed_precision=mixed_bfloat16
     python -m tfpipeline.bench --cases=report_overhead --report_runs=5
     python -m tfpipeline.bench --cases=input_jpeg32,input_jpeg224,rss
+    python -m tfpipeline.bench --cases=table_read
 
 `report_overhead` times whole default runs (`python -m tfpipeline.train`),
 alternating the report's energy methods (codecarbon, estimate), and reads
 the report's own time from each run's log. `cifar_cnn_b256` trains the
 `cifar10_cnn` experiment's convnet on CIFAR-shaped uint8 images, from
 memory and streamed from JPEG files on disk (flipped and cropped). The
-input and memory cases are `tfpipeline.bench_data`'s.
+input and memory cases are `tfpipeline.bench_data`'s; `table_read` (a 1M-row
+table read from CSV, CSV.gz and Parquet) is `tfpipeline.bench_tables`'.
 
 Each timing unit is `steps` training steps: one device call of the own loop,
 or one Keras epoch with `steps_per_epoch=steps`. The first unit (tracing and
@@ -39,6 +41,7 @@ from absl import app
 from absl import flags
 
 from tfpipeline import bench_data
+from tfpipeline import bench_tables
 
 _CASES = flags.DEFINE_list('cases', None, 'Cases to run (default: all).')
 _DEVICE = flags.DEFINE_enum('device', 'cpu', ['cpu', 'gpu'],
@@ -330,7 +333,8 @@ def main(argv):
       print(json.dumps(_measure(case, setting, _DEVICE.value,
                                 _MIXED_PRECISION.value, _UNITS.value)))
     return
-  known = [*CASES, *bench_data.CASES, REPORT_OVERHEAD]
+  known = [*CASES, *bench_data.CASES, bench_tables.TABLE_READ,
+           REPORT_OVERHEAD]
   names = _CASES.value or [n for n in known if n != bench_data.RSS]
   unknown = sorted(set(names) - set(known))
   if unknown:
@@ -366,6 +370,10 @@ def main(argv):
     rss = bench_data.rss_case(_BENCH_DATA_DIR.value)
     bench_data.print_rss(rss)
     results += rss
+  if bench_tables.TABLE_READ in names:
+    tables = bench_tables.table_case(_BENCH_DATA_DIR.value)
+    bench_tables.print_results(tables)
+    results += tables
   if REPORT_OVERHEAD in names:
     overhead = _report_overhead(_REPORT_RUNS.value)
     results.append(overhead)

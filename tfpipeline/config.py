@@ -20,7 +20,7 @@ from ml_collections import config_dict
 
 from tfpipeline.errors import UserError
 
-SOURCES = ('synthetic', 'csv', 'npz', 'tfds')
+SOURCES = ('synthetic', 'csv', 'npz', 'parquet', 'tfds')
 DISTRIBUTIONS = ('uniform', 'normal')
 OPTIMIZERS = ('adam', 'adamw', 'sgd', 'rmsprop')
 SCHEDULES = ('constant', 'exponential_decay', 'cosine_decay')
@@ -61,21 +61,21 @@ def get_config() -> config_dict.ConfigDict:
   c = config_dict.ConfigDict()
 
   c.data = config_dict.ConfigDict()
-  c.data.source = 'tfds'  # synthetic | csv | npz | tfds
+  c.data.source = 'tfds'  # synthetic | csv | npz | parquet | tfds
   c.data.name = 'diabetes'  # TFDS dataset name (catalogue or this package's)
   c.data.data_dir = config_dict.placeholder(str)  # TFDS data_dir; None: TFDS default
   c.data.download = True  # tfds: may download and prepare a missing dataset
   c.data.train_split = 'train'  # tfds split names; slicing works: 'train[:80%]'
   c.data.validation_split = 'validation'
   c.data.test_split = 'test'
-  c.data.path = config_dict.placeholder(str)  # csv / npz file
+  c.data.path = config_dict.placeholder(str)  # csv (.csv, .csv.gz) / npz file; parquet file or directory of parts
   # The columns: () / '' / 'auto' take the dataset's own (this package's
   # TFDS datasets name theirs: diabetes trains on its ten columns, predicts
   # progression, groups by sex; a catalogue dataset: its supervised keys).
   c.data.features = ()  # columns / keys; (): the dataset's, else every column but label, group
-  c.data.label = ''  # label column / key; '': the TFDS dataset's (required for csv, npz)
+  c.data.label = ''  # label column / key; '': the TFDS dataset's (required for files)
   c.data.group = config_dict.FieldReference('auto', field_type=str)  # fairness groups; auto: the dataset's, if any; None: no groups
-  c.data.validation_fraction = 0.15  # csv / npz: held out, seeded
+  c.data.validation_fraction = 0.15  # files (csv, npz, parquet): held out, seeded
   c.data.test_fraction = 0.15
   c.data.split_seed = 0
   c.data.num_examples = 1000  # synthetic: training rows
@@ -281,10 +281,10 @@ def validate(config: config_dict.ConfigDict) -> config_dict.ConfigDict:
   _check(isinstance(vocab_size, int) and not isinstance(vocab_size, bool) and
          (vocab_size == 0 or vocab_size >= 3), 'data.vocab_size', vocab_size,
          '0 (no text) or the number of tokens, padding and OOV included (>= 3)')
-  if config.data.source in ('csv', 'npz'):
+  if config.data.source in ('csv', 'npz', 'parquet'):
     _check(bool(config.data.path), 'data.path', config.data.path,
            f'the path of the {config.data.source} file')
-  if config.data.source in ('csv', 'npz'):
+  if config.data.source in ('csv', 'npz', 'parquet'):
     _check(bool(config.data.label), 'data.label', config.data.label,
            f'the label column with data.source={config.data.source}')
   if config.data.source == 'tfds':

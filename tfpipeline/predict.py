@@ -6,8 +6,9 @@
     python -m tfpipeline.predict /tmp/runs/digits --input=tfds:test \
         --output=digits_test.csv
 
---input is a CSV or NPZ file with the columns (keys) the model was trained
-on, or tfds:SPLIT, a split of the run's TFDS dataset. The label and group
+--input is a CSV (.csv, .csv.gz), NPZ or Parquet file (or directory of
+Parquet parts) with the columns (keys) the model was trained on, or
+tfds:SPLIT, a split of the run's TFDS dataset. The label and group
 columns are optional; where present they are copied to the output.
 
 The output has one row per input row: `index` (the row's index in the file
@@ -36,9 +37,9 @@ from tfpipeline import tables
 from tfpipeline.errors import UserError
 
 _INPUT = flags.DEFINE_string(
-    'input', None, 'CSV (.csv) or NPZ (.npz) file with the columns the model '
-    'was trained on, or tfds:SPLIT for a split of the run\'s TFDS dataset '
-    '(e.g. tfds:test, tfds:train[:10%]).')
+    'input', None, 'CSV (.csv, .csv.gz), NPZ (.npz) or Parquet (.parquet, or '
+    'a directory of parts) with the columns the model was trained on, or '
+    'tfds:SPLIT for a split of the run\'s TFDS dataset (e.g. tfds:test).')
 _OUTPUT = flags.DEFINE_string(
     'output', None, 'CSV file to write (replaced atomically).')
 _BATCH_SIZE = flags.DEFINE_integer(
@@ -59,11 +60,18 @@ def input_config(run_config, input_name: str):
                       f'a CSV or NPZ file')
     data.test_split = input_name[len(_TFDS_PREFIX):]
     return data
-  suffix = pathlib.Path(input_name).suffix.lower()
-  if suffix not in ('.csv', '.npz'):
-    raise UserError(f'--input={input_name}: expected a .csv or .npz file, '
-                    f'or tfds:SPLIT')
-  data.source = suffix[1:]
+  path = pathlib.Path(input_name)
+  suffixes = [suffix.lower() for suffix in path.suffixes[-2:]]
+  if path.is_dir() or suffixes[-1:] == ['.parquet']:
+    data.source = 'parquet'
+  elif suffixes[-1:] == ['.csv'] or suffixes == ['.csv', '.gz']:
+    data.source = 'csv'
+  elif suffixes[-1:] == ['.npz']:
+    data.source = 'npz'
+  else:
+    raise UserError(f'--input={input_name}: expected a .csv, .csv.gz, .npz '
+                    f'or .parquet file, a directory of Parquet parts, or '
+                    f'tfds:SPLIT')
   data.path = input_name
   return data
 

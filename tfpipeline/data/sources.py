@@ -13,10 +13,7 @@ memory does not grow with the dataset. The tf.data pipelines in
 `tfpipeline.data.pipeline` are built from either kind.
 """
 
-import codecs
-import csv
 import dataclasses
-import io
 import pathlib
 
 from absl import logging
@@ -25,6 +22,7 @@ import numpy as np
 
 from tfpipeline import console
 from tfpipeline import integrity
+from tfpipeline.data import files
 from tfpipeline.data import records as records_lib
 from tfpipeline.errors import UserError
 
@@ -91,7 +89,8 @@ def load(data_config, *, loss: str, output_units: int | None = None) -> Splits:
   if data_config.source == 'tfds':
     splits = _tfds(data_config)
   else:
-    reader = {'synthetic': _synthetic, 'csv': _csv, 'npz': _npz}
+    reader = {'synthetic': _synthetic, 'csv': _csv, 'npz': _npz,
+              'parquet': _parquet}
     splits = reader[data_config.source](with_columns(data_config))
   _check_class_count(splits, loss, output_units)
   for name in ('train', 'validation', 'test'):
@@ -135,8 +134,9 @@ def read_rows(data_config) -> Split:
                    rows=np.arange(len(records)))
     columns, count = records.read_all(), len(records)
   else:
-    read = {'csv': _csv_columns, 'npz': _npz_columns}[data_config.source]
-    columns, count = read(data_config)
+    read = {'csv': _csv_columns, 'npz': _npz_columns,
+            'parquet': _parquet_columns}[data_config.source]
+    columns, count = read(data_config, for_prediction=True)
   split, layout = _select(columns, count, data_config, origin,
                           for_prediction=True)
   split = dataclasses.replace(split, rows=np.arange(count))
@@ -204,6 +204,9 @@ def _row_namer(data_config, split_name: str, split: Split):
     return lambda i: f'{origin}, row {split.rows[i] + 2}'  # Row 1: the header.
   if data_config.source == 'npz':
     return lambda i: f'{origin}, index {split.rows[i]}'
+  if data_config.source == 'parquet':
+    parts = files.parquet_parts(pathlib.Path(data_config.path))
+    return lambda i: files.parquet_row(parts, int(split.rows[i]))
   return lambda i: f'{origin}: {split_name} row {i}'
 
 
@@ -267,7 +270,7 @@ def _check_class_count(splits: Splits, loss: str,
 
 
 def _describe(data_config) -> str:
-  if data_config.source in ('csv', 'npz'):
+  if data_config.source in ('csv', 'npz', 'parquet'):
     return str(data_config.path)
   if data_config.source == 'tfds':
     return f'TFDS dataset {data_config.name!r}'
@@ -340,7 +343,8 @@ def _select(columns: dict, row_count: int, data_config, origin: str, *,
 
   Columns are arrays of shape (n,) or (n, ...). One key of images, tensors
   or strings is kept as it is; otherwise the features are concatenated into
-  float32 columns, named by key, or 'key[i]' for a key with several.
+  float32 columns, named by key, or 'key[i]' for a key with several, and
+  `columns` is emptied (its memory freed).
   """
   features = _check_keys(list(columns), data_config, origin,
                          for_prediction=for_prediction)
@@ -358,12 +362,16 @@ def _select(columns: dict, row_count: int, data_config, origin: str, *,
       return Split(x, y, g), _Layout(
           features, features, kind, x.shape[1:],
           'string' if kind == TEXT else x.dtype.name)
-  blocks = [np.asarray(columns[f], np.float64).reshape(row_count, -1)
+  blocks = [np.asarray(columns[f], np.float32).reshape(row_count, -1)
             for f in features]
   names = tuple(name if block.shape[1] == 1 else f'{name}[{i}]'
                 for name, block in zip(features, blocks)
                 for i in range(block.shape[1]))
-  x = np.concatenate(blocks, axis=1).astype(np.float32)
+  x = np.concatenate(blocks, axis=1)
+  # The columns are copied into x: free them (Arrow's buffers too) before
+  # the caller copies x into splits, so a table peaks at twice its size.
+  del blocks
+  columns.clear()
   return Split(x, y, g), _Layout(features, names, shape=(x.shape[1],))
 
 
@@ -380,8 +388,16 @@ def _table_splits(columns: dict, row_count: int, data_config,
 
 
 def _file_origin(source: str, path: pathlib.Path) -> dict:
-  return {'source': source, 'path': str(path.resolve()),
-          'sha256': integrity.sha256_file(path)}
+  """The file's path and sha256; a directory of Parquet parts: each
+  part's."""
+  origin = {'source': source, 'path': str(path.resolve())}
+  if path.is_dir():
+    origin['parts_sha256'] = {
+        str(part.relative_to(path)): integrity.sha256_file(part)
+        for part in files.parquet_parts(path)}
+  else:
+    origin['sha256'] = integrity.sha256_file(path)
+  return origin
 
 
 def _synthetic(data_config) -> Splits:
@@ -405,95 +421,42 @@ def _synthetic(data_config) -> Splits:
       feature_shape=(data_config.num_features,))
 
 
-def _open(path: pathlib.Path, mode: str):
-  try:
-    return open(path, mode, newline='' if 'b' not in mode else None)
-  except FileNotFoundError:
-    raise UserError(f'data.path: {path} does not exist; check the path') from None
-  except OSError as e:
-    raise UserError(f'data.path: cannot read {path}: {e.strerror}') from None
-
-
 def _csv(data_config) -> Splits:
   return _table_splits(*_csv_columns(data_config), data_config,
                        str(data_config.path))
 
 
-def _csv_columns(data_config) -> tuple[dict, int]:
-  """A UTF-8 CSV file with a header row, as columns and a row count; every
-  used column must be numeric, except the group column, which may hold
-  labels such as 'female'."""
+def _csv_columns(data_config, *, for_prediction: bool = False):
+  """A UTF-8 CSV file (or .csv.gz) with a header row, as columns and a row
+  count: the features and label numeric, the group text unless a feature."""
   path = pathlib.Path(data_config.path)
-  with _open(path, 'rb') as f:
-    reader = csv.reader(io.StringIO(_utf8_text(f.read(), path), newline=''))
-    try:
-      header = next(reader, None)
-      if not header:
-        raise UserError(f'{path}: empty file; expected a header row and data')
-      rows = list(reader)
-    except csv.Error as e:
-      raise UserError(f'{path}, row {reader.line_num}: not CSV ({e}); save '
-                      f'the table as CSV') from None
-  if not rows:
-    raise UserError(f'{path}: a header row and no data rows; add rows')
-  header = [h.strip() for h in header]
-  for i, name in enumerate(header):
-    if name in header[:i]:
-      raise UserError(f'{path}, row 1: column {name!r} appears twice in the '
-                      f'header (columns {header.index(name) + 1} and '
-                      f'{i + 1}); give each column its own name')
-  columns = {name: [] for name in header}
-  for line, row in enumerate(rows, start=2):
-    if len(row) != len(header):
-      raise UserError(f'{path}, row {line}: {len(row)} cells, header has '
-                      f'{len(header)}; fix the row')
-    for name, cell in zip(header, row):
-      columns[name].append(cell.strip())
-  # The group may be text, unless it is a feature too.
-  label, group = data_config.label, data_config.group
-  numeric = set(data_config.features or [
-      name for name in header if name not in (label, group)]) | {label}
-  for name in numeric & set(header):
-    columns[name] = _parse_numbers(columns[name], path, name)
-  return columns, len(rows)
+  header = files.csv_header(path)
+  return files.read_csv(path, header, *_column_types(
+      header, data_config, str(path), for_prediction))
 
 
-def _utf8_text(data: bytes, path: pathlib.Path) -> str:
-  """A CSV file's bytes as text; binary files and other encodings are
-  refused with the offset of the first byte that is not UTF-8 text."""
-  if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-    raise UserError(f'{path}: UTF-16 text (it starts with a UTF-16 byte-order '
-                    f'mark); save it as UTF-8 CSV')
-  if b'\0' in data:
-    offset = data.index(b'\0')
-    raise UserError(f'{path}: a binary file, not CSV (a NUL byte at '
-                    f'{_byte_position(data, offset)}); give a CSV file')
-  try:
-    return data.decode('utf-8-sig')
-  except UnicodeDecodeError as e:
-    raise UserError(
-        f'{path}: not UTF-8 (byte 0x{data[e.start]:02x} at '
-        f'{_byte_position(data, e.start)}; Latin-1 or Windows-1252 perhaps); '
-        f'save it as UTF-8 CSV') from None
+def _parquet(data_config) -> Splits:
+  return _table_splits(*_parquet_columns(data_config), data_config,
+                       str(data_config.path))
 
 
-def _byte_position(data: bytes, offset: int) -> str:
-  line = data.count(b'\n', 0, offset) + 1
-  return f'byte offset {offset}, line {line}'
+def _parquet_columns(data_config, *, for_prediction: bool = False):
+  """A Parquet file, or a directory of part files, as columns."""
+  parts = files.parquet_parts(pathlib.Path(data_config.path))
+  return files.read_parquet(parts, *_column_types(
+      files.parquet_names(parts), data_config, str(data_config.path),
+      for_prediction))
 
 
-def _parse_numbers(cells: list[str], path, column: str) -> np.ndarray:
-  try:
-    return np.asarray(cells, dtype=np.float64)
-  except ValueError:
-    for line, cell in enumerate(cells, start=2):
-      try:
-        float(cell)
-      except ValueError:
-        raise UserError(f'{path}, row {line}, column {column!r}: {cell!r} is '
-                        f'not a number; fix the cell or drop the '
-                        f'column') from None
-    raise
+def _column_types(names: list[str], data_config, origin: str,
+                  for_prediction: bool) -> tuple[set[str], set[str]]:
+  """The columns to read as numbers (features, label) and as text (the
+  group, unless it is a feature too)."""
+  features = _check_keys(names, data_config, origin,
+                         for_prediction=for_prediction)
+  numbers = set(features) | ({data_config.label} & set(names))
+  texts = ({data_config.group} & set(names)) - numbers
+  return numbers, texts
 
 
 def _npz(data_config) -> Splits:
@@ -501,21 +464,9 @@ def _npz(data_config) -> Splits:
                        str(data_config.path))
 
 
-def _npz_columns(data_config) -> tuple[dict, int]:
-  """A NumPy .npz archive, one array per key, and its length."""
-  path = pathlib.Path(data_config.path)
-  with _open(path, 'rb') as f:
-    try:
-      with np.load(f, allow_pickle=False) as archive:
-        columns = {key: archive[key] for key in archive.files}
-    except (ValueError, OSError) as e:
-      raise UserError(f'data.path: {path} is not a readable .npz archive '
-                      f'({e}); save it with numpy.savez') from None
-  lengths = {key: len(value) for key, value in columns.items()}
-  if len(set(lengths.values())) > 1:
-    raise UserError(f'{path}: arrays differ in length ({lengths}); every '
-                    f'array needs one entry per example')
-  return columns, next(iter(lengths.values()), 0)
+def _npz_columns(data_config, *, for_prediction: bool = False):
+  del for_prediction  # Every key is read; _select picks.
+  return files.read_npz(pathlib.Path(data_config.path))
 
 
 def _tfds(data_config) -> Splits:
