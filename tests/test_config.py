@@ -72,7 +72,7 @@ def test_unknown_experiment_lists_the_available_ones():
     ('loss', 'hinge', "loss='hinge'"),
     ('optimizer.name', 'lion', "optimizer.name='lion'"),
     ('optimizer.learning_rate', -0.1, 'optimizer.learning_rate=-0.1'),
-    ('data.source', 'parquet', "data.source='parquet'"),
+    ('data.source', 'sql', "data.source='sql'"),
     ('data.test_fraction', 0.9, 'data.test_fraction=0.9'),
     ('model.hidden_units', (64, 0), 'model.hidden_units=(64, 0)'),
     ('train.mixed_precision', 'float16', "train.mixed_precision='float16'"),
