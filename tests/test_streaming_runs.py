@@ -95,9 +95,25 @@ def test_digits_run_streams_images_and_writes_everything(tmp_path,
   c = config.load('digits_cnn')
   c.data.data_dir = str(digits_dir)
   test = sources.load(c.data, loss=c.loss).test.records.read_all()
-  np.testing.assert_allclose(
-      model.predict(test['image'], verbose=0),
-      np.array([[float(v) for v in r[3:]] for r in rows[1:]]), atol=1e-5)
+  recorded = np.array([[float(v) for v in r[3:]] for r in rows[1:]])
+  np.testing.assert_allclose(model.predict(test['image'], verbose=0),
+                             recorded, atol=1e-5)
+  # tfpipeline.predict streams the same split through the model.
+  output = tmp_path / 'scored.csv'
+  scored = run_cli(str(model_dir), '--input=tfds:test', f'--output={output}',
+                   command='predict')
+  assert scored.returncode == 0, scored.stderr[-3000:]
+  with open(output) as f:
+    scored_rows = list(csv.reader(f))
+  assert scored_rows[0] == (['index', 'label', 'parity'] +
+                            [f'prediction_{i}' for i in range(10)] +
+                            ['predicted_class'])
+  assert [r[:3] for r in scored_rows[1:]] == [r[:3] for r in rows[1:]]
+  probabilities = np.array([[float(v) for v in r[3:13]]
+                            for r in scored_rows[1:]])
+  np.testing.assert_allclose(probabilities, recorded, atol=1e-5)
+  assert [int(r[13]) for r in scored_rows[1:]] == list(
+      probabilities.argmax(axis=1))
 
 
 def test_digits_cnn_as_shipped_reaches_97_percent(tmp_path,
@@ -194,6 +210,15 @@ def test_text_run_exports_a_model_of_raw_strings(tmp_path, text_dir):
   for label, words in sentiment.items():
     top = [row['token'] for row in ig['token_ranking'][label]['for'][:5]]
     assert set(top) == words, (label, top)
+  # Raw strings from a file score like the TFDS split's.
+  np.savez(tmp_path / 'reviews.npz', text=np.array(
+      ['Great superb lovely film!', 'Awful, boring, bad.']))
+  scored = run_cli(str(model_dir), f'--input={tmp_path / "reviews.npz"}',
+                   f'--output={tmp_path / "scored.csv"}', command='predict')
+  assert scored.returncode == 0, scored.stderr[-3000:]
+  with open(tmp_path / 'scored.csv') as f:
+    assert [float(r['prediction']) for r in csv.DictReader(f)] == (
+        pytest.approx(probabilities.tolist(), abs=1e-6))
   card = json.loads((model_dir / 'report' / 'report.json').read_text())[
       'model_card']
   assert 'Tokens driving each predicted class (Integrated Gradients): 0: ' in (

@@ -109,7 +109,7 @@ def load(data_config, *, loss: str, output_units: int | None = None) -> Splits:
 
 
 def read_rows(data_config) -> Split:
-  """Every example of data.path (CSV or NPZ) or of data.test_split (TFDS),
+  """Every example of data.path (CSV, NPZ, Parquet) or data.test_split (TFDS),
   in order and unsplit, for a trained model to predict.
 
   data.features must be there, as in training; data.label and data.group
