@@ -1,24 +1,68 @@
 """tfpipeline.console and the console lines of a run: the package's own."""
 
 import logging
-import os
+import subprocess
+import sys
 
 from absl import logging as absl_logging
 
 from tfpipeline import console
 from tfpipeline import run_log
+from conftest import cli_env
 
 
-def test_cpp_start_up_lines_are_dropped_and_the_rest_passed_on(capfd):
-  with console._cpp_lines_dropped():  # pylint: disable=protected-access
-    os.write(2, b'WARNING: All log messages before absl::InitializeLog() is '
-                b'called are written to STDERR\n'
-                b'I0000 00:00:1795432708.080076    3928 port.cc:153] oneDNN '
-                b'custom operations are on.\n'
-                b'E0000 00:00:1795432709.795288    3928 cuda_platform.cc:52] '
-                b'failed call to cuInit\n'
-                b'a warning of the import itself\n')
-  assert capfd.readouterr().err == 'a warning of the import itself\n'
+def test_cpp_info_and_warning_lines_are_told_from_the_rest():
+  dropped = [
+      b'WARNING: All log messages before absl::InitializeLog() is called are '
+      b'written to STDERR\n',
+      b'I0000 00:00:1795432708.080076    3928 port.cc:153] oneDNN custom '
+      b'operations are on.\n',
+      b'I0000 00:00:1795440601.801804   13554 device_compiler.h:196] Compiled '
+      b'cluster using XLA!\n']
+  kept = [
+      b'E0000 00:00:1795432709.795288    3928 oom.cc:52] out of memory\n',
+      # absl's Python lines have the same shape, with a real date.
+      b'I1123 13:30:02.025561 139916794260352 run_log.py:89] epoch 1/2\n',
+      b'error: data.path: x.csv does not exist\n']
+  match = console._CPP_LINE.match  # pylint: disable=protected-access
+  assert [bool(match(line)) for line in dropped + kept] == [True] * 3 + [
+      False] * 3
+
+
+def test_quiet_console_drops_cpp_lines_written_at_any_time(tmp_path):
+  # TF 2.20 prints C++ INFO lines long after the import, whatever
+  # TF_CPP_MIN_LOG_LEVEL says ("Compiled cluster using XLA!" at the first
+  # step): the filter must hold for the whole process and lose nothing else,
+  # Python's own writes and a traceback included, in order.
+  script = tmp_path / 'noisy.py'
+  script.write_text(
+      'import os, sys\n'
+      'from tfpipeline import console\n'
+      'console.quiet()\n'
+      'os.write(2, b"I0000 00:00:1796149729.441928    2842 '
+      'device_compiler.h:196] Compiled cluster using XLA!\\n")\n'
+      'print("first", file=sys.stderr, flush=True)\n'
+      'os.write(2, b"E0000 00:00:1796149729.5    2842 oom.cc:52] out of '
+      'memory\\n")\n'
+      'raise SystemExit("last")\n')
+  completed = subprocess.run([sys.executable, str(script)], env=cli_env(),
+                             capture_output=True, text=True, timeout=60)
+  assert completed.returncode == 1
+  assert completed.stderr == ('first\nE0000 00:00:1796149729.5    2842 '
+                              'oom.cc:52] out of memory\nlast\n')
+
+
+def test_a_tf_cpp_min_log_level_of_the_users_keeps_every_line(tmp_path):
+  script = tmp_path / 'noisy.py'
+  script.write_text(
+      'import os\n'
+      'from tfpipeline import console\n'
+      'console.quiet()\n'
+      'os.write(2, b"I0000 00:00:1.5    2842 port.cc:153] oneDNN\\n")\n')
+  completed = subprocess.run([sys.executable, str(script)],
+                             env={**cli_env(), 'TF_CPP_MIN_LOG_LEVEL': '0'},
+                             capture_output=True, text=True, timeout=60)
+  assert completed.stderr == 'I0000 00:00:1.5    2842 port.cc:153] oneDNN\n'
 
 
 def test_info_lines_pass_only_from_the_package():

@@ -8,15 +8,15 @@ lines. `--verbosity=1` (absl's flag) shows them all; a TF_CPP_MIN_LOG_LEVEL
 set by the user decides TensorFlow's C++ lines.
 """
 
+import atexit
 import contextlib
-import importlib
 import io
 import logging as python_logging
 import os
 import pathlib
 import re
 import sys
-import tempfile
+import threading
 
 from absl import logging
 
@@ -24,8 +24,9 @@ _PACKAGE = str(pathlib.Path(__file__).resolve().parent)
 # A line of TensorFlow's C++ logging (absl's format), or absl's notice
 # that it logs to stderr before being initialised.
 _CPP_LINE = re.compile(
-    r'([IWEF]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] |WARNING: All log messages '
-    r'before absl::InitializeLog\(\) is called are written to STDERR)')
+    rb'([IW]0000 00:00:[\d.]+ +\d+ [\w.]+:\d+\] |WARNING: All log messages '
+    rb'before absl::InitializeLog\(\) is called are written to STDERR|'
+    rb'To enable the following instructions: )')
 _quiet = False
 
 
@@ -46,7 +47,9 @@ def quiet() -> None:
   if logging.get_verbosity() >= logging.DEBUG:
     return
   _quiet = True
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+  if 'TF_CPP_MIN_LOG_LEVEL' not in os.environ:
+    os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'
+    _drop_cpp_info_lines()
   os.environ.setdefault('CODECARBON_LOG_LEVEL', 'error')  # Read on import.
   logging.get_absl_handler().addFilter(_OwnInfoOnly())
 
@@ -72,32 +75,31 @@ def library_chatter_held_back():
     logging.set_verbosity(verbosity)
 
 
-def import_tensorflow() -> None:
-  """Imports TensorFlow. With TF_CPP_MIN_LOG_LEVEL=3, the C++ lines it
-  prints while loading, before its log level applies, are dropped; any
-  other output of the import is passed on."""
-  hold_back = ('tensorflow' not in sys.modules and
-               os.environ.get('TF_CPP_MIN_LOG_LEVEL') == '3')
-  with _cpp_lines_dropped() if hold_back else contextlib.nullcontext():
-    importlib.import_module('tensorflow')
-
-
-@contextlib.contextmanager
-def _cpp_lines_dropped():
-  """Redirects file descriptor 2 (C++ and Python writes alike) to a file
-  for the block, then writes what it caught to stderr, C++ log lines
-  excepted (also when the block raises)."""
+def _drop_cpp_info_lines() -> None:
+  """For the rest of the process, file descriptor 2 (C++ and Python writes
+  alike) goes through a pipe to a thread that passes every line to the real
+  stderr but TensorFlow's C++ INFO and WARNING lines, which TF prints before
+  and beside its log level (TF 2.20: "Compiled cluster using XLA!",
+  grappler's device count). At exit the pipe is drained before Python ends.
+  """
   sys.stderr.flush()
-  saved = os.dup(2)
-  with tempfile.TemporaryFile() as capture:
-    os.dup2(capture.fileno(), 2)
-    try:
-      yield
-    finally:
-      sys.stderr.flush()
-      os.dup2(saved, 2)
-      os.close(saved)
-      capture.seek(0)
-      sys.stderr.writelines(
-          line for line in capture.read().decode(errors='replace').splitlines(
-              keepends=True) if not _CPP_LINE.match(line))
+  real = os.dup(2)
+  read_end, write_end = os.pipe()
+  os.dup2(write_end, 2)
+  os.close(write_end)
+
+  def forward():
+    with os.fdopen(read_end, 'rb') as lines:
+      for line in lines:
+        if not _CPP_LINE.match(line):
+          os.write(real, line)
+
+  thread = threading.Thread(target=forward, name='stderr-filter', daemon=True)
+  thread.start()
+
+  def drain():
+    sys.stderr.flush()
+    os.dup2(real, 2)  # The pipe's last writer closes: the thread sees EOF.
+    thread.join(timeout=5)
+
+  atexit.register(drain)

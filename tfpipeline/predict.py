@@ -152,11 +152,8 @@ def main(argv: list[str]) -> int:
   data = input_config(run_config, _INPUT.value)
 
   console.quiet()
-  if data.source == 'tfds':
-    console.import_tensorflow()  # TFDS imports it.
   from tfpipeline.data import sources  # pylint: disable=g-import-not-at-top
   split = sources.read_rows(data)  # A file's bad cell fails before TF loads.
-  console.import_tensorflow()
   from tfpipeline import export  # pylint: disable=g-import-not-at-top
   try:
     model = export.load(model_dir)  # Checked, in Keras safe mode.

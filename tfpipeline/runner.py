@@ -19,7 +19,6 @@ from absl import logging
 from tfpipeline import artifacts
 from tfpipeline import cluster
 from tfpipeline import config as config_lib
-from tfpipeline import console
 from tfpipeline import integrity
 from tfpipeline.errors import Interrupted
 from tfpipeline.errors import Preempted
@@ -87,7 +86,6 @@ def _run_checked(config, model_dir: pathlib.Path, strategy, *, tpu: str,
   the energy `meter`; other workers: None)."""
   chief = meter is not None
   # TensorFlow is imported only once the cheap checks have passed.
-  console.import_tensorflow()
   from tfpipeline import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
   from tfpipeline.data import pipeline, sources  # pylint: disable=g-import-not-at-top
 
