@@ -111,9 +111,15 @@ def test_report_overhead_is_measured_against_a_run_without_the_report(
 
 def test_table_read_case_measures_every_reader(tmp_path):
   from tfpipeline import bench_tables
-  results = bench_tables.table_case(str(tmp_path), rounds=1, rows=3000)
+  # 15,000 rows of 21 float32 columns: 1.2 MiB, over the 1 MiB budget the
+  # cached readers get.
+  results = bench_tables.table_case(str(tmp_path), rounds=1, rows=15_000)
   assert [r['reader'] for r in results] == list(bench_tables.READERS)
   for r in results:
     assert 'error' not in r, r
     assert r['seconds'] > 0 and r['rss_over_baseline_mib'] >= 0
+    assert r['pass_seconds'] > 0 and r['rss_anon_mib'] > 0
+    assert r['cached'] == (r['reader'] in bench_tables.CACHED), r
+    assert (r['batch_rows_per_s'] is None) == (r['reader'] == 'python_csv')
   assert results[0]['speedup_vs_python_csv'] == 1.0
+  assert len(list((tmp_path / 'table_15000').glob('table.csv.*.table'))) == 1

@@ -29,7 +29,8 @@ def _model_and_data(units=(64,), rows=320):
 
 def test_per_example_gradients_are_each_examples_own():
   _, model, splits = _model_and_data()
-  x, y = splits.train.features[:6], splits.train.labels[:6]
+  train = splits.train.take(np.arange(6))
+  x, y = train['features'], train['labels']
   loss_fn = models.loss_fn('mse')
   losses, gradients = dp_sgd.per_example_gradients(model, loss_fn, x, y)
   for i in (0, 5):
@@ -43,7 +44,8 @@ def test_per_example_gradients_are_each_examples_own():
 
 def test_every_per_example_gradient_is_clipped():
   _, model, splits = _model_and_data()
-  x, y = splits.train.features[:64], splits.train.labels[:64]
+  train = splits.train.take(np.arange(64))
+  x, y = train['features'], train['labels']
   _, gradients = dp_sgd.per_example_gradients(model, models.loss_fn('mse'),
                                               x, y)
 
@@ -70,7 +72,8 @@ def _dp_step(model, x, y, step):
 
 def test_noise_is_gaussian_with_std_sigma_times_clip_and_keyed_by_step():
   _, model, splits = _model_and_data(units=(512,))
-  x, y = splits.train.features[:32], splits.train.labels[:32]
+  train = splits.train.take(np.arange(32))
+  x, y = train['features'], train['labels']
   _, per_example = dp_sgd.per_example_gradients(model, models.loss_fn('mse'),
                                                 x, y)
   clipped_sum = [np.sum(g, axis=0) for g in dp_sgd.clip(per_example,
@@ -193,10 +196,11 @@ def test_no_raw_training_statistic_is_published(dp_one_device, tfds_dir):
   import tfpipeline
   c = config.load('diabetes')
   c.data.data_dir = str(tfds_dir)
-  train = sources.load(c.data, loss=c.loss).train
+  train = sources.load(c.data, loss=c.loss).train.take()
   statistics = np.concatenate([
-      train.features.mean(axis=0), train.features.var(axis=0),
-      train.labels.mean(axis=0), train.labels.std(axis=0)]).astype(np.float32)
+      train['features'].mean(axis=0), train['features'].var(axis=0),
+      train['labels'].mean(axis=0), train['labels'].std(axis=0)]).astype(
+          np.float32)
   weights = np.concatenate([w.ravel() for w in tfpipeline.load_model(
       dp_one_device).get_weights()]).astype(np.float32)
   assert not np.isin(statistics, weights).any()
@@ -206,7 +210,7 @@ def test_no_raw_training_statistic_is_published(dp_one_device, tfds_dir):
                                              report_json)}
   assert not published & {float(v) for v in statistics}
   assert not published & {float(np.float64(v)) for v in
-                          train.features.astype(np.float64).mean(axis=0)}
+                          train['features'].astype(np.float64).mean(axis=0)}
   assert report['attributions']['baseline'] == 'zeros'
   assert set(report['attributions']['baseline_values'].values()) == {0.0}
   section = report['privacy']

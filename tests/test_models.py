@@ -11,7 +11,7 @@ from tfpipeline.data.sources import Split
 def _train_split():
   rng = np.random.default_rng(0)
   x = rng.normal(5.0, 3.0, size=(64, 3)).astype(np.float32)
-  return Split(x, (100 + 20 * x[:, :1]).astype(np.float32))
+  return Split.of(x, (100 + 20 * x[:, :1]).astype(np.float32))
 
 
 def test_regression_model_takes_raw_features_and_returns_label_units():
@@ -22,19 +22,19 @@ def test_regression_model_takes_raw_features_and_returns_label_units():
   names = [layer.name for layer in model.layers]
   assert names == ['normalize', 'hidden_0', 'hidden_1', 'output',
                    'unstandardize']
-  normalized = model.get_layer('normalize')(split.features).numpy()
+  normalized = model.get_layer('normalize')(split.take()['features']).numpy()
   np.testing.assert_allclose(normalized.mean(axis=0), 0, atol=1e-5)
   np.testing.assert_allclose(normalized.std(axis=0), 1, atol=1e-4)
   rescale = model.get_layer('unstandardize')
   np.testing.assert_allclose(rescale(np.zeros((1, 1), np.float32)),
-                             [[split.labels.mean()]], rtol=1e-5)
+                             [[split.take()['labels'].mean()]], rtol=1e-5)
   # Normalization given its mean and variance keeps them as constants.
   assert model.count_params() == (3 * 16 + 16) + (16 * 8 + 8) + (8 + 1)
 
 
 def test_seed_model_is_exactly_dense_64_relu_then_dense_1():
   c = config.load('seed_keras_mlp')
-  model = models.build(c, Split(np.zeros((4, 10), np.float32),
+  model = models.build(c, Split.of(np.zeros((4, 10), np.float32),
                                 np.zeros((4, 1), np.float32)))
   dense = model.layers
   assert [type(layer).__name__ for layer in dense] == ['Dense', 'Dense']
@@ -98,7 +98,7 @@ def test_per_example_losses():
 def test_tfds_names_with_a_config_make_valid_model_names():
   c = config.get_config()
   c.data.name = 'imdb_reviews/plain_text'
-  model = models.build(c, Split(np.zeros((4, 10), np.float32),
+  model = models.build(c, Split.of(np.zeros((4, 10), np.float32),
                                 np.zeros((4, 1), np.float32)))
   assert model.name == 'imdb_reviews_plain_text'
 
@@ -110,7 +110,7 @@ def test_preprocessing_stays_float32_under_mixed_bfloat16():
   standardised values."""
   rng = np.random.default_rng(0)
   x = (10_000 + rng.normal(size=(256, 3))).astype(np.float32)
-  split = Split(x, (x[:, :1] - 10_000).astype(np.float32))
+  split = Split.of(x, (x[:, :1] - 10_000).astype(np.float32))
   c = config.get_config()
   c.model.hidden_units = (16,)
   c.model.layers = ()

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.smoke  # Also run on TF 2.20 in CI.
 
 def _split(rows=100):
   x = np.arange(rows * 2, dtype=np.float32).reshape(rows, 2)
-  return Split(x, x[:, :1] * 10)
+  return Split.of(x, x[:, :1] * 10)
 
 
 def _batches(dataset, count):
@@ -53,8 +53,9 @@ def test_evaluation_dataset_keeps_order_and_every_row():
   split = _split(70)
   batches = list(pipeline.evaluation_dataset(split, 32).as_numpy_iterator())
   assert [len(b['features']) for b in batches] == [32, 32, 6]
-  for key, want in (('features', split.features), ('labels', split.labels),
-                    ('index', np.arange(70))):
+  arrays = split.take()
+  for key, want in (('features', arrays['features']),
+                    ('labels', arrays['labels']), ('index', np.arange(70))):
     np.testing.assert_array_equal(
         np.concatenate([b[key] for b in batches]), want)
 

@@ -86,14 +86,14 @@ def test_predictions_csv_is_the_models_test_predictions(diabetes_run,
              for r in rows for c in ('age', 'bmi', 'progression', 'prediction'))
   np.testing.assert_array_equal(
       np.asarray([[r[c] for c in list(rows[0])[1:11]] for r in rows],
-                 np.float32), test.features)
+                 np.float32), test.take()['features'])
   np.testing.assert_array_equal(
       np.asarray([r['progression'] for r in rows], np.float32),
-      test.labels[:, 0])
+      test.take()['labels'][:, 0])
   model = tfpipeline.load_model(model_dir)
-  np.testing.assert_allclose([float(r['prediction']) for r in rows],
-                             model.predict(test.features, verbose=0)[:, 0],
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+      [float(r['prediction']) for r in rows],
+      model.predict(test.take()['features'], verbose=0)[:, 0], rtol=1e-5)
 
 
 def test_fairness_by_sex_recomputes_from_predictions_csv(diabetes_run, report):

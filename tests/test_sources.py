@@ -26,16 +26,17 @@ def test_csv_splits_are_seeded_disjoint_and_complete(regression_csv):
   sizes = len(splits.train), len(splits.validation), len(splits.test)
   assert sizes == (84, 18, 18)
   assert splits.feature_names == ('a', 'b') and splits.group_name == 'group'
-  rows = np.concatenate([s.features for s in (splits.train, splits.validation,
-                                               splits.test)])
+  rows = np.concatenate([s.take()['features'] for s in (
+      splits.train, splits.validation, splits.test)])
   assert len(np.unique(rows, axis=0)) == 120
   for split in (splits.train, splits.test):
-    a, b = split.features.T
-    np.testing.assert_allclose(split.labels[:, 0], 3 * a - 2 * b + 1,
+    a, b = split.take()['features'].T
+    np.testing.assert_allclose(split.take()['labels'][:, 0], 3 * a - 2 * b + 1,
                                atol=1e-4)
-    assert set(split.groups) == {'a', 'b'}
+    assert set(split.take()['groups']) == {'a', 'b'}
   again = sources.load(_csv_config(regression_csv), loss='mse')
-  np.testing.assert_array_equal(again.test.features, splits.test.features)
+  np.testing.assert_array_equal(again.test.take()['features'],
+                                splits.test.take()['features'])
 
 
 def test_csv_without_declared_features_uses_every_other_column(
@@ -130,9 +131,11 @@ def test_gzip_csv_reads_like_the_plain_file(regression_csv, tmp_path):
   packed.write_bytes(gzip.compress(regression_csv.read_bytes()))
   plain = sources.load(_csv_config(regression_csv), loss='mse')
   read = sources.load(_csv_config(packed), loss='mse')
-  np.testing.assert_array_equal(read.train.features, plain.train.features)
-  np.testing.assert_array_equal(read.test.labels, plain.test.labels)
-  assert read.train.features.dtype == np.float32
+  np.testing.assert_array_equal(read.train.take()['features'],
+                                plain.train.take()['features'])
+  np.testing.assert_array_equal(read.test.take()['labels'],
+                                plain.test.take()['labels'])
+  assert read.train.take()['features'].dtype == np.float32
   lines = regression_csv.read_text().splitlines()
   packed.write_bytes(gzip.compress('\n'.join(
       lines[:6] + ['0.1,oops,a,2.0'] + lines[7:]).encode()))
@@ -172,10 +175,11 @@ def test_parquet_file_and_parts_read_like_csv(regression_csv, tmp_path):
   want = sources.load(_csv_config(regression_csv), loss='mse')
   for path in (tmp_path / 'one.parquet', parts):
     got = sources.load(_csv_config(path, source='parquet'), loss='mse')
-    np.testing.assert_array_equal(got.train.features, want.train.features)
-    np.testing.assert_array_equal(got.validation.labels,
-                                  want.validation.labels)
-    assert list(got.test.groups) == list(want.test.groups)
+    np.testing.assert_array_equal(got.train.take()['features'],
+                                  want.train.take()['features'])
+    np.testing.assert_array_equal(got.validation.take()['labels'],
+                                  want.validation.take()['labels'])
+    assert list(got.test.take()['groups']) == list(want.test.take()['groups'])
   assert sorted(got.origin['parts_sha256']) == ['part-0.parquet',
                                                 'part-1.parquet']
   # A bad value is named by its part file and row.
@@ -214,9 +218,9 @@ def test_npz_source(tmp_path):
   splits = sources.load(_data_config(source='npz', path=str(path),
                                      features=('x',), label='y', group='sex'),
                         loss='mse')
-  assert splits.train.features.shape == (34, 4)
-  assert splits.train.labels.shape == (34, 1)
-  assert set(splits.train.groups) <= {1, 2}
+  assert splits.train.take()['features'].shape == (34, 4)
+  assert splits.train.take()['labels'].shape == (34, 1)
+  assert set(splits.train.take()['groups']) <= {1, 2}
   x = np.zeros((50, 2))
   x[37, 1] = np.nan
   np.savez(path, x=x, y=np.zeros(50))
@@ -237,15 +241,17 @@ def test_npz_source(tmp_path):
 def test_synthetic_source_is_seeded_like_the_seed_examples():
   c = config.load('seed_torch_mlp').data
   splits = sources.load(c, loss='mse')
-  assert splits.train.features.shape == (1000, 10)
-  assert splits.train.labels.shape == (1000, 10)
-  assert splits.test.features.shape == (200, 10)
-  assert abs(splits.train.features.mean()) < 0.1  # standard normal
+  assert splits.train.take()['features'].shape == (1000, 10)
+  assert splits.train.take()['labels'].shape == (1000, 10)
+  assert splits.test.take()['features'].shape == (200, 10)
+  assert abs(splits.train.take()['features'].mean()) < 0.1  # standard normal
   again = sources.load(c, loss='mse')
-  np.testing.assert_array_equal(again.train.labels, splits.train.labels)
+  np.testing.assert_array_equal(again.train.take()['labels'],
+                                splits.train.take()['labels'])
   uniform = sources.load(config.load('seed_keras_mlp').data, loss='mse')
-  assert uniform.train.features.shape == (100, 10)
-  assert uniform.train.features.min() >= 0 and uniform.train.features.max() < 1
+  features = uniform.train.take()['features']
+  assert features.shape == (100, 10)
+  assert features.min() >= 0 and features.max() < 1
 
 
 def test_diabetes_through_the_package_tfds_builder(tfds_dir):
@@ -262,11 +268,12 @@ def test_diabetes_through_the_package_tfds_builder(tfds_dir):
   assert (splits.label_name, splits.group_name) == ('progression', 'sex')
   from sklearn.datasets import load_diabetes
   raw = load_diabetes(scaled=False)
-  every_label = np.concatenate([s.labels[:, 0] for s in (
+  every_label = np.concatenate([s.take()['labels'][:, 0] for s in (
       splits.train, splits.validation, splits.test)])
   np.testing.assert_allclose(np.sort(every_label), np.sort(raw.target))
-  assert set(np.unique(splits.train.groups)) == {1.0, 2.0}
-  np.testing.assert_array_equal(splits.train.groups, splits.train.features[:, 1])
+  train = splits.train.take()
+  assert set(np.unique(train['groups'])) == {1.0, 2.0}
+  np.testing.assert_array_equal(train['groups'], train['features'][:, 1])
 
 
 def test_tfds_catalogue_dataset_with_mock_data():
@@ -275,11 +282,12 @@ def test_tfds_catalogue_dataset_with_mock_data():
                    group=None, validation_split='train', test_split='train')
   with mock_catalogue(num_examples=50):
     splits = sources.load(c, loss='sparse_categorical_crossentropy')
-  assert splits.train.features.shape == (50, 4)
-  assert splits.train.features.dtype == np.float32
-  assert splits.train.labels.shape == (50, 1)
-  assert splits.train.labels.dtype == np.int32
-  assert set(np.unique(splits.train.labels)) <= {0, 1, 2}
+  assert splits.train.take()['features'].shape == (50, 4)
+  assert splits.train.take()['features'].dtype == np.float32
+  assert splits.train.take()['labels'].shape == (50, 1)
+  # Class ids as stored; the pipeline casts them for the loss (int32).
+  assert np.issubdtype(splits.train.take()['labels'].dtype, np.integer)
+  assert set(np.unique(splits.train.take()['labels'])) <= {0, 1, 2}
 
 
 def test_catalogue_columns_come_from_its_supervised_keys():

@@ -35,7 +35,7 @@ def test_images_are_streamed_with_their_shape_and_dtype(digits_dir):
   assert (splits.feature_shape, splits.feature_dtype) == ((8, 8, 1), 'uint8')
   assert [len(s) for s in (splits.train, splits.validation, splits.test)] == [
       1257, 269, 271]
-  assert splits.train.streamed and splits.train.features is None
+  assert splits.train.streamed and splits.train.table is None
   batch = next(iter(splits.test.records.dataset(5)))
   assert batch['image'].dtype == tf.uint8 and batch['image'].shape == (
       5, 8, 8, 1)
@@ -94,7 +94,7 @@ def test_streamed_batches_equal_in_memory_batches(digits_dir):
   splits = sources.load(c.data, loss=c.loss)
   train = pipeline.examples(splits, 'train', c)
   arrays = splits.train.records.read_all()
-  in_memory = sources.Split(arrays['image'], arrays['label'].astype(
+  in_memory = sources.Split.of(arrays['image'], arrays['label'].astype(
       np.int32)[:, None], arrays['parity'])
   for steps_per_block in (None, 3):
     streamed = _batches(pipeline.training_dataset_fn(
@@ -230,5 +230,5 @@ def test_npz_images_keep_their_shape(tmp_path):
   splits = sources.load(c.data, loss='sparse_categorical_crossentropy')
   assert (splits.kind, splits.feature_shape, splits.feature_dtype) == (
       sources.IMAGE, (6, 6, 3), 'uint8')
-  assert splits.train.features.shape[1:] == (6, 6, 3)
+  assert splits.train.take()['features'].shape[1:] == (6, 6, 3)
   assert not splits.train.streamed

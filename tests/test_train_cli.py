@@ -82,16 +82,17 @@ def test_saved_models_take_raw_features_and_agree(diabetes_run, tfds_dir):
   model_dir, _ = diabetes_run
   data_config = config.get_config().data
   data_config.data_dir = str(tfds_dir)
-  test = sources.load(data_config, loss='mse').test
+  test = sources.load(data_config, loss='mse').test.take()
   model = tfpipeline.load_model(model_dir)  # Verified, safe mode.
-  predictions = model.predict(test.features, verbose=0)
+  predictions = model.predict(test['features'], verbose=0)
   serving = tf.saved_model.load(str(model_dir / 'saved_model'))
   served = serving.signatures['serving_default'](
-      tf.constant(test.features))
+      tf.constant(test['features']))
   np.testing.assert_allclose(next(iter(served.values())).numpy(), predictions,
                              rtol=1e-5, atol=1e-3)
-  residual = ((test.labels - predictions) ** 2).sum()
-  r2 = 1 - residual / ((test.labels - test.labels.mean()) ** 2).sum()
+  labels = test['labels']
+  residual = ((labels - predictions) ** 2).sum()
+  r2 = 1 - residual / ((labels - labels.mean()) ** 2).sum()
   metrics = json.loads((model_dir / 'metrics.json').read_text())
   assert r2 == pytest.approx(metrics['r2'], abs=1e-4)
 

@@ -3,11 +3,18 @@
 A 1,000,000-row table of 20 float columns and a target is written once into
 `--bench_data_dir` as CSV, gzip-compressed CSV and Parquet. Each reader
 loads it into train, validation and test splits (`sources.load`, as a run
-does), in its own process, which imports no TensorFlow; readers alternate
-over rounds and medians are reported: wall seconds, and peak RSS (VmHWM,
-Linux) over the process's RSS before reading, also as a multiple of the
-table's float32 size.
+does), then makes one pass over the training split's features (the
+normalization statistics), in its own process, which imports no
+TensorFlow; readers alternate over rounds and medians are reported: wall
+seconds of the load and of the pass, and peak RSS (VmHWM, Linux) over the
+process's RSS before reading, also as a multiple of the table's float32
+size, with the anonymous and file-backed RSS at the end, and the rows per
+second of random 256-row index batches of the training split read by
+`Split.take`, the call the input pipeline makes.
 
+`csv_to_cache` reads the CSV with data.max_memory_mb set below the table's
+size (a fifth of it), its cache removed first: the one-off conversion;
+`csv_cached` then opens that cache, memory-mapped, as every later run does.
 `python_csv` is the reader tfpipeline had before Arrow (Python's `csv`
 module into lists of strings, float64 arrays, then float32 splits), kept
 here as the baseline.
@@ -15,6 +22,7 @@ here as the baseline.
 
 import json
 import pathlib
+import shutil
 import statistics
 import subprocess
 import sys
@@ -24,9 +32,14 @@ import numpy as np
 
 TABLE_READ = 'table_read'
 ROWS, COLUMNS = 1_000_000, 20
-READERS = ('python_csv', 'arrow_csv', 'arrow_csv_gz', 'parquet')
+READERS = ('python_csv', 'arrow_csv', 'arrow_csv_gz', 'parquet',
+           'csv_to_cache', 'csv_cached')
+CACHED = ('csv_to_cache', 'csv_cached')
+# Random index batches read after the load: 200 of 256 training rows.
+_BATCHES, _BATCH_ROWS = 200, 256
 _FILES = {'python_csv': 'table.csv', 'arrow_csv': 'table.csv',
-          'arrow_csv_gz': 'table.csv.gz', 'parquet': 'table.parquet'}
+          'arrow_csv_gz': 'table.csv.gz', 'parquet': 'table.parquet',
+          'csv_to_cache': 'table.csv', 'csv_cached': 'table.csv'}
 
 
 def _write_table(directory: pathlib.Path, rows: int) -> None:
@@ -74,31 +87,56 @@ def measure(setting: dict) -> dict:
   reader, path = setting['reader'], pathlib.Path(setting['path'])
   from tfpipeline import config  # pylint: disable=g-import-not-at-top
   from tfpipeline.data import sources  # pylint: disable=g-import-not-at-top
+  from tfpipeline.data import table_cache  # pylint: disable=g-import-not-at-top
   import pyarrow.csv  # pylint: disable=g-import-not-at-top,unused-import
   import pyarrow.parquet  # pylint: disable=g-import-not-at-top,unused-import
   data = config.get_config().data
   data.update({'source': 'parquet' if reader == 'parquet' else 'csv',
-               'path': str(path), 'label': 'target', 'group': None})
-  before = _peak_rss_mib()
+               'path': str(path), 'label': 'target', 'group': None,
+               'max_memory_mb': setting.get('max_memory_mb', 0)})
+  if reader == 'csv_to_cache':
+    for cache in path.parent.glob(f'{path.name}.*{table_cache.SUFFIX}'):
+      shutil.rmtree(cache)
+  before = _status_mib('VmHWM')
   start = time.perf_counter()
   if reader == 'python_csv':
     splits = _python_csv(path)
+    start_pass = time.perf_counter()
+    splits[0].astype(np.float64).var(axis=0)
+    cached = False
   else:
     splits = sources.load(data, loss='mse')
-  seconds = time.perf_counter() - start
+    start_pass = time.perf_counter()
+    splits.train.moments('features')
+    cached = isinstance(splits.train.table.features, np.memmap)
+  end = time.perf_counter()
+  rows_per_s = None
+  if reader != 'python_csv':  # Random batches, as the input pipeline reads.
+    batches = np.random.default_rng(0).integers(
+        len(splits.train), size=(_BATCHES, _BATCH_ROWS))
+    start_batches = time.perf_counter()
+    for positions in batches:
+      splits.train.take(positions)
+    rows_per_s = batches.size / (time.perf_counter() - start_batches)
+  result = {'reader': reader, 'seconds': start_pass - start,
+            'pass_seconds': end - start_pass, 'cached': cached,
+            'batch_rows_per_s': rows_per_s,
+            'rss_before_mib': before, 'peak_rss_mib': _status_mib('VmHWM'),
+            'rss_anon_mib': _status_mib('RssAnon'),
+            'rss_file_mib': _status_mib('RssFile')}
   del splits
-  return {'reader': reader, 'seconds': seconds, 'rss_before_mib': before,
-          'peak_rss_mib': _peak_rss_mib()}
+  return result
 
 
-def _peak_rss_mib() -> float:
-  """This process's peak RSS (Linux's VmHWM: unlike ru_maxrss, it does not
-  carry over the peak of the process that started this one)."""
+def _status_mib(field: str) -> float:
+  """A memory figure of this process from /proc/self/status, in MiB
+  (VmHWM, the peak RSS: unlike ru_maxrss, it does not carry over the peak
+  of the process that started this one)."""
   with open('/proc/self/status') as f:
     for line in f:
-      if line.startswith('VmHWM:'):
+      if line.startswith(f'{field}:'):
         return int(line.split()[1]) / 1024
-  raise OSError('no VmHWM in /proc/self/status (Linux only)')
+  raise OSError(f'no {field} in /proc/self/status (Linux only)')
 
 
 def table_case(data_dir: str, rounds: int = 3, rows: int = ROWS) -> list:
@@ -113,7 +151,10 @@ def table_case(data_dir: str, rounds: int = 3, rows: int = ROWS) -> list:
     for reader in READERS:
       print(f'{TABLE_READ}: {reader} ({round_ + 1}/{rounds})',
             file=sys.stderr, flush=True)
-      setting = {'reader': reader, 'path': str(directory / _FILES[reader])}
+      setting = {'reader': reader, 'path': str(directory / _FILES[reader]),
+                 # Below the table's size: it is cached and memory-mapped.
+                 'max_memory_mb': max(1, int(float32_mib / 5))
+                                  if reader in CACHED else 0}
       completed = subprocess.run(
           [sys.executable, '-m', 'tfpipeline.bench_tables',
            json.dumps(setting)], capture_output=True, text=True, check=False)
@@ -134,8 +175,14 @@ def table_case(data_dir: str, rounds: int = 3, rows: int = ROWS) -> list:
       result.update(
           seconds=statistics.median(r['seconds'] for r in good),
           seconds_all=[r['seconds'] for r in good],
+          pass_seconds=statistics.median(r['pass_seconds'] for r in good),
+          cached=all(r['cached'] for r in good),
           rss_over_baseline_mib=statistics.median(over),
-          rss_vs_float32=statistics.median(over) / float32_mib)
+          rss_vs_float32=statistics.median(over) / float32_mib,
+          batch_rows_per_s=None if reader == 'python_csv' else
+          statistics.median(r['batch_rows_per_s'] for r in good),
+          rss_anon_mib=statistics.median(r['rss_anon_mib'] for r in good),
+          rss_file_mib=statistics.median(r['rss_file_mib'] for r in good))
     results.append(result)
   baseline = next((r['seconds'] for r in results
                    if r['reader'] == 'python_csv' and 'seconds' in r), None)
@@ -147,14 +194,19 @@ def table_case(data_dir: str, rounds: int = 3, rows: int = ROWS) -> list:
 
 def print_results(results: list) -> None:
   print(f'{"reader":<14}{"file MiB":>9}{"read s":>8}{"vs python_csv":>15}'
-        f'{"RSS over baseline MiB":>23}{"x float32":>10}')
+        f'{"pass s":>8}{"peak RSS over base MiB":>24}{"x float32":>10}'
+        f'{"anon MiB":>10}{"file MiB":>10}{"batch rows/s":>14}')
   for r in results:
     if 'error' in r:
       print(f'{r["reader"]:<14}  failed: {r["error"][:80]}')
       continue
     print(f'{r["reader"]:<14}{r["file_mib"]:>9.0f}{r["seconds"]:>8.2f}'
           f'{r.get("speedup_vs_python_csv", float("nan")):>14.1f}x'
-          f'{r["rss_over_baseline_mib"]:>23.0f}{r["rss_vs_float32"]:>10.2f}')
+          f'{r["pass_seconds"]:>8.2f}{r["rss_over_baseline_mib"]:>24.0f}'
+          f'{r["rss_vs_float32"]:>10.2f}{r["rss_anon_mib"]:>10.0f}'
+          f'{r["rss_file_mib"]:>10.0f}' + (
+              f'{r["batch_rows_per_s"]:>14,.0f}' if r['batch_rows_per_s']
+              else f'{"-":>14}'))
 
 
 if __name__ == '__main__':

@@ -32,7 +32,7 @@ NAN_POLICIES = ('stop', 'rollback')
 RESUMABLE_CHANGES = frozenset({
     'train.epochs', 'train.steps_per_loop', 'train.checkpoint_every_steps',
     'train.keep_checkpoints', 'train.nan_policy', 'data.data_dir',
-    'data.download'})
+    'data.download', 'data.max_memory_mb'})
 # Prefixes of keys a resumed run may change: they act after training.
 RESUMABLE_PREFIXES = ('report.',)
 # Integrated Gradients baselines by kind of data; report.ig_baseline=auto
@@ -78,6 +78,7 @@ def get_config() -> config_dict.ConfigDict:
   c.data.validation_fraction = 0.15  # files (csv, npz, parquet): held out, seeded
   c.data.test_fraction = 0.15
   c.data.split_seed = 0
+  c.data.max_memory_mb = 0  # csv, parquet: a larger table (as float32) is memory-mapped from a cache beside it; 0: half the RAM
   c.data.num_examples = 1000  # synthetic: training rows
   c.data.num_eval_examples = 200  # synthetic: validation rows and test rows
   c.data.num_features = 10  # synthetic
@@ -275,7 +276,8 @@ def validate(config: config_dict.ConfigDict) -> config_dict.ConfigDict:
   _check(isinstance(augment, (tuple, list)) and
          all(op in AUGMENT_OPS for op in augment), 'data.augment', augment,
          f'a tuple of {", ".join(AUGMENT_OPS)}')
-  for key in ('data.crop_padding', 'data.sequence_length'):
+  for key in ('data.crop_padding', 'data.sequence_length',
+              'data.max_memory_mb'):
     _check_positive(config, key, allow_zero=True)
   vocab_size = config.data.vocab_size
   _check(isinstance(vocab_size, int) and not isinstance(vocab_size, bool) and

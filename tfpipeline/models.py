@@ -59,7 +59,7 @@ def build(config, train: Split, *, input_shape: tuple | None = None,
     config: the run's config.
     train: the training split; in memory when the model normalizes inputs
       or standardizes targets.
-    input_shape: one example's input; default: `train.features`' shape.
+    input_shape: one example's input; default: the table's features'.
     input_dtype: the input's dtype ('uint8' pixels, 'int64' token ids...).
 
   Raises:
@@ -68,15 +68,16 @@ def build(config, train: Split, *, input_shape: tuple | None = None,
   """
   model_config = config.model
   if input_shape is None:
-    input_shape = train.features.shape[1:]
+    input_shape = train.table.features.shape[1:]
   # Keras names allow no '/', which TFDS names with a config have.
   name = re.sub(r'[^A-Za-z0-9_.-]', '_', config.data.name or 'model')
   model = keras.Sequential(name=name)
   model.add(keras.Input(shape=tuple(input_shape), dtype=input_dtype,
                         name='features'))
   if model_config.normalize_inputs:
+    mean, variance = train.moments('features')
     model.add(keras.layers.Normalization(
-        mean=train.features.mean(axis=0), variance=train.features.var(axis=0),
+        mean=mean.astype(np.float32), variance=variance.astype(np.float32),
         dtype='float32', name='normalize'))
   if model_config.layers:
     hidden = [(f'model.layers[{i}]', configured_layer(
@@ -104,7 +105,8 @@ def build(config, train: Split, *, input_shape: tuple | None = None,
           model_config.output_units, activation, dtype='float32',
           name='output')))
   if model_config.standardize_targets and not is_classification(config.loss):
-    mean, std = train.labels.mean(axis=0), train.labels.std(axis=0)
+    mean, variance = train.moments('labels')
+    std = np.sqrt(variance)
     model.add(keras.layers.Rescaling(
         scale=np.where(std > 0, std, 1.0).tolist(), offset=mean.tolist(),
         dtype='float32', name='unstandardize'))

@@ -82,8 +82,15 @@ def predict(model, split, data_config, batch_size: int):
   (predictions (n, k), labels (n, ...) or None, groups (n,) or None)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   if not split.streamed:
-    return (model.predict(split.features, batch_size=batch_size, verbose=0),
-            split.labels, split.groups)
+    parts = {'predictions': [], 'labels': [], 'groups': []}
+    for chunk in split.chunks(batch_size):
+      parts['predictions'].append(model.predict_on_batch(chunk['features']))
+      for key in ('labels', 'groups'):
+        if key in chunk:
+          parts[key].append(chunk[key])
+    arrays = {key: np.concatenate(values) if values else None
+              for key, values in parts.items()}
+    return arrays['predictions'], arrays['labels'], arrays['groups']
   records = split.records
   feature, extra = records.keys[0], records.keys[1:]
   parts = {key: [] for key in records.keys}

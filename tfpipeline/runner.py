@@ -175,7 +175,9 @@ def _train_and_export(config, model_dir: pathlib.Path, strategy, splits,
                                  config.train.mixed_precision)
     optimizer.build(model.trainable_variables)
   logging.info('%s: %d training, %d validation, %d test examples; %d '
-               'parameters', config.data.name or config.data.source,
+               'parameters', config.data.path if config.data.source in (
+                   'csv', 'npz', 'parquet') else config.data.name or
+               config.data.source,
                len(splits.train), len(splits.validation), len(splits.test),
                model.count_params())
   checkpoints = checkpointing.Checkpoints(

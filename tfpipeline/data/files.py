@@ -1,17 +1,18 @@
 """Tables in files: CSV (also .csv.gz) and Parquet read by Arrow, and NPZ.
 
 `sources` picks the columns; this module reads them, typed: the numeric
-columns float32, the text ones (a group such as 'female') as strings.
+columns float32, the text ones (a group such as 'female') as strings, in
+record batches, so that a table is never held whole as parsed Arrow data.
 
-CSV goes through `pyarrow.csv`: multi-threaded, typed as it parses, in
-UTF-8, with no cell taken as missing (an empty cell is an error, as a
-non-number is). Arrow's errors name neither line nor row, so when it
-refuses a file, `_csv_error` reads it again line by line, in constant
-memory, to name the file's line, column and cell, or the byte offset of
-text that is not UTF-8.
+CSV goes through Arrow's dataset scanner over `pyarrow.csv`: typed as it
+parses, multi-threaded, in UTF-8, with no cell taken as missing (an empty
+cell is an error, as a non-number is). Arrow's errors name neither line nor
+row, so when it refuses a file, `_csv_error` reads it again line by line,
+in constant memory, to name the file's line, column and cell, or the byte
+offset of text that is not UTF-8.
 
 Parquet (`data.path` a file, or a directory of part files) goes through
-`pyarrow.parquet`; every part's sha256 goes to the provenance.
+`pyarrow.parquet`, part by part; every part's sha256 goes to the provenance.
 """
 
 import codecs
@@ -68,37 +69,50 @@ def csv_header(path: pathlib.Path) -> list[str]:
   return header
 
 
-def read_csv(path: pathlib.Path, header: list[str], numbers: set[str],
-             texts: set[str]) -> tuple[dict, int]:
+def csv_row_bound(path: pathlib.Path) -> int:
+  """At least the number of data rows of a CSV file: its line count, less
+  the header (a quoted cell may hold a line break), read in constant
+  memory, a .gz decompressed."""
+  lines, last = 0, b'\n'
+  with _open_binary(path) as f:
+    for block in iter(lambda: f.read(1 << 24), b''):
+      lines += block.count(b'\n')
+      last = block[-1:]
+  return max(lines - (last == b'\n'), 0)
+
+
+def csv_batches(path: pathlib.Path, header: list[str], numbers: set[str],
+                texts: set[str]):
   """The columns `numbers` (float32) and `texts` (strings) of a CSV file
-  whose header is `header`, and its row count."""
+  whose header is `header`, as {name: array} record batches in file order:
+  parsed by Arrow's dataset scanner, multi-threaded, one batch in memory."""
   import pyarrow as pa  # pylint: disable=g-import-not-at-top
   from pyarrow import csv as arrow_csv  # pylint: disable=g-import-not-at-top
+  from pyarrow import dataset  # pylint: disable=g-import-not-at-top
   used = [i for i, name in enumerate(header) if name in numbers | texts]
   names = [f'c{i}' for i in range(len(header))]  # Raw names may repeat spaces.
+  csv_format = dataset.CsvFileFormat(
+      read_options=arrow_csv.ReadOptions(column_names=names, skip_rows=1),
+      parse_options=arrow_csv.ParseOptions(ignore_empty_lines=False),
+      convert_options=arrow_csv.ConvertOptions(
+          column_types={names[i]: pa.float32() if header[i] in numbers
+                        else pa.string() for i in used},
+          null_values=[], strings_can_be_null=False,
+          quoted_strings_can_be_null=False))
   try:
-    table = arrow_csv.read_csv(
-        path,
-        read_options=arrow_csv.ReadOptions(column_names=names, skip_rows=1),
-        parse_options=arrow_csv.ParseOptions(ignore_empty_lines=False),
-        convert_options=arrow_csv.ConvertOptions(
-            include_columns=[names[i] for i in used],
-            column_types={names[i]: pa.float32() if header[i] in numbers
-                          else pa.string() for i in used},
-            null_values=[], strings_can_be_null=False,
-            quoted_strings_can_be_null=False),
+    scanner = dataset.dataset(path, format=csv_format).scanner(
+        columns=[names[i] for i in used], use_threads=True,
         # malloc returns large freed blocks to the system; Arrow's default
-        # pool kept them, 80 MiB more peak RSS on the 1M-row bench table.
+        # pool kept them (80 MiB more peak RSS on the 1M-row bench table).
         memory_pool=pa.system_memory_pool())
+    for batch in scanner.to_batches():
+      # Numbers without a copy where Arrow allows; strings as object arrays.
+      yield {header[i]: batch.column(names[i]).to_numpy(zero_copy_only=False)
+             for i in used}
   except (pa.ArrowInvalid, OSError, EOFError) as e:
     raise _csv_error(path, header, numbers) or UserError(
         f'{path}: not readable as CSV ({first_line(e)}); save the table as '
         f'UTF-8 CSV') from None
-  if not table.num_rows:
-    raise UserError(f'{path}: a header row and no data rows; add rows')
-  # Numbers without a copy where Arrow allows; strings as object arrays.
-  columns = {header[i]: table.column(names[i]).to_numpy() for i in used}
-  return columns, table.num_rows
 
 
 def _csv_error(path: pathlib.Path, header: list[str],
@@ -191,44 +205,52 @@ def parquet_names(parts: list[pathlib.Path]) -> list[str]:
                     f'({first_line(e)}); write it with pyarrow or pandas') from None
 
 
-def read_parquet(parts: list[pathlib.Path], numbers: set[str],
-                 texts: set[str]) -> tuple[dict, int]:
+def parquet_rows(parts: list[pathlib.Path]) -> int:
+  """The number of rows of Parquet parts, from their metadata."""
+  from pyarrow import parquet  # pylint: disable=g-import-not-at-top
+  return sum(parquet.ParquetFile(part).metadata.num_rows for part in parts)
+
+
+def parquet_batches(parts: list[pathlib.Path], numbers: set[str],
+                    texts: set[str]):
   """The columns `numbers` (float32) and `texts` (strings) of Parquet
-  parts, concatenated in order, and the row count."""
+  parts, as {name: array} record batches in order, part by part (columns
+  read in parallel)."""
   import pyarrow as pa  # pylint: disable=g-import-not-at-top
   from pyarrow import parquet  # pylint: disable=g-import-not-at-top
   names = sorted(numbers | texts)
-  tables = []
   for part in parts:
+    done = 0
     try:
-      tables.append(parquet.read_table(part, columns=names))
-    except (OSError, ValueError, KeyError) as e:
+      batches = parquet.ParquetFile(part).iter_batches(
+          batch_size=1 << 16, columns=names, use_threads=True)
+      for batch in batches:
+        yield {name: _parquet_column(batch.column(name), name, part, done,
+                                     name in numbers) for name in names}
+        done += batch.num_rows
+    except (OSError, ValueError, KeyError) as e:  # ArrowInvalid: ValueError.
       raise UserError(f'{part}: not readable with the columns '
                       f'{", ".join(names)} ({first_line(e)}); give part '
                       f'files of one schema') from None
-  columns = {}
-  for name in names:
-    try:
-      column = pa.chunked_array(
-          [chunk for t in tables for chunk in t.column(name).chunks])
-    except pa.ArrowInvalid:
-      raise UserError(f'{parts[0].parent}: column {name!r} has different '
-                      f'types in different parts; give part files of one '
-                      f'schema') from None
-    if column.null_count:
-      row = int(np.flatnonzero(column.is_null().to_numpy(
-          zero_copy_only=False))[0])
-      raise UserError(f'{parquet_row(parts, row)}, column {name!r} is null; '
-                      f'fill or drop missing values first')
-    kind = pa.float32() if name in numbers else pa.string()
-    try:
-      column = column.cast(kind)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-      raise UserError(f'{parts[0]}: column {name!r} holds {column.type}, not '
-                      f'{"numbers" if name in numbers else "text"}; fix the '
-                      f'column or drop it from data.features') from None
-    columns[name] = column.to_numpy()
-  return columns, sum(t.num_rows for t in tables)
+
+
+def _parquet_column(column, name: str, part: pathlib.Path, first_row: int,
+                    numeric: bool) -> np.ndarray:
+  """One batch's column: float32 numbers or strings; nulls and other
+  types refused, naming the part's row."""
+  import pyarrow as pa  # pylint: disable=g-import-not-at-top
+  if column.null_count:
+    row = first_row + int(np.flatnonzero(column.is_null().to_numpy(
+        zero_copy_only=False))[0])
+    raise UserError(f'{part}, row {row}, column {name!r} is null; fill or '
+                    f'drop missing values first')
+  try:
+    column = column.cast(pa.float32() if numeric else pa.string())
+  except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+    raise UserError(f'{part}: column {name!r} holds {column.type}, not '
+                    f'{"numbers" if numeric else "text"}; fix the column or '
+                    f'drop it from data.features') from None
+  return column.to_numpy(zero_copy_only=False)
 
 
 def parquet_row(parts: list[pathlib.Path], index: int) -> str:

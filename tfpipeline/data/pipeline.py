@@ -3,11 +3,11 @@
 Each epoch is a stateless random permutation of the training rows, drawn
 from (seed, epoch) and cut into global batches of row indices (the last
 partial batch is dropped). Each pipeline keeps its slice of every global
-batch and reads those rows: a vectorised gather from memory, or one batched
-random-access read of the record files, decoded in the graph (see
-`records`). Then text is tokenized and images augmented with each
-example's own random numbers, drawn from (seed, epoch, row), and batches
-are prefetched. Reads run in parallel with a deterministic order.
+batch and reads those rows in one call: a NumPy gather from a table in
+memory or memory-mapped (see `table`), or one batched random-access read of
+the record files, decoded in the graph (see `records`). Then text is
+tokenized and images augmented with each example's own random numbers,
+drawn from (seed, epoch, row), and batches are prefetched. Reads run in parallel with a deterministic order.
 
 So the examples of step s are a pure function of (seed, s): the same on
 every pipeline, and reproducible after a restart at any step, with nothing
@@ -63,24 +63,44 @@ class Examples:
 
   def read(self, rows: tf.Tensor) -> dict[str, tf.Tensor]:
     """In-graph: 'features', 'labels' (and 'groups') of 1-D `rows`."""
-    if not self.split.streamed:
-      arrays = {'features': self.split.features, 'labels': self.split.labels}
-      if self.split.groups is not None:
-        arrays['groups'] = self.split.groups
-      return {name: tf.gather(tf.constant(array), rows)
-              for name, array in arrays.items()}
-    read = self.split.records.read(rows)
-    labels = tf.reshape(read[self.label_key], [tf.shape(rows)[0], -1])
-    result = {'features': read[self.feature_key],
-              'labels': (tf.cast(labels[:, :1], tf.int32) if self.sparse_labels
-                         else tf.cast(labels, tf.float32))}
-    if self.group_key:
-      result['groups'] = read[self.group_key]
-    return result
+    if self.split.streamed:
+      read = self.split.records.read(rows)
+      read = {'features': read[self.feature_key],
+              'labels': read[self.label_key],
+              **({'groups': read[self.group_key]} if self.group_key else {})}
+    else:
+      read = _table_read(self.split, rows)
+    labels = tf.reshape(read['labels'], [tf.shape(rows)[0], -1])
+    read['labels'] = (tf.cast(labels[:, :1], tf.int32) if self.sparse_labels
+                      else tf.cast(labels, tf.float32))
+    return read
 
   def model_inputs(self, features: tf.Tensor) -> tf.Tensor:
     """Read features -> what the trained model takes (tokens for text)."""
     return self.vectorizer(features) if self.vectorizer else features
+
+
+def _table_read(split: Split, rows: tf.Tensor) -> dict[str, tf.Tensor]:
+  """In-graph: the table rows of split positions `rows`, gathered by NumPy
+  in one call (in memory or memory-mapped alike; the table is never copied
+  into the graph)."""
+  table = split.table
+  arrays = {'features': table.features, 'labels': table.labels}
+  if table.group_codes is not None:
+    arrays['groups'] = table.group_values
+  keys = list(arrays)
+  dtypes = [tf.string if array.dtype == object else tf.as_dtype(array.dtype)
+            for array in arrays.values()]
+
+  def take(positions):
+    taken = split.take(positions)
+    return [taken[key] for key in keys]
+
+  values = tf.numpy_function(take, [rows], dtypes, stateful=False)
+  for value, array in zip(values, arrays.values()):
+    value.set_shape(rows.shape.concatenate(
+        array.shape[1:] if array is not table.group_values else ()))
+  return dict(zip(keys, values))
 
 
 def examples(splits, name: str, config, vectorizer=None) -> Examples:

@@ -1,19 +1,23 @@
-"""Data sources: synthetic, CSV, NPZ and TFDS, read into checked splits.
+"""Data sources: synthetic, CSV, Parquet, NPZ and TFDS, read into checked splits.
 
 Every source returns the same `Splits`: features, labels and optional groups
 for train, validation and test. Features keep their shape and dtype: a
 table's columns (several keys, concatenated into float32 columns), or one
 key's image (H, W, C), fixed-shape tensor or string, as stored.
 
-Tables and NPZ arrays are read into memory once and checked (the file, row
-and column of a bad cell are named) before a run writes anything. A TFDS
-dataset of images, tensors or text is streamed instead: its splits hold
-`records.Records`, read by index batch in the tf.data pipeline, so a run's
-memory does not grow with the dataset. The tf.data pipelines in
-`tfpipeline.data.pipeline` are built from either kind.
+Tables and NPZ arrays are read once into a `table.Table` and checked (the
+file, row and column of a bad cell are named) before a run writes anything;
+the splits are row indices into that one table. A CSV or Parquet table
+larger than data.max_memory_mb is memory-mapped from a cache beside the data
+instead (`table_cache`). A TFDS dataset of images, tensors or text is
+streamed: its splits hold `records.Records`, read by index batch in the
+tf.data pipeline. Either way a run's memory does not grow with the dataset
+beyond its budget. The tf.data pipelines in `tfpipeline.data.pipeline` are
+built from every kind.
 """
 
 import dataclasses
+import json
 import pathlib
 
 from absl import logging
@@ -24,6 +28,9 @@ from tfpipeline import console
 from tfpipeline import integrity
 from tfpipeline.data import files
 from tfpipeline.data import records as records_lib
+from tfpipeline.data import table as table_lib
+from tfpipeline.data import table_cache
+from tfpipeline.data.table import Table
 from tfpipeline.errors import UserError
 
 # What a run's features are: float32 columns, or one key's image (rank 3),
@@ -33,27 +40,42 @@ TABLE, IMAGE, TENSOR, TEXT = 'table', 'image', 'tensor', 'text'
 
 @dataclasses.dataclass(frozen=True)
 class Split:
-  """One split of examples.
-
-  In memory: `features` (n, ...), `labels` (n, k) and `groups` (n,) or None.
-  Streamed: `records` reads features, label and group by index, and the
-  arrays are None.
-  """
-  features: np.ndarray | None
-  labels: np.ndarray | None
-  groups: np.ndarray | None = None
-  records: records_lib.Records | None = None
-  # A file's split: the index of each example's row in the file.
+  """One split of examples: `rows` of a `table` (in memory or memory-mapped;
+  for a file, `rows` are the file's row indices), or streamed `records`,
+  read by index (TFDS images, tensors and text)."""
+  table: Table | None = None
   rows: np.ndarray | None = None
+  records: records_lib.Records | None = None
+
+  @classmethod
+  def of(cls, features, labels, groups=None) -> 'Split':
+    """Every row of arrays: a split of its own in-memory table."""
+    table = Table.in_memory(features, labels, groups)
+    return cls(table, np.arange(len(table)))
 
   def __len__(self) -> int:
     if self.records is not None:
       return len(self.records)
-    return len(self.features)
+    return len(self.rows)
 
   @property
   def streamed(self) -> bool:
     return self.records is not None
+
+  def take(self, positions=None) -> dict[str, np.ndarray]:
+    """Copies of the split's examples at `positions` (default: all):
+    'features', 'labels' and 'groups' where the table has them."""
+    return self.table.take(self.rows if positions is None else
+                           self.rows[positions])
+
+  def chunks(self, size: int = table_lib.CHUNK_ROWS):
+    """`take` of every example, `size` at a time, in order."""
+    return table_lib.chunks(self.table, self.rows, size)
+
+  def moments(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and variance of 'features' or 'labels', in one
+    streaming pass."""
+    return table_lib.moments(self.table, self.rows, key)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,23 +111,26 @@ def load(data_config, *, loss: str, output_units: int | None = None) -> Splits:
   if data_config.source == 'tfds':
     splits = _tfds(data_config)
   else:
-    reader = {'synthetic': _synthetic, 'csv': _csv, 'npz': _npz,
-              'parquet': _parquet}
+    reader = {'synthetic': _synthetic, 'csv': _file, 'npz': _npz,
+              'parquet': _file}
     splits = reader[data_config.source](with_columns(data_config))
   _check_class_count(splits, loss, output_units)
+  checked = set()  # File splits share one table: checked once.
   for name in ('train', 'validation', 'test'):
     split = getattr(splits, name)
     if len(split) == 0:
       raise UserError(f'data: the {name} split is empty; add rows or change '
                       f'data.validation_fraction / data.test_fraction')
-    if not split.streamed:
-      where = _row_namer(data_config, name, split)
-      _check_finite(split, splits.feature_names, splits.label_name, where)
-      _check_labels(split.labels.reshape(len(split), -1), splits.label_name,
-                    loss, output_units, where)
-  return dataclasses.replace(
-      splits, **{name: _labels_for_loss(getattr(splits, name), loss)
-                 for name in ('train', 'validation', 'test')})
+    if split.streamed or id(split.table) in checked:
+      continue
+    checked.add(id(split.table))
+    where = _row_namer(data_config, name)
+    labels = split.table.labels
+    for start in range(0, len(labels), table_lib.CHUNK_ROWS):
+      chunk = labels[start:start + table_lib.CHUNK_ROWS]
+      _check_labels(chunk.reshape(len(chunk), -1), splits.label_name, loss,
+                    output_units, lambda i, start=start: where(start + i))
+  return splits
 
 
 def read_rows(data_config) -> Split:
@@ -118,6 +143,9 @@ def read_rows(data_config) -> Split:
   each example's index in the file or split.
   """
   origin = _describe(data_config)
+  if data_config.source in ('csv', 'parquet'):
+    table, _, _ = _file_table(data_config, for_prediction=True)
+    return Split(table, np.arange(len(table)))
   if data_config.source == 'tfds':
     builder = _prepared_builder(data_config)
     info = builder.info
@@ -130,19 +158,14 @@ def read_rows(data_config) -> Split:
     feature = info.features[features[0]]
     if len(features) == 1 and _shaped_kind(tuple(feature.shape),
                                            np.dtype(feature.np_dtype)):
-      return Split(None, None, None, records=records,
-                   rows=np.arange(len(records)))
+      return Split(records=records, rows=np.arange(len(records)))
     columns, count = records.read_all(), len(records)
   else:
-    read = {'csv': _csv_columns, 'npz': _npz_columns,
-            'parquet': _parquet_columns}[data_config.source]
-    columns, count = read(data_config, for_prediction=True)
-  split, layout = _select(columns, count, data_config, origin,
-                          for_prediction=True)
-  split = dataclasses.replace(split, rows=np.arange(count))
-  _check_finite(split, layout.names, data_config.label,
-                _row_namer(data_config, data_config.test_split, split))
-  return split
+    columns, count = files.read_npz(pathlib.Path(data_config.path))
+  table, _ = _checked_table(columns, count, data_config, origin,
+                            _row_namer(data_config, data_config.test_split),
+                            for_prediction=True)
+  return Split(table, np.arange(count))
 
 
 def with_columns(data_config, declared=((), '', None)):
@@ -164,26 +187,16 @@ def with_columns(data_config, declared=((), '', None)):
   return data_config
 
 
-def _labels_for_loss(split: Split, loss: str) -> Split:
-  """Integer class ids for sparse categorical loss, float32 otherwise."""
-  if split.streamed:
-    return split  # The pipeline casts each batch's labels the same way.
-  labels = split.labels.reshape(len(split), -1)
-  if loss == 'sparse_categorical_crossentropy':
-    labels = labels[:, :1].astype(np.int32)
-  else:
-    labels = labels.astype(np.float32)
-  return dataclasses.replace(split, labels=labels)
-
-
-def _check_finite(split: Split, feature_names, label_name: str,
-                  where) -> None:
-  """Refuses NaN and Inf in features and labels; `where(row)` names the
-  row as the user finds it (a CSV file's row, a TFDS split's index)."""
-  checked = [] if split.labels is None else [
-      ('label', split.labels.reshape(len(split), -1), (label_name,))]
-  if np.issubdtype(split.features.dtype, np.floating):
-    checked.insert(0, ('feature', split.features.reshape(len(split), -1),
+def _check_finite(features: np.ndarray, labels: np.ndarray | None,
+                  feature_names, label_name: str, where) -> None:
+  """Refuses NaN and Inf in features and labels (rows of a table); `where(i)`
+  names row i as the user finds it (a CSV file's row, a TFDS split's
+  index)."""
+  count = len(features)
+  checked = [] if labels is None else [
+      ('label', labels.reshape(count, -1), (label_name,))]
+  if np.issubdtype(features.dtype, np.floating):
+    checked.insert(0, ('feature', features.reshape(count, -1),
                        feature_names))
   for what, values, names in checked:
     bad = ~np.isfinite(values.astype(np.float64))
@@ -196,17 +209,18 @@ def _check_finite(split: Split, feature_names, label_name: str,
           f'impute NaN/Inf values first')
 
 
-def _row_namer(data_config, split_name: str, split: Split):
-  """`where(i)`: the i-th example of `split` as the user finds it: a CSV
-  file's line, an NPZ array's index, a TFDS split's index."""
+def _row_namer(data_config, split_name: str):
+  """`where(i)`: row i of the table of `split_name` as the user finds it: a
+  CSV file's line, an NPZ array's index, a Parquet part's row, a TFDS
+  split's index."""
   origin = _describe(data_config)
   if data_config.source == 'csv':
-    return lambda i: f'{origin}, row {split.rows[i] + 2}'  # Row 1: the header.
+    return lambda i: f'{origin}, row {i + 2}'  # Row 1: the header.
   if data_config.source == 'npz':
-    return lambda i: f'{origin}, index {split.rows[i]}'
+    return lambda i: f'{origin}, index {i}'
   if data_config.source == 'parquet':
     parts = files.parquet_parts(pathlib.Path(data_config.path))
-    return lambda i: files.parquet_row(parts, int(split.rows[i]))
+    return lambda i: files.parquet_row(parts, int(i))
   return lambda i: f'{origin}: {split_name} row {i}'
 
 
@@ -337,7 +351,7 @@ def _check_keys(keys, data_config, origin: str, *,
 
 
 def _select(columns: dict, row_count: int, data_config, origin: str, *,
-            for_prediction: bool = False) -> tuple[Split, _Layout]:
+            for_prediction: bool = False) -> tuple[Table, _Layout]:
   """Picks data.features, data.label and data.group out of named columns
   (`for_prediction`: label and group where present, else None).
 
@@ -359,7 +373,7 @@ def _select(columns: dict, row_count: int, data_config, origin: str, *,
     if kind:
       if kind == TEXT:
         x = x.astype(str).astype(object)
-      return Split(x, y, g), _Layout(
+      return Table.in_memory(x, y, g), _Layout(
           features, features, kind, x.shape[1:],
           'string' if kind == TEXT else x.dtype.name)
   blocks = [np.asarray(columns[f], np.float32).reshape(row_count, -1)
@@ -368,23 +382,30 @@ def _select(columns: dict, row_count: int, data_config, origin: str, *,
                 for name, block in zip(features, blocks)
                 for i in range(block.shape[1]))
   x = np.concatenate(blocks, axis=1)
-  # The columns are copied into x: free them (Arrow's buffers too) before
-  # the caller copies x into splits, so a table peaks at twice its size.
+  # The columns are copied into x: free them, so a table peaks at twice
+  # its size.
   del blocks
   columns.clear()
-  return Split(x, y, g), _Layout(features, names, shape=(x.shape[1],))
+  return Table.in_memory(x, y, g), _Layout(features, names,
+                                           shape=(x.shape[1],))
 
 
-def _table_splits(columns: dict, row_count: int, data_config,
-                  origin: str) -> Splits:
-  """One table split into train, validation and test by seeded rows."""
-  whole, layout = _select(columns, row_count, data_config, origin)
-  parts = [Split(whole.features[rows], whole.labels[rows],
-                 None if whole.groups is None else whole.groups[rows],
-                 rows=rows)
-           for rows in _split_rows(row_count, data_config)]
-  return layout.splits(parts, data_config, _file_origin(
-      data_config.source, pathlib.Path(data_config.path)))
+def _checked_table(columns: dict, row_count: int, data_config, origin: str,
+                   where, *, for_prediction: bool = False):
+  """`_select`'s table and layout, its NaN and Inf refused by `where`."""
+  table, layout = _select(columns, row_count, data_config, origin,
+                          for_prediction=for_prediction)
+  _check_finite(table.features, table.labels, layout.names,
+                data_config.label, where)
+  return table, layout
+
+
+def _table_splits(table: Table, layout: _Layout, data_config,
+                  origin: dict) -> Splits:
+  """One table split into train, validation and test by seeded rows: index
+  sets into the table, not copies."""
+  parts = [Split(table, rows) for rows in _split_rows(len(table), data_config)]
+  return layout.splits(parts, data_config, origin)
 
 
 def _file_origin(source: str, path: pathlib.Path) -> dict:
@@ -409,7 +430,7 @@ def _synthetic(data_config) -> Splits:
   def split(rows: int) -> Split:
     x = draw((rows, data_config.num_features)).astype(np.float32)
     y = draw((rows, data_config.num_targets)).astype(np.float32)
-    return Split(x, y)
+    return Split.of(x, y)
 
   return Splits(
       split(data_config.num_examples), split(data_config.num_eval_examples),
@@ -421,52 +442,87 @@ def _synthetic(data_config) -> Splits:
       feature_shape=(data_config.num_features,))
 
 
-def _csv(data_config) -> Splits:
-  return _table_splits(*_csv_columns(data_config), data_config,
-                       str(data_config.path))
+def _file(data_config) -> Splits:
+  """A CSV or Parquet table, split."""
+  table, layout, origin = _file_table(data_config)
+  return _table_splits(table, layout, data_config, origin or _file_origin(
+      data_config.source, pathlib.Path(data_config.path)))
 
 
-def _csv_columns(data_config, *, for_prediction: bool = False):
-  """A UTF-8 CSV file (or .csv.gz) with a header row, as columns and a row
-  count: the features and label numeric, the group text unless a feature."""
+def _file_table(data_config, *, for_prediction: bool = False):
+  """A UTF-8 CSV file (or .csv.gz) with a header row, or a Parquet file or
+  directory of part files, as a table: the features and label float32, the
+  group text unless a feature. Read batch by batch into memory, or, above
+  data.max_memory_mb, into its cache on disk (reused when there), every
+  batch's NaN and Inf refused first.
+
+  Returns:
+    The table, its layout, and the file's origin (`_file_origin`) when the
+    cache needed its sha256, else None.
+  """
   path = pathlib.Path(data_config.path)
-  header = files.csv_header(path)
-  return files.read_csv(path, header, *_column_types(
-      header, data_config, str(path), for_prediction))
-
-
-def _parquet(data_config) -> Splits:
-  return _table_splits(*_parquet_columns(data_config), data_config,
-                       str(data_config.path))
-
-
-def _parquet_columns(data_config, *, for_prediction: bool = False):
-  """A Parquet file, or a directory of part files, as columns."""
-  parts = files.parquet_parts(pathlib.Path(data_config.path))
-  return files.read_parquet(parts, *_column_types(
-      files.parquet_names(parts), data_config, str(data_config.path),
-      for_prediction))
-
-
-def _column_types(names: list[str], data_config, origin: str,
-                  for_prediction: bool) -> tuple[set[str], set[str]]:
-  """The columns to read as numbers (features, label) and as text (the
-  group, unless it is a feature too)."""
-  features = _check_keys(names, data_config, origin,
+  if data_config.source == 'csv':
+    names = files.csv_header(path)
+    rows_bound = files.csv_row_bound(path)
+    read = lambda: files.csv_batches(path, names, numbers, texts)
+  else:
+    parts = files.parquet_parts(path)
+    names = files.parquet_names(parts)
+    rows_bound = files.parquet_rows(parts)
+    read = lambda: files.parquet_batches(parts, numbers, texts)
+  features = _check_keys(names, data_config, str(path),
                          for_prediction=for_prediction)
-  numbers = set(features) | ({data_config.label} & set(names))
-  texts = ({data_config.group} & set(names)) - numbers
-  return numbers, texts
+  label, group = data_config.label, data_config.group
+  label = label if label in names else None
+  group = group if group and group in names else None
+  numbers = set(features) | ({label} - {None})
+  texts = ({group} - {None}) - numbers
+  where = _row_namer(data_config, '')
+
+  def fill(writer: table_cache.TableWriter) -> None:
+    for batch in read():
+      x = np.stack([batch[name] for name in features], axis=1)
+      if not len(x):
+        continue
+      y = None if label is None else batch[label].reshape(-1, 1)
+      _check_finite(x, y, features, label, lambda i, start=writer.rows: where(
+          start + i))
+      writer.append(x, y, None if group is None else batch[group])
+    if not writer.rows:
+      raise UserError(f'{path}: ' + ('a header row and no data rows'
+                                     if data_config.source == 'csv' else
+                                     'no rows') + '; add rows')
+
+  layout = _Layout(features, features, shape=(len(features),))
+  shape = {'rows_bound': rows_bound, 'width': len(features),
+           'labelled': label is not None, 'grouped': group is not None}
+  size = rows_bound * (len(features) + 2) * 4
+  if size <= table_cache.memory_budget(
+      data_config.get('max_memory_mb', 0)):
+    writer = table_cache.TableWriter(**shape)
+    fill(writer)
+    return writer.table(), layout, None
+  origin = _file_origin(data_config.source, path)
+  selection = {'features': list(features), 'label': label, 'group': group}
+  sha256 = origin.get('sha256') or integrity.sha256_text(json.dumps(
+      origin['parts_sha256'], sort_keys=True))
+  directory = table_cache.path_for(path, sha256, selection)
+  table = table_cache.open_cached(directory)
+  if table is not None:
+    logging.info('reading %s from its memory-mapped cache %s', path,
+                 directory)
+    return table, layout, origin
+  return table_cache.build(directory, fill, **shape, metadata={
+      'source': str(path), 'sha256': sha256, **selection}), layout, origin
 
 
 def _npz(data_config) -> Splits:
-  return _table_splits(*_npz_columns(data_config), data_config,
-                       str(data_config.path))
-
-
-def _npz_columns(data_config, *, for_prediction: bool = False):
-  del for_prediction  # Every key is read; _select picks.
-  return files.read_npz(pathlib.Path(data_config.path))
+  path = pathlib.Path(data_config.path)
+  columns, count = files.read_npz(path)
+  table, layout = _checked_table(columns, count, data_config, str(path),
+                                 _row_namer(data_config, ''))
+  return _table_splits(table, layout, data_config,
+                       _file_origin(data_config.source, path))
 
 
 def _tfds(data_config) -> Splits:
@@ -491,11 +547,14 @@ def _tfds(data_config) -> Splits:
   feature = info.features[features[0]]
   kind = len(features) == 1 and _shaped_kind(
       tuple(feature.shape), np.dtype(feature.np_dtype))
-  if not kind:  # A table: read into memory, like CSV.
-    selected = [_select(records.read_all(), len(records), data_config, origin)
-                for records in parts]
-    splits = selected[0][1].splits([split for split, _ in selected],
-                                   data_config, tfds_origin)
+  if not kind:  # A table: read into memory, one table per TFDS split.
+    tables = [_checked_table(records.read_all(), len(records), data_config,
+                             origin, _row_namer(data_config, name))
+              for name, records in zip(('train', 'validation', 'test'),
+                                       parts)]
+    splits = tables[0][1].splits(
+        [Split(table, np.arange(len(table))) for table, _ in tables],
+        data_config, tfds_origin)
   else:
     shape = tuple(feature.shape)
     if None in shape:
@@ -504,7 +563,7 @@ def _tfds(data_config) -> Splits:
                       f'one shape when preparing the dataset')
     dtype = 'string' if kind == TEXT else np.dtype(feature.np_dtype).name
     splits = _Layout(features, features, kind, shape, dtype).splits(
-        [Split(None, None, None, records=records) for records in parts],
+        [Split(records=records) for records in parts],
         data_config, tfds_origin)
   return dataclasses.replace(splits, num_classes=getattr(
       info.features[data_config.label], 'num_classes', None))

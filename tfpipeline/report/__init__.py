@@ -119,7 +119,7 @@ def _attributions(model, splits, inputs, config, report_dir,
       report_config=config.report,
       classification='crossentropy' in config.loss,
       private=config.privacy.dp,
-      train_mean=(splits.train.features.mean(axis=0)
+      train_mean=(splits.train.moments('features')[0].astype(np.float32)
                   if table and not config.privacy.dp else None),
       feature_names=list(splits.feature_names),
       vocabulary=(inputs.vectorizer.get_vocabulary() if inputs.vectorizer
@@ -137,7 +137,7 @@ def _predictions_csv(splits, test) -> str:
   labels = test.labels.reshape(count, -1)
   predictions = test.predictions.reshape(count, -1)
   table = splits.kind == sources.TABLE
-  features = (splits.test.features[test.index] if table
+  features = (splits.test.take(test.index)['features'] if table
               else np.zeros((count, 0)))
   group = [f'group:{splits.group_name}'] if test.groups is not None else []
   header = (['index'] + (list(splits.feature_names) if table else []) +

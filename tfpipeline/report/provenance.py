@@ -58,8 +58,11 @@ def data_fingerprint(splits) -> dict:
                           files, sort_keys=True)),
                       'files_sha256': files}
       continue
-    result[name] = {'rows': len(split), 'sha256': arrays_sha256(
-        split.features, split.labels, split.groups)}
+    digest = hashlib.sha256()  # Of the split's rows as read, chunk by chunk.
+    for chunk in split.chunks():
+      digest.update(arrays_sha256(chunk['features'], chunk.get('labels'),
+                                  chunk.get('groups')).encode())
+    result[name] = {'rows': len(split), 'sha256': digest.hexdigest()}
   return result
 
 

@@ -1,0 +1,170 @@
+"""Tables as index sets into one table, and tables over data.max_memory_mb
+memory-mapped from their cache: read, trained and resumed alike."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import assert_weights_close, read_jsonl, run_cli
+from tfpipeline import artifacts
+from tfpipeline import config
+from tfpipeline.data import sources
+from tfpipeline.data import table_cache
+from tfpipeline.errors import UserError
+
+ROWS = 80_000  # 3 features, label and group codes: 1.5 MiB as float32.
+SMALL_BUDGET = '--config.data.max_memory_mb=1'
+
+
+def _write(path, rows=ROWS, bad_row=None):
+  """y = 3a - 2b + c + 1 with a text group, as CSV or Parquet."""
+  import pyarrow as pa
+  from pyarrow import csv as arrow_csv
+  from pyarrow import parquet
+  rng = np.random.default_rng(5)
+  a, b, c = (rng.normal(size=rows).astype(np.float32) for _ in range(3))
+  if bad_row is not None:
+    c[bad_row] = np.nan
+  table = pa.table({'a': a, 'b': b, 'c': c,
+                    'side': np.where(np.arange(rows) % 3, 'left', 'right'),
+                    'y': 3 * a - 2 * b + c + 1})
+  if path.suffix == '.parquet':
+    parquet.write_table(table, path, row_group_size=30_000)
+  else:
+    arrow_csv.write_csv(table, path)
+  return path
+
+
+def _data_config(path, max_memory_mb=0, group='side'):
+  data = config.get_config().data
+  data.update({'source': 'parquet' if path.suffix == '.parquet' else 'csv',
+               'path': str(path), 'label': 'y', 'group': group,
+               'max_memory_mb': max_memory_mb})
+  return data
+
+
+def test_file_splits_are_index_sets_into_one_table(regression_csv):
+  splits = sources.load(_data_config(regression_csv, group='group'),
+                        loss='mse')
+  table = splits.train.table
+  assert splits.validation.table is table and splits.test.table is table
+  rows = np.concatenate([getattr(splits, name).rows
+                         for name in ('train', 'validation', 'test')])
+  np.testing.assert_array_equal(np.sort(rows), np.arange(120))
+  assert len(table) == 120 and not isinstance(table.features, np.memmap)
+
+
+@pytest.mark.parametrize('name', ['table.csv', 'table.parquet'])
+def test_a_table_over_the_budget_is_cached_beside_it_and_reads_alike(
+    tmp_path, monkeypatch, name):
+  path = _write(tmp_path / name)
+  in_memory = sources.load(_data_config(path), loss='mse')
+  converted = sources.load(_data_config(path, max_memory_mb=1), loss='mse')
+  caches = [p for p in tmp_path.iterdir() if p != path]
+  assert len(caches) == 1 and caches[0].name.endswith(table_cache.SUFFIX)
+  metadata = json.loads((caches[0] / 'table.json').read_text())
+  assert caches[0].name.startswith(f'{name}.{metadata["sha256"][:16]}.')
+  assert metadata['rows'] == ROWS
+  # A second run reads the cache: nothing is converted again.
+  monkeypatch.setattr(table_cache, 'build', None)
+  cached = sources.load(_data_config(path, max_memory_mb=1), loss='mse')
+  assert isinstance(cached.train.table.features, np.memmap)
+  for split in ('train', 'validation', 'test'):
+    want = getattr(in_memory, split)
+    for got in (getattr(converted, split), getattr(cached, split)):
+      np.testing.assert_array_equal(got.rows, want.rows)
+      for key, value in want.take().items():
+        np.testing.assert_array_equal(got.take()[key], value)
+  # Statistics in one streaming pass, equal to NumPy's over the split.
+  features = in_memory.train.take()['features'].astype(np.float64)
+  for split in (in_memory.train, cached.train):
+    mean, variance = split.moments('features')
+    np.testing.assert_allclose(mean, features.mean(axis=0), rtol=1e-12,
+                               atol=1e-15)
+    np.testing.assert_allclose(variance, features.var(axis=0), rtol=1e-10)
+
+
+def test_a_bad_cell_in_a_large_table_leaves_no_cache(tmp_path):
+  path = _write(tmp_path / 'table.csv', bad_row=ROWS - 7)
+  with pytest.raises(UserError, match=rf"table.csv, row {ROWS - 5}, "
+                     rf"feature 'c' is nan"):
+    sources.load(_data_config(path, max_memory_mb=1), loss='mse')
+  assert [p.name for p in tmp_path.iterdir()] == ['table.csv']
+
+
+def test_an_unwritable_cache_directory_is_named(tmp_path, monkeypatch):
+  path = _write(tmp_path / 'table.csv')
+
+  def refuse(**_):
+    raise PermissionError(13, 'Permission denied')
+
+  monkeypatch.setattr(artifacts.tempfile, 'mkdtemp', refuse)
+  with pytest.raises(UserError, match=rf'table.csv: its cache cannot be '
+                     rf'written in {tmp_path} \(Permission denied\); make '
+                     rf'that directory writable'):
+    sources.load(_data_config(path, max_memory_mb=1), loss='mse')
+  assert [p.name for p in tmp_path.iterdir()] == ['table.csv']
+
+
+@pytest.fixture(scope='module')
+def large_csv(tmp_path_factory):
+  return _write(tmp_path_factory.mktemp('large') / 'table.csv')
+
+
+def _train(model_dir, path, *flags):
+  result = run_cli(f'--model_dir={model_dir}', '--config.data.source=csv',
+                   f'--config.data.path={path}', '--config.data.label=y',
+                   '--config.data.group=side',
+                   '--config.train.global_batch_size=512', *flags)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result
+
+
+def test_a_cached_table_trains_resumes_and_mirrors_as_in_memory(
+    tmp_path, large_csv):
+  def weights(model_dir):
+    import tfpipeline
+    return tfpipeline.load_model(model_dir).get_weights()
+
+  reference = tmp_path / 'in_memory'
+  _train(reference, large_csv, '--config.train.epochs=3')
+
+  # Two epochs in memory, resumed for the third from the cache: the budget
+  # may change on a resume, and the steps are the same.
+  resumed = tmp_path / 'resumed'
+  _train(resumed, large_csv, '--config.train.epochs=2')
+  result = _train(resumed, large_csv, '--config.train.epochs=3',
+                  SMALL_BUDGET)
+  assert 'converting' in result.stderr and 'memory-mapped cache' in (
+      result.stderr)
+  assert 'resuming from the checkpoint at step' in result.stderr
+  assert_weights_close(weights(resumed), weights(reference))
+  assert (json.loads((resumed / 'metrics.json').read_text()) ==
+          json.loads((reference / 'metrics.json').read_text()))
+  provenance = [json.loads((d / 'report' / 'report.json').read_text())[
+      'provenance']['data'] for d in (resumed, reference)]
+  assert provenance[0] == provenance[1]
+
+  # Mirrored over two logical CPUs, reading the cache (reused).
+  mirrored = tmp_path / 'mirrored'
+  result = _train(mirrored, large_csv, '--config.train.epochs=3',
+                  SMALL_BUDGET, '--strategy=mirrored', '--cpu_devices=2')
+  assert 'from its memory-mapped cache' in result.stderr
+  assert 'converting' not in result.stderr
+  assert_weights_close(weights(mirrored), weights(reference), atol=1e-5)
+  losses = [[r['val_loss'] for r in read_jsonl(d / 'metrics.jsonl')
+             if 'val_loss' in r] for d in (mirrored, reference)]
+  assert len(losses[0]) == 3
+  np.testing.assert_allclose(*losses, rtol=1e-5)
+
+  # predict scores the file through the same cache.
+  output = tmp_path / 'scores.csv'
+  result = run_cli(str(mirrored), f'--input={large_csv}',
+                   f'--output={output}', command='predict')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'converting' not in result.stderr
+  scores = np.loadtxt(output, delimiter=',', skiprows=1, usecols=(0, 1, 3))
+  assert len(scores) == ROWS
+  np.testing.assert_array_equal(scores[:, 0], np.arange(ROWS))
+  assert np.corrcoef(scores[:, 1], scores[:, 2])[0, 1] > 0.99
