@@ -85,6 +85,20 @@ def test_a_table_over_the_budget_is_cached_beside_it_and_reads_alike(
     np.testing.assert_allclose(variance, features.var(axis=0), rtol=1e-10)
 
 
+def test_a_damaged_cache_is_converted_again(tmp_path):
+  path = _write(tmp_path / 'table.csv')
+  want = sources.load(_data_config(path, max_memory_mb=1),
+                      loss='mse').test.take()['features']
+  cache, = tmp_path.glob(f'*{table_cache.SUFFIX}')
+  features = cache / 'features.bin'
+  features.write_bytes(features.read_bytes()[:1000])  # Cut short.
+  got = sources.load(_data_config(path, max_memory_mb=1), loss='mse')
+  np.testing.assert_array_equal(got.test.take()['features'], want)
+  assert features.stat().st_size == ROWS * 3 * 4
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['table.csv',
+                                                       cache.name]
+
+
 def test_a_bad_cell_in_a_large_table_leaves_no_cache(tmp_path):
   path = _write(tmp_path / 'table.csv', bad_row=ROWS - 7)
   with pytest.raises(UserError, match=rf"table.csv, row {ROWS - 5}, "

@@ -88,7 +88,9 @@ def measure(setting: dict) -> dict:
   from tfpipeline import config  # pylint: disable=g-import-not-at-top
   from tfpipeline.data import sources  # pylint: disable=g-import-not-at-top
   from tfpipeline.data import table_cache  # pylint: disable=g-import-not-at-top
+  # The readers' code is loaded before the baseline: its pages are not data.
   import pyarrow.csv  # pylint: disable=g-import-not-at-top,unused-import
+  import pyarrow.dataset  # pylint: disable=g-import-not-at-top,unused-import
   import pyarrow.parquet  # pylint: disable=g-import-not-at-top,unused-import
   data = config.get_config().data
   data.update({'source': 'parquet' if reader == 'parquet' else 'csv',

@@ -35,6 +35,10 @@ DatasetFn = Callable[[tf.distribute.InputContext], tf.data.Dataset]
 # with 64 MiB blocks and 1.4 GiB with 16 MiB; 32x32 JPEGs read at 38k
 # images/s in 21-step blocks against 50k in 85 (BUILD_NOTES.md).
 BLOCK_BYTES = 16 << 20
+# One step per element (Keras fit): a table's steps are read this many at a
+# time, within BLOCK_BYTES, then unbatched; a NumPy call per 256-row step
+# cost Keras fit up to 30% of its examples/s (BUILD_NOTES.md).
+TABLE_STEPS_PER_READ = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,6 +228,13 @@ def training_dataset_fn(examples_or_split, global_batch_size: int, *,
   """
   examples = _as_examples(examples_or_split)
   augmenting = bool(examples.augment)
+  read_steps = 1
+  if not (steps_per_block or examples.split.streamed):
+    table = examples.split.table
+    row_bytes = table.features[:1].nbytes + (
+        0 if table.labels is None else table.labels[:1].nbytes)
+    read_steps = max(1, min(TABLE_STEPS_PER_READ, BLOCK_BYTES // max(
+        global_batch_size * row_bytes, 1)))
 
   def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
     per_replica = context.get_per_replica_batch_size(global_batch_size)
@@ -265,8 +276,12 @@ def training_dataset_fn(examples_or_split, global_batch_size: int, *,
       return batch + ((element[-1],) if steps_per_block else ())
 
     indices = indices.map(local_slices).unbatch()
+    if read_steps > 1:  # The same elements, in order, fewer reads.
+      indices = indices.batch(read_steps)
     dataset = indices.map(read, num_parallel_calls=tf.data.AUTOTUNE,
                           deterministic=True)
+    if read_steps > 1:
+      dataset = dataset.unbatch()
     return dataset.with_options(_options()).prefetch(tf.data.AUTOTUNE)
 
   return dataset_fn

@@ -132,7 +132,8 @@ def path_for(source: pathlib.Path, sha256: str,
 
 
 def open_cached(directory: pathlib.Path) -> Table | None:
-  """The memory-mapped table in `directory`, or None if there is none."""
+  """The memory-mapped table in `directory`, or None if there is none (or
+  it is damaged: `build` replaces it)."""
   try:
     metadata = json.loads((directory / 'table.json').read_text())
   except (OSError, ValueError):
@@ -142,9 +143,14 @@ def open_cached(directory: pathlib.Path) -> Table | None:
   rows, width = metadata['rows'], metadata['width']
   shapes = {'features': (rows, width), 'labels': (rows, 1),
             'group_codes': (rows,)}
-  arrays = {name: np.memmap(directory / f'{name}{_RAW}', _DTYPES[name], 'r',
-                            shape=shapes[name])
-            for name in metadata['arrays']}
+  try:
+    arrays = {name: np.memmap(directory / f'{name}{_RAW}', _DTYPES[name],
+                              'r', shape=shapes[name])
+              for name in metadata['arrays']}
+  except (OSError, ValueError) as e:  # A file missing or cut short.
+    logging.warning('the cache %s is unreadable (%s); converting again',
+                    directory, e)
+    return None
   values = metadata['group_values']
   return Table(arrays['features'], arrays.get('labels'),
                arrays.get('group_codes'),
