@@ -28,7 +28,6 @@ import sys
 
 from absl import flags
 
-from tfpipeline import artifacts
 from tfpipeline import commands
 from tfpipeline import console
 from tfpipeline import errors
@@ -103,9 +102,9 @@ def predict(model, split, data_config, batch_size: int):
           arrays.get(data_config.group))
 
 
-def csv_text(loss: str, label_name: str, group_name, rows, predictions,
-             labels, groups) -> str:
-  """The output table (see the module docstring)."""
+def write_predictions(path: pathlib.Path, loss: str, label_name: str,
+                      group_name, rows, predictions, labels, groups) -> None:
+  """The output table (see the module docstring), written atomically."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   count = len(predictions)
   predictions = predictions.reshape(count, -1).astype(np.float32)
@@ -119,7 +118,7 @@ def csv_text(loss: str, label_name: str, group_name, rows, predictions,
                               range(predictions.shape[1])] +
              ['predicted_class']))
   classes = predictions.argmax(axis=1)
-  return tables.csv_text(header, (
+  tables.write_csv(path, header, (
       [int(rows[i])] +
       ([tables.cell(v) for v in labels[i]] if labels is not None else []) +
       ([tables.cell(groups[i])] if groups is not None else []) +
@@ -167,9 +166,8 @@ def main(argv: list[str]) -> int:
   except ValueError as e:
     _changed(e)
   predictions, labels, groups = predict(model, split, data, _BATCH_SIZE.value)
-  artifacts.write_text(output, csv_text(
-      run_config.loss, data.label, data.group, split.rows, predictions,
-      labels, groups))
+  write_predictions(output, run_config.loss, data.label, data.group,
+                    split.rows, predictions, labels, groups)
   print(f'wrote {len(predictions)} predictions to {output}', file=sys.stderr)
   return 0
 

@@ -2,9 +2,11 @@
 new data's (`python -m tfpipeline.predict`), written alike."""
 
 import csv
-import io
+import pathlib
 
 import numpy as np
+
+from tfpipeline import artifacts
 
 
 def float32_text(value) -> str:
@@ -29,10 +31,11 @@ def names(name: str, width: int) -> list[str]:
   return [name] if width == 1 else [f'{name}_{i}' for i in range(width)]
 
 
-def csv_text(header: list[str], rows) -> str:
-  """`rows` (lists of cells) under `header`, as CSV text."""
-  buffer = io.StringIO()
-  writer = csv.writer(buffer, lineterminator='\n')
-  writer.writerow(header)
-  writer.writerows(rows)
-  return buffer.getvalue()
+def write_csv(path: pathlib.Path, header: list[str], rows) -> None:
+  """`rows` (an iterable of lists of cells) under `header`, written to
+  `path` as they come (a table of millions of rows is never one string),
+  through a temporary file and a rename."""
+  with artifacts.replacing(path) as tmp, open(tmp, 'w', newline='') as f:
+    writer = csv.writer(f, lineterminator='\n')
+    writer.writerow(header)
+    writer.writerows(rows)

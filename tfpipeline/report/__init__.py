@@ -18,6 +18,7 @@ from tfpipeline import config as config_lib
 from tfpipeline import integrity
 from tfpipeline import tables
 from tfpipeline.data import sources
+from tfpipeline.data import table as table_lib
 from tfpipeline.report import attributions
 from tfpipeline.report import compute
 from tfpipeline.report import fairness
@@ -84,8 +85,7 @@ def write(model_dir: pathlib.Path, *, config, splits, inputs, model, strategy,
 
   artifacts.write_text(report_dir / 'report.json',
                        json.dumps(report, indent=2) + '\n')
-  artifacts.write_text(report_dir / 'predictions.csv',
-                       _predictions_csv(splits, test_evaluation))
+  _write_predictions(report_dir / 'predictions.csv', splits, test_evaluation)
   render.render(model_dir)
   return report
 
@@ -130,22 +130,29 @@ def _attributions(model, splits, inputs, config, report_dir,
   return result
 
 
-def _predictions_csv(splits, test) -> str:
+def _write_predictions(path: pathlib.Path, splits, test) -> None:
   """The test split: row index, a table's features, label(s), group and
-  prediction(s). Images and text are identified by their index alone."""
+  prediction(s). Images and text are identified by their index alone. A
+  table's features are read chunk by chunk as the rows are written."""
   count = len(test)
   labels = test.labels.reshape(count, -1)
   predictions = test.predictions.reshape(count, -1)
   table = splits.kind == sources.TABLE
-  features = (splits.test.take(test.index)['features'] if table
-              else np.zeros((count, 0)))
   group = [f'group:{splits.group_name}'] if test.groups is not None else []
   header = (['index'] + (list(splits.feature_names) if table else []) +
             tables.names(splits.label_name, labels.shape[1]) + group +
             tables.names('prediction', predictions.shape[1]))
-  return tables.csv_text(header, (
-      [int(test.index[i])] + [tables.float32_text(v) for v in features[i]] +
-      [tables.cell(v) for v in labels[i]] +
-      ([tables.cell(test.groups[i])] if group else []) +
-      [tables.float32_text(v) for v in predictions[i]]
-      for i in range(count)))
+
+  def rows():
+    for start in range(0, count, table_lib.CHUNK_ROWS):
+      end = min(start + table_lib.CHUNK_ROWS, count)
+      features = (splits.test.take(test.index[start:end])['features']
+                  if table else np.zeros((end - start, 0)))
+      for i in range(start, end):
+        yield ([int(test.index[i])] +
+               [tables.float32_text(v) for v in features[i - start]] +
+               [tables.cell(v) for v in labels[i]] +
+               ([tables.cell(test.groups[i])] if group else []) +
+               [tables.float32_text(v) for v in predictions[i]])
+
+  tables.write_csv(path, header, rows())
