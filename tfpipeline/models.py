@@ -57,8 +57,8 @@ def build(config, train: Split, *, input_shape: tuple | None = None,
 
   Args:
     config: the run's config.
-    train: the training split; in memory when the model normalizes inputs
-      or standardizes targets.
+    train: the training split; a table's (in memory or memory-mapped) when
+      the model normalizes inputs or standardizes targets.
     input_shape: one example's input; default: the table's features'.
     input_dtype: the input's dtype ('uint8' pixels, 'int64' token ids...).
 

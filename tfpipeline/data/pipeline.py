@@ -7,7 +7,8 @@ batch and reads those rows in one call: a NumPy gather from a table in
 memory or memory-mapped (see `table`), or one batched random-access read of
 the record files, decoded in the graph (see `records`). Then text is
 tokenized and images augmented with each example's own random numbers,
-drawn from (seed, epoch, row), and batches are prefetched. Reads run in parallel with a deterministic order.
+drawn from (seed, epoch, row), and batches are prefetched. Reads run in
+parallel with a deterministic order.
 
 So the examples of step s are a pure function of (seed, s): the same on
 every pipeline, and reproducible after a restart at any step, with nothing
@@ -102,8 +103,7 @@ def _table_read(split: Split, rows: tf.Tensor) -> dict[str, tf.Tensor]:
 
   values = tf.numpy_function(take, [rows], dtypes, stateful=False)
   for value, array in zip(values, arrays.values()):
-    value.set_shape(rows.shape.concatenate(
-        array.shape[1:] if array is not table.group_values else ()))
+    value.set_shape(rows.shape.concatenate(array.shape[1:]))
   return dict(zip(keys, values))
 
 

@@ -46,6 +46,9 @@ class Split:
   table: Table | None = None
   rows: np.ndarray | None = None
   records: records_lib.Records | None = None
+  # `moments` by key: a run builds its model more than once.
+  _moments: dict = dataclasses.field(default_factory=dict, compare=False,
+                                     repr=False)
 
   @classmethod
   def of(cls, features, labels, groups=None) -> 'Split':
@@ -74,8 +77,10 @@ class Split:
 
   def moments(self, key: str) -> tuple[np.ndarray, np.ndarray]:
     """Per-column mean and variance of 'features' or 'labels', in one
-    streaming pass."""
-    return table_lib.moments(self.table, self.rows, key)
+    streaming pass (once per key)."""
+    if key not in self._moments:
+      self._moments[key] = table_lib.moments(self.table, self.rows, key)
+    return self._moments[key]
 
 
 @dataclasses.dataclass(frozen=True)
