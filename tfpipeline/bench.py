@@ -18,7 +18,8 @@ the report's own time from each run's log. `cifar_cnn_b256` trains the
 `cifar10_cnn` experiment's convnet on CIFAR-shaped uint8 images, from
 memory and streamed from JPEG files on disk (flipped and cropped). The
 input and memory cases are `tfpipeline.bench_data`'s; `table_read` (a 1M-row
-table read from CSV, CSV.gz and Parquet) is `tfpipeline.bench_tables`'.
+table read from CSV, CSV.gz and Parquet, and converted to and read from its
+memory-mapped cache) is `tfpipeline.bench_tables`'.
 
 Each timing unit is `steps` training steps: one device call of the own loop,
 or one Keras epoch with `steps_per_epoch=steps`. The first unit (tracing and

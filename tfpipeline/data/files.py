@@ -216,7 +216,6 @@ def parquet_batches(parts: list[pathlib.Path], numbers: set[str],
   """The columns `numbers` (float32) and `texts` (strings) of Parquet
   parts, as {name: array} record batches in order, part by part (columns
   read in parallel)."""
-  import pyarrow as pa  # pylint: disable=g-import-not-at-top
   from pyarrow import parquet  # pylint: disable=g-import-not-at-top
   names = sorted(numbers | texts)
   for part in parts:

@@ -466,15 +466,12 @@ def _file_table(data_config, *, for_prediction: bool = False):
     cache needed its sha256, else None.
   """
   path = pathlib.Path(data_config.path)
-  if data_config.source == 'csv':
+  csv_file = data_config.source == 'csv'
+  if csv_file:
     names = files.csv_header(path)
-    rows_bound = files.csv_row_bound(path)
-    read = lambda: files.csv_batches(path, names, numbers, texts)
   else:
     parts = files.parquet_parts(path)
     names = files.parquet_names(parts)
-    rows_bound = files.parquet_rows(parts)
-    read = lambda: files.parquet_batches(parts, numbers, texts)
   features = _check_keys(names, data_config, str(path),
                          for_prediction=for_prediction)
   label, group = data_config.label, data_config.group
@@ -482,6 +479,12 @@ def _file_table(data_config, *, for_prediction: bool = False):
   group = group if group and group in names else None
   numbers = set(features) | ({label} - {None})
   texts = ({group} - {None}) - numbers
+  if csv_file:
+    rows_bound = files.csv_row_bound(path)
+    read = lambda: files.csv_batches(path, names, numbers, texts)
+  else:
+    rows_bound = files.parquet_rows(parts)
+    read = lambda: files.parquet_batches(parts, numbers, texts)
   where = _row_namer(data_config, '')
 
   def fill(writer: table_cache.TableWriter) -> None:
@@ -495,8 +498,8 @@ def _file_table(data_config, *, for_prediction: bool = False):
       writer.append(x, y, None if group is None else batch[group])
     if not writer.rows:
       raise UserError(f'{path}: ' + ('a header row and no data rows'
-                                     if data_config.source == 'csv' else
-                                     'no rows') + '; add rows')
+                                     if csv_file else 'no rows') +
+                      '; add rows')
 
   layout = _Layout(features, features, shape=(len(features),))
   shape = {'rows_bound': rows_bound, 'width': len(features),
