@@ -11,11 +11,15 @@ from conftest import REPO
 from tfpipeline import bench
 
 
-def test_flops_count_the_dense_layers():
-  seed = bench.CASES['seed_b256']
+def test_flops_are_the_reports_multiply_adds_of_every_position():
+  import keras
+  seed = keras.Sequential([keras.Input((10,)), keras.layers.Dense(64),
+                           keras.layers.Dense(1)])
   assert bench._flops_per_example(seed) == 3 * 2 * (10 * 64 + 64 * 1)
-  wide = bench.CASES['wide_b512']
-  assert bench._flops_per_example(wide) == 3 * 2 * (3 * 1024 * 1024 + 1024)
+  tokens = keras.Sequential([keras.Input((7,), dtype='int32'),
+                             keras.layers.Embedding(30, 4),
+                             keras.layers.Dense(8)])
+  assert bench._flops_per_example(tokens) == 3 * 2 * 7 * 4 * 8
 
 
 def test_convnet_flops_are_the_cifar10_cnn_multiply_adds():
@@ -28,7 +32,7 @@ def test_convnet_flops_are_the_cifar10_cnn_multiply_adds():
   forward = sum(2 * side * side * 9 * c_in * c_out
                 for side, c_in, c_out in convolutions)
   forward += 2 * (8 * 8 * 128 // 4 * 128 + 128 * 10)
-  assert bench._flops_per_example(case, model) == 3 * forward == 233_381_376
+  assert bench._flops_per_example(model) == 3 * forward == 233_381_376
 
 
 def test_convnet_settings_add_the_streamed_own_loop():

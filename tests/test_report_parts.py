@@ -374,6 +374,43 @@ def test_graph_flops_agree_with_the_pooling_formula():
   assert flops['analytic_matmul'] == 2 * 4 * 2  # The Embedding: none.
 
 
+def test_dense_flops_count_every_position_of_its_input():
+  model = keras.Sequential([
+      keras.Input((5,), dtype='int32'), keras.layers.Embedding(20, 8),
+      keras.layers.Dense(16), keras.layers.Flatten(), keras.layers.Dense(1)])
+  flops = compute.forward_flops(model)
+  matmul = 2 * 5 * 8 * 16 + 2 * 80 * 1  # 5 tokens x (8 -> 16), then 80 -> 1
+  assert flops['analytic_matmul'] == flops['graph_matmul'] == matmul
+  assert flops['matmul_agrees']
+  assert flops['analytic'] == matmul + 5 * 16 + 1
+
+
+def test_depthwise_and_separable_convolutions_are_counted_and_checked():
+  model = keras.Sequential([
+      keras.Input((8, 8, 3)),
+      keras.layers.DepthwiseConv2D(3, depth_multiplier=2),  # -> 6x6x6
+      keras.layers.SeparableConv2D(4, 3, padding='same'),   # -> 6x6x4
+      keras.layers.Reshape((36, 4)),
+      keras.layers.Conv1D(5, 3),                            # -> 34x5
+      keras.layers.SeparableConv1D(2, 3, strides=2),        # -> 16x2
+      keras.layers.DepthwiseConv1D(3),                      # -> 14x2
+      keras.layers.Flatten(), keras.layers.Dense(1)])
+  flops = compute.forward_flops(model)
+  matmul = (2 * 36 * 9 * 3 * 2 +                  # depthwise 3x3, 3 x 2
+            2 * 36 * (9 * 6 + 6 * 4) +             # depthwise, pointwise
+            2 * 34 * 3 * 4 * 5 +                   # Conv1D
+            2 * 16 * (3 * 5 + 5 * 2) +             # SeparableConv1D
+            2 * 14 * 3 * 2 +                       # DepthwiseConv1D
+            2 * 28)                                # Dense
+  assert flops['analytic_matmul'] == flops['graph_matmul'] == matmul
+  assert flops['matmul_agrees']
+  biases = 36 * 6 + 36 * 4 + 34 * 5 + 16 * 2 + 14 * 2 + 1
+  assert flops['analytic'] == matmul + biases
+  assert compute.analytic_flops(model) == {
+      'multiply_adds': matmul, 'biases': biases, 'pooling': 0,
+      'checked_pooling': 0}
+
+
 def test_energy_estimate_is_power_times_utilisation_times_time():
   report_config = config.get_config().report
   report_config.cpu_watts = 100.0

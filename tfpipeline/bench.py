@@ -106,14 +106,11 @@ def _settings(case: Case, device: str = 'cpu') -> list[dict]:
   return own + fit
 
 
-def _flops_per_example(case: Case, model=None) -> float:
-  """Training FLOPs per example: 3 x forward (2 per multiply-add) of the
-  Dense stack, or of the convnet's Dense and Conv layers (`model`)."""
-  if case.image:
-    from tfpipeline.report import compute  # pylint: disable=g-import-not-at-top
-    return 3 * compute.forward_flops(model)['analytic_matmul']
-  widths = (case.features,) + case.hidden_units + (1,)
-  return 3 * 2 * sum(a * b for a, b in zip(widths, widths[1:]))
+def _flops_per_example(model) -> int:
+  """Training FLOPs per example: 3 x the report's forward multiply-adds
+  (2 each) of the model's Dense and convolution layers."""
+  from tfpipeline.report import compute  # pylint: disable=g-import-not-at-top
+  return 3 * compute.analytic_flops(model)['multiply_adds']
 
 
 def _measure(case_name: str, setting: dict, device: str, mixed_precision: str,
@@ -186,7 +183,7 @@ def _measure(case_name: str, setting: dict, device: str, mixed_precision: str,
       'first_step_s': unit_seconds[0] - steady + step_s,
       'compile_s': max(unit_seconds[0] - steady, 0.0),
       'input_stall_pct': statistics.median(stall[1:]) if stall else None,
-      'gflops': _flops_per_example(case, model) * case.batch / step_s / 1e9,
+      'gflops': _flops_per_example(model) * case.batch / step_s / 1e9,
   }
   if case_name.startswith('wide'):
     result['matmul_peak_gflops'] = _matmul_peak(tf, np)

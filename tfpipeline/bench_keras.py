@@ -2,12 +2,13 @@
 
 For accelerators where TensorFlow cannot be installed: it runs on any Keras
 backend (`KERAS_BACKEND=jax` with a JAX that sees the GPU), and imports no
-TensorFlow and nothing of tfpipeline but its config and the datasheet peaks
-of `accelerators`. It builds the experiment's `model.layers` between an
+TensorFlow and nothing of tfpipeline but its config, the datasheet peaks
+of `accelerators` and the report's analytic FLOP count. It builds the experiment's `model.layers` between an
 image input and the softmax head, trains on random images held on the
 device (`--feed=host`: in host memory), and reports per dtype policy:
 median ms/step, images/s, time to first step, and MFU (analytic training
-FLOPs, 3 x forward, over a peak). It measures the model and XLA, not
+FLOPs, 3 x the forward multiply-adds of the report's count, over a
+peak). It measures the model and XLA, not
 tfpipeline's own loop or input pipeline: `python -m tfpipeline.bench` does
 that, with TensorFlow.
 
@@ -44,6 +45,7 @@ import numpy as np
 
 from tfpipeline import accelerators
 from tfpipeline import config as config_lib
+from tfpipeline.report import compute
 
 _CONFIG = flags.DEFINE_string('config', 'cifar10_cnn',
                               'Experiment name or path (--case=experiment).')
@@ -113,23 +115,6 @@ def _optimizer(keras, name: str, learning_rate: float, momentum: float):
   return optimizers[name](learning_rate=learning_rate, **kwargs)
 
 
-def _forward_flops(model) -> float:
-  """Per example: Conv2D 2 x H_out x W_out x kh x kw x C_in x C_out / groups,
-  Dense 2 x in x out per position. Other layers are not counted."""
-  flops = 0
-  for layer in model.layers:
-    kind = type(layer).__name__
-    if kind == 'Conv2D':
-      _, h, w, c_out = layer.output.shape
-      kh, kw = layer.kernel_size
-      flops += 2 * h * w * kh * kw * layer.input.shape[-1] * c_out / (
-          layer.groups)
-    elif kind == 'Dense':
-      positions = math.prod(layer.input.shape[1:-1])
-      flops += 2 * positions * layer.input.shape[-1] * layer.units
-  return float(flops)
-
-
 def _data(case: dict, n: int):
   """n random images and labels (one-hot for categorical_crossentropy)."""
   rng = np.random.default_rng(0)
@@ -195,7 +180,7 @@ def _measure(keras, case: dict, batch: int, policy: str) -> dict:
   steady = statistics.median(seconds[1:])
   step_s = steady / steps
   train_examples = len(x) - int(len(x) * case['validation_split'])
-  forward = _forward_flops(model)
+  forward = compute.analytic_flops(model)['multiply_adds']
   result = {
       'case': case['name'], 'precision': policy, 'batch': batch,
       'steps_per_epoch': steps, 'train_examples_per_epoch': train_examples,
