@@ -28,7 +28,7 @@ def test_colab_notebook_runs_on_cpu(tmp_path, monkeypatch):
   assert 'mnist_convnet skipped: it needs a TPU runtime and a network' in text
   assert re.search(r'digits: IG over 100 test images, \d+ steps from black, '
                    r'completeness error [0-4]\.\d\d%', text)
-  assert 'MFU: not known (no datasheet peak for CPUs)' in text
+  assert 'MFU: unknown peak: CPUs have no datasheet peak here' in text
   assert 'most influential features:' in text and 'CO2e' in text
   assert text.count('files in') == 3 and 'match MANIFEST.json' in text
   # diabetes: loss, groups, attributions; digits: class maps, examples;

@@ -125,7 +125,8 @@ def test_compute_section(report):
   assert compute['devices']['kind'] == 'CPU'
   assert compute['utilisation'] == {
       'precision': 'float32', 'peak_flops_per_s': None,
-      'peak_source': 'no datasheet peak for CPUs', 'mfu': None}
+      'peak_source': 'unknown peak: CPUs have no datasheet peak here; '
+      'set report.peak_flops_per_s', 'mfu': None}
   assert 0 < compute['train_wall_s'] < compute['run_wall_s']
   assert compute['scope'].startswith('tfpipeline.run() from its start')
   assert 'resumed' not in compute['scope']

@@ -9,17 +9,29 @@ bfloat16's. Imports nothing heavy: `bench_keras` runs without TensorFlow.
 """
 
 import os
+import re
 
-# (substring of the device name, {precision: TFLOP/s}); first match wins.
+# (the device name's pattern, {precision: TFLOP/s}): whole names as CUDA,
+# nvidia-smi and TensorFlow report them, matched in full, so that 'NVIDIA
+# L40' is not an L4, 'NVIDIA RTX A1000' not an A100, and an H100 NVL or
+# H200 NVL (their own, lower peaks) not an SXM part. Dense peaks from
+# NVIDIA's datasheets; a name not here has an unknown peak.
+_SXM_HOPPER = {'float32': 67.0, 'tf32': 494.7, 'bfloat16': 989.4}
 _GPU_TFLOPS = (
-    ('H100 PCIe', {'float32': 51.2, 'tf32': 378.0, 'bfloat16': 756.0}),
-    ('H100', {'float32': 67.0, 'tf32': 494.7, 'bfloat16': 989.4}),
-    ('H200', {'float32': 67.0, 'tf32': 494.7, 'bfloat16': 989.4}),
-    ('A100', {'float32': 19.5, 'tf32': 156.0, 'bfloat16': 312.0}),
-    ('L40S', {'float32': 91.6, 'tf32': 183.0, 'bfloat16': 362.0}),
-    ('L4', {'float32': 30.3, 'tf32': 60.0, 'bfloat16': 121.0}),
-    ('V100', {'float32': 15.7, 'tf32': 15.7, 'float16': 125.0}),
-    ('T4', {'float32': 8.1, 'tf32': 8.1, 'float16': 65.0}),
+    (r'NVIDIA H100 80GB HBM3', _SXM_HOPPER),  # H100 SXM5
+    (r'NVIDIA H200', _SXM_HOPPER),  # H200 SXM
+    (r'NVIDIA H100 PCIe', {'float32': 51.2, 'tf32': 378.0,
+                           'bfloat16': 756.0}),
+    (r'NVIDIA A100-(SXM4|PCIE)-(40|80)GB|NVIDIA A100 80GB PCIe',
+     {'float32': 19.5, 'tf32': 156.0, 'bfloat16': 312.0}),
+    (r'NVIDIA L40S', {'float32': 91.6, 'tf32': 183.0, 'bfloat16': 362.05}),
+    (r'NVIDIA L40', {'float32': 90.5, 'tf32': 90.5, 'bfloat16': 181.05}),
+    (r'NVIDIA L4', {'float32': 30.3, 'tf32': 60.0, 'bfloat16': 121.0}),
+    (r'Tesla V100-SXM2-(16|32)GB', {'float32': 15.7, 'tf32': 15.7,
+                                    'float16': 125.0}),
+    (r'Tesla V100-PCIE-(16|32)GB', {'float32': 14.0, 'tf32': 14.0,
+                                    'float16': 112.0}),
+    (r'Tesla T4', {'float32': 8.1, 'tf32': 8.1, 'float16': 65.0}),
 )
 # TPU generation (TPU_ACCELERATOR_TYPE's prefix, e.g. 'v5litepod' of
 # 'v5litepod-8') -> bfloat16 TFLOP/s per TensorFlow device.
@@ -31,8 +43,8 @@ def gpu_peak_tflops(device_name: str, precision: str) -> float | None:
   """A GPU's dense peak in `precision` ('float32', 'tf32', 'bfloat16',
   'float16'), or None when the GPU or its precision is not listed. Ampere
   and newer peak the same in float16 as in bfloat16."""
-  for part, peaks in _GPU_TFLOPS:
-    if part in device_name:
+  for pattern, peaks in _GPU_TFLOPS:
+    if re.fullmatch(pattern, device_name.strip()):
       if precision == 'float16' and 'bfloat16' in peaks:
         return peaks['bfloat16']
       return peaks.get(precision)
@@ -65,13 +77,17 @@ def peak_flops_per_s(kind: str, model: str, precision: str,
   if kind == 'GPU':
     tflops = gpu_peak_tflops(model, precision)
     if tflops is None:
-      return None, f'{model} in {precision} is not in the datasheet table'
+      return None, (f'unknown peak: {model!r} in {precision} is not in '
+                    f'the datasheet table (exact device names); set '
+                    f'report.peak_flops_per_s')
     return tflops * 1e12 * count, f'{model} datasheet, dense {precision}'
   if kind == 'TPU':
     generation = tpu_generation()
     if generation not in _TPU_TFLOPS:
-      return None, (f'TPU generation {generation or "unknown"} (from '
-                    f'TPU_ACCELERATOR_TYPE) is not in the datasheet table')
+      return None, (f'unknown peak: TPU generation {generation or "unknown"}'
+                    f' (from TPU_ACCELERATOR_TYPE) is not in the datasheet '
+                    f'table; set report.peak_flops_per_s')
     return (_TPU_TFLOPS[generation] * 1e12 * count,
             f'TPU {generation} datasheet, bfloat16')
-  return None, 'no datasheet peak for CPUs'
+  return None, ('unknown peak: CPUs have no datasheet peak here; set '
+                'report.peak_flops_per_s')

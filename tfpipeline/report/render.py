@@ -203,8 +203,8 @@ def attribution_examples_png(images: np.ndarray, maps: np.ndarray,
 
 
 def _mfu(utilisation: dict) -> str:
-  if utilisation['mfu'] is None:
-    return f"not known: {utilisation['peak_source']}"
+  if utilisation['mfu'] is None:  # The source says 'unknown peak' and why.
+    return utilisation['peak_source']
   return (f"{100 * utilisation['mfu']:.2f}% of "
           f"{_number(utilisation['peak_flops_per_s'])} FLOP/s "
           f"({utilisation['peak_source']})")
