@@ -3,6 +3,9 @@ manifest and audit log."""
 
 import hashlib
 import json
+import shutil
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -12,6 +15,8 @@ from tfpipeline import accelerators, config, integrity
 from tfpipeline.report import attributions, compute, fairness, privacy
 from tfpipeline.report import integrated_gradients as ig
 from tfpipeline.report import render
+
+from conftest import REPO
 
 
 def _mlp(activation, seed=0, inputs=4):
@@ -586,3 +591,64 @@ def test_energy_counts_the_devices_used_and_tpu_chips(monkeypatch):
   assert (tpu['model'], tpu['count'], tpu['replicas']) == ('TPU v3', 4, 8)
   monkeypatch.setenv('TPU_ACCELERATOR_TYPE', 'v5litepod-8')
   assert compute.devices(_Strategy('TPU', 8))['count'] == 8
+
+
+def _git(repo, *args) -> str:
+  return subprocess.run(
+      ['git', '-c', 'user.name=t', '-c', 'user.email=t@example.com', *args],
+      cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def _new_repo(path):
+  """A git repository with one commit."""
+  path.mkdir(parents=True)
+  (path / 'README').write_text('not tfpipeline\n')
+  _git(path, 'init', '-q')
+  _git(path, 'add', 'README')
+  _git(path, 'commit', '-q', '-m', 'first')
+  return path
+
+
+def _provenance_git(site) -> dict | None:
+  """`provenance.git_commit()` of the tfpipeline package in `site` (copied
+  there first if it has none)."""
+  if not (site / 'tfpipeline').exists():
+    shutil.copytree(REPO / 'tfpipeline', site / 'tfpipeline',
+                    ignore=shutil.ignore_patterns('__pycache__'))
+  run = subprocess.run(
+      [sys.executable, '-c', 'import json, tfpipeline.report.provenance as p; '
+       'print(json.dumps([p.__file__, p.git_commit()]))'],
+      cwd=site, env={'PATH': '/usr/bin:/bin', 'PYTHONPATH': str(site)},
+      check=True, capture_output=True, text=True)
+  where, git = json.loads(run.stdout)
+  assert where == str(site / 'tfpipeline' / 'report' / 'provenance.py')
+  return git
+
+
+def test_installed_package_names_no_commit_of_the_users_repository(tmp_path):
+  # A virtualenv inside the user's own repository: its HEAD is not ours.
+  user_repo = _new_repo(tmp_path / 'project')
+  site = user_repo / '.venv' / 'lib' / 'python3' / 'site-packages'
+  site.mkdir(parents=True)
+  assert _provenance_git(site) is None
+
+
+def test_own_checkout_names_its_commit_and_local_changes(tmp_path):
+  checkout = _new_repo(tmp_path / 'tfpipeline-src')
+  shutil.copy(REPO / 'setup.cfg', checkout)
+  vendored = _new_repo(tmp_path / 'monorepo') / 'third_party'
+  vendored.mkdir()
+  shutil.copy(REPO / 'setup.cfg', vendored)
+  assert _provenance_git(vendored) is None  # Not the root of its work tree.
+  shutil.copytree(REPO / 'tfpipeline', checkout / 'tfpipeline',
+                  ignore=shutil.ignore_patterns('__pycache__'))
+  (checkout / '.gitignore').write_text('__pycache__/\n')
+  _git(checkout, 'add', '.')
+  _git(checkout, 'commit', '-q', '-m', 'tfpipeline')
+  commit = _git(checkout, 'rev-parse', 'HEAD')
+  assert _provenance_git(checkout) == {'commit': commit,
+                                       'package_modified': False}
+  with open(checkout / 'tfpipeline' / 'errors.py', 'a') as f:
+    f.write('# a local change\n')
+  assert _provenance_git(checkout) == {'commit': commit,
+                                       'package_modified': True}

@@ -1,5 +1,6 @@
 """What produced the model: config, data, code, packages, machine, seeds."""
 
+import configparser
 import datetime
 import getpass
 import hashlib
@@ -111,19 +112,33 @@ def packages() -> dict[str, str]:
 
 
 def git_commit() -> dict | None:
-  """The commit of tfpipeline's source checkout, if it runs from one."""
-  source = pathlib.Path(__file__).resolve().parents[2]
+  """The commit of tfpipeline's own source checkout, if it runs from one.
+
+  That is a git work tree whose root holds this package as `tfpipeline/`
+  and a setup.cfg naming the distribution tfpipeline. An installed copy
+  (site-packages, even in a virtualenv inside the user's own repository)
+  has no commit: its version is in `packages()`.
+  """
+  root = pathlib.Path(__file__).resolve().parents[2]
+  metadata = configparser.ConfigParser(interpolation=None)
   try:
-    commit = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=source,
-                            capture_output=True, text=True, timeout=10)
-    if commit.returncode:
+    metadata.read(root / 'setup.cfg', encoding='utf-8')
+  except configparser.Error:
+    return None
+  if metadata.get('metadata', 'name', fallback=None) != 'tfpipeline':
+    return None
+  try:
+    top = subprocess.run(['git', 'rev-parse', '--show-toplevel', 'HEAD'],
+                         cwd=root, capture_output=True, text=True, timeout=10)
+    lines = top.stdout.splitlines()  # The work tree's root, then HEAD.
+    if top.returncode or pathlib.Path(lines[0]).resolve() != root:
       return None
     status = subprocess.run(['git', 'status', '--porcelain', '--', 'tfpipeline'],
-                            cwd=source, capture_output=True, text=True,
+                            cwd=root, capture_output=True, text=True,
                             timeout=10)
   except (OSError, subprocess.TimeoutExpired):
     return None
-  return {'commit': commit.stdout.strip(),
+  return {'commit': lines[1],
           'package_modified': bool(status.stdout.strip())}
 
 

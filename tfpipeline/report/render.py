@@ -319,7 +319,9 @@ def _blocks(report: dict, images: dict) -> list:
             for split in ('train', 'validation', 'test')],
           ['git', (f"{provenance['git']['commit']}"
                    f"{' (package modified)' if provenance['git']['package_modified'] else ''}"
-                   if provenance['git'] else 'not a git checkout')],
+                   if provenance['git'] else
+                   'none: tfpipeline runs installed, not from its own '
+                   'checkout (its version is under packages)')],
           ['python', provenance['python']],
           ['seeds', ', '.join(f'{k}={v}' for k, v in
                               provenance['seeds'].items())],
