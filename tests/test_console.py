@@ -1,32 +1,107 @@
 """tfpipeline.console and the console lines of a run: the package's own."""
 
 import logging
+import re
+import signal
 import subprocess
 import sys
 
 from absl import logging as absl_logging
+import pytest
 
 from tfpipeline import console
 from tfpipeline import run_log
 from conftest import cli_env
 
 
-def test_cpp_info_and_warning_lines_are_told_from_the_rest():
-  dropped = [
+def test_cpp_info_lines_are_held_back_and_warnings_and_errors_kept():
+  held_back = [
       b'WARNING: All log messages before absl::InitializeLog() is called are '
       b'written to STDERR\n',
       b'I0000 00:00:1795432708.080076    3928 port.cc:153] oneDNN custom '
       b'operations are on.\n',
       b'I0000 00:00:1795440601.801804   13554 device_compiler.h:196] Compiled '
-      b'cluster using XLA!\n']
+      b'cluster using XLA!\n',
+      b'2026-12-03 19:40:00.123456: I tensorflow/core/platform/'
+      b'cpu_feature_guard.cc:182] This TensorFlow binary is optimized\n',
+      b'To enable the following instructions: AVX2 FMA, in other operations, '
+      b'rebuild TensorFlow with the appropriate compiler flags.\n',
+      # Lines of every healthy run on this CPU: no CUDA driver, XLA, tf.data.
+      b'E0000 00:00:1796326987.992549    5509 cuda_platform.cc:52] failed call '
+      b'to cuInit: INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR '
+      b'(303)\n',
+      b'W0000 00:00:1796326993.952917    5717 assert_op.cc:39] Ignoring Assert '
+      b'operator while/assert_non_negative/assert_less_equal/Assert/Assert\n',
+      b'W0000 00:00:1796326993.092255    5509 dataset.cc:997] Input of '
+      b'GeneratorDatasetOp::Dataset will not be optimized because the dataset '
+      b'does not implement the AsGraphDefInternal() method\n']
   kept = [
-      b'E0000 00:00:1795432709.795288    3928 oom.cc:52] out of memory\n',
+      b'W0000 00:00:1796326951.886538    4785 op_kernel.cc:1858] OP_REQUIRES '
+      b'failed at whole_file_read_ops.cc:117 : NOT_FOUND: /x.csv\n',
+      b'E0000 00:00:1795432709.795288    3928 bfc_allocator.cc:501] Allocator '
+      b'(GPU_0_bfc) ran out of memory trying to allocate 80.00GiB\n',
+      b'E0000 00:00:1795432709.795288    3928 cuda_platform.cc:52] failed call '
+      b'to cuInit: INTERNAL: CUDA error: Failed call to cuInit: '
+      b'CUDA_ERROR_NO_DEVICE (100)\n',
+      b'2026-12-03 19:40:00.123456: W tensorflow/core/common_runtime/'
+      b'bfc_allocator.cc:290] Allocator ran out of memory\n',
+      b'F0000 00:00:1795432709.8    3928 tensor.cc:700] Check failed: x\n',
       # absl's Python lines have the same shape, with a real date.
       b'I1123 13:30:02.025561 139916794260352 run_log.py:89] epoch 1/2\n',
       b'error: data.path: x.csv does not exist\n']
-  match = console._CPP_LINE.match  # pylint: disable=protected-access
-  assert [bool(match(line)) for line in dropped + kept] == [True] * 3 + [
-      False] * 3
+  match = console._HELD_BACK_LINE.match  # pylint: disable=protected-access
+  assert [bool(match(line)) for line in held_back + kept] == (
+      [True] * len(held_back) + [False] * len(kept))
+
+
+def test_tensorflows_cpp_warnings_reach_the_quiet_console(tmp_path):
+  # A C++ WARNING line TF 2.20 and 2.21 print for a failed op; their start-up
+  # INFO lines (CUDA stub, absl's notice) stay held back.
+  missing = tmp_path / 'missing.csv'
+  script = tmp_path / 'read.py'
+  script.write_text(
+      'from tfpipeline import console\n'
+      'console.quiet()\n'
+      'import tensorflow as tf\n'
+      'try:\n'
+      f'  tf.io.read_file({str(missing)!r})\n'
+      'except tf.errors.NotFoundError:\n'
+      '  pass\n')
+  completed = subprocess.run([sys.executable, str(script)], env=cli_env(),
+                             capture_output=True, text=True, timeout=120)
+  assert completed.returncode == 0, completed.stderr
+  lines = completed.stderr.splitlines()
+  assert all(re.match(r'[WE]0000 00:00:', line) for line in lines), lines
+  assert any(re.match(rf'W0000 .* op_kernel.cc:\d+\] OP_REQUIRES failed at '
+                      rf'whole_file_read_ops.cc:\d+ : NOT_FOUND: {missing}',
+                      line) for line in lines), lines
+
+
+@pytest.mark.parametrize('crash, signal_number, last_line', [
+    # A C++ CHECK failure: its line, then abort(), with the GIL held.
+    ('line = b"F0000 00:00:1.5  7 tensor.cc:700] Check failed\\n"\n'
+     'ctypes.PyDLL(None).write(2, line, len(line))\n'
+     'ctypes.PyDLL(None).abort()\n', signal.SIGABRT,
+     'F0000 00:00:1.5  7 tensor.cc:700] Check failed'),
+    ('faulthandler.enable()\n'
+     'ctypes.string_at(0)\n', signal.SIGSEGV,
+     '  File "{script}", line 6 in <module>')], ids=['abort', 'segfault'])
+def test_a_crashs_last_lines_reach_the_terminal(tmp_path, crash, signal_number,
+                                                 last_line):
+  # The command dies at once: what it wrote to stderr just before, still in
+  # the filter's pipe, is not lost.
+  script = tmp_path / 'crash.py'
+  script.write_text(
+      'import ctypes, faulthandler, sys\n'
+      'from tfpipeline import console\n'
+      'console.quiet()\n'
+      'print("last words", file=sys.stderr, flush=True)\n' + crash)
+  completed = subprocess.run([sys.executable, str(script)], env=cli_env(),
+                             capture_output=True, text=True, timeout=60)
+  assert completed.returncode == -signal_number
+  lines = completed.stderr.splitlines()
+  assert lines[0] == 'last words'
+  assert lines[-1] == last_line.format(script=script)
 
 
 def test_quiet_console_drops_cpp_lines_written_at_any_time(tmp_path):

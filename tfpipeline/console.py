@@ -1,11 +1,15 @@
 """The console of a command: tfpipeline's own lines, the libraries' held back.
 
 A command run prints the package's INFO lines and everyone's warnings and
-errors. It holds back TensorFlow's C++ start-up lines (oneDNN, CUDA stubs,
-cuInit), TensorFlow's and TFDS's INFO lines (SavedModel's "Assets written",
+errors, TensorFlow's C++ ones included. It holds back TensorFlow's C++ INFO
+lines (oneDNN, CUDA stubs, XLA), three C++ lines every healthy run prints
+(below), TensorFlow's and TFDS's INFO lines (SavedModel's "Assets written",
 dataset generation), TFDS's progress bars and codecarbon's INFO and WARNING
 lines. `--verbosity=1` (absl's flag) shows them all; a TF_CPP_MIN_LOG_LEVEL
 set by the user decides TensorFlow's C++ lines.
+
+Run as `python -m tfpipeline.console`, it is the filter itself: standard
+input to standard error, less the lines held back, until end of file.
 """
 
 import atexit
@@ -15,18 +19,28 @@ import logging as python_logging
 import os
 import pathlib
 import re
+import subprocess
 import sys
-import threading
 
 from absl import logging
 
 _PACKAGE = str(pathlib.Path(__file__).resolve().parent)
-# A line of TensorFlow's C++ logging (absl's format), or absl's notice
-# that it logs to stderr before being initialised.
-_CPP_LINE = re.compile(
-    rb'([IW]0000 00:00:[\d.]+ +\d+ [\w.]+:\d+\] |WARNING: All log messages '
-    rb'before absl::InitializeLog\(\) is called are written to STDERR|'
-    rb'To enable the following instructions: )')
+# A line TensorFlow's C++ code logs at INFO, in absl's format before it is
+# initialised (a zero date: tfpipeline's own absl lines carry a real one) or
+# TF's older own one; absl's notice that it logs to stderr before being
+# initialised; the second line of the CPU feature guard's INFO line. Then
+# three lines of every healthy run: cuInit failing with CUDA's "shared object
+# init failed" (no driver: TF's CUDA build on a CPU machine), XLA dropping a
+# tf.debugging assert it compiles, tf.data unable to optimise tf.distribute's
+# input generator.
+_HELD_BACK_LINE = re.compile(
+    rb'(I0000 00:00:[\d.]+ +\d+ [\w.]+:\d+\] |'
+    rb'\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: I [\w/.]+:\d+\] |'
+    rb'WARNING: All log messages before absl::InitializeLog\(\) is called are '
+    rb'written to STDERR|To enable the following instructions: |'
+    rb'[EW]0000 00:00:[\d.]+ +\d+ [\w.]+:\d+\] (failed call to cuInit: .*'
+    rb'UNKNOWN ERROR \(303\)|Ignoring Assert operator |Input of '
+    rb'GeneratorDatasetOp::Dataset will not be optimized))')
 _quiet = False
 
 
@@ -48,8 +62,8 @@ def quiet() -> None:
     return
   _quiet = True
   if 'TF_CPP_MIN_LOG_LEVEL' not in os.environ:
-    os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'
-    _drop_cpp_info_lines()
+    os.environ['TF_CPP_MIN_LOG_LEVEL'] = '1'  # Warnings and errors.
+    _filter_stderr()
   os.environ.setdefault('CODECARBON_LOG_LEVEL', 'error')  # Read on import.
   logging.get_absl_handler().addFilter(_OwnInfoOnly())
 
@@ -75,31 +89,45 @@ def library_chatter_held_back():
     logging.set_verbosity(verbosity)
 
 
-def _drop_cpp_info_lines() -> None:
+def _filter_stderr() -> None:
   """For the rest of the process, file descriptor 2 (C++ and Python writes
-  alike) goes through a pipe to a thread that passes every line to the real
-  stderr but TensorFlow's C++ INFO and WARNING lines, which TF prints before
-  and beside its log level (TF 2.20: "Compiled cluster using XLA!",
-  grappler's device count). At exit the pipe is drained before Python ends.
+  alike) goes through a pipe to a child process that passes every line to the
+  real stderr but those held back, which TF prints before and beside its log
+  level (TF 2.20: "Compiled cluster using XLA!", grappler's device count).
+
+  A child, not a thread: when the command dies by a signal or a C++ abort
+  (CHECK failure, LOG(FATAL), faulthandler's dump), the child still reads
+  the pipe to its end, so the last lines reach the terminal. It has its own
+  session, so Ctrl-C stops the command, not its stderr. At exit the command
+  waits for it, keeping its own later lines in order.
   """
   sys.stderr.flush()
-  real = os.dup(2)
   read_end, write_end = os.pipe()
+  package_parent = str(pathlib.Path(_PACKAGE).parent)
+  forwarder = subprocess.Popen(
+      [sys.executable, '-m', __name__], cwd=package_parent,
+      stdin=read_end, stdout=subprocess.DEVNULL, start_new_session=True)
+  os.close(read_end)
+  real = os.dup(2)
   os.dup2(write_end, 2)
   os.close(write_end)
 
-  def forward():
-    with os.fdopen(read_end, 'rb') as lines:
-      for line in lines:
-        if not _CPP_LINE.match(line):
-          os.write(real, line)
-
-  thread = threading.Thread(target=forward, name='stderr-filter', daemon=True)
-  thread.start()
-
   def drain():
     sys.stderr.flush()
-    os.dup2(real, 2)  # The pipe's last writer closes: the thread sees EOF.
-    thread.join(timeout=5)
+    os.dup2(real, 2)  # The pipe's last writer closes: the child sees EOF.
+    with contextlib.suppress(subprocess.TimeoutExpired):
+      forwarder.wait(timeout=5)
 
   atexit.register(drain)
+
+
+def _forward_lines() -> None:
+  """Standard input to standard error but the lines held back, to its end."""
+  for line in sys.stdin.buffer:
+    if not _HELD_BACK_LINE.match(line):
+      with contextlib.suppress(OSError):  # A closed terminal: drain anyway.
+        os.write(2, line)
+
+
+if __name__ == '__main__':
+  _forward_lines()
