@@ -130,6 +130,11 @@ def test_compute_section(report):
   assert 0 < compute['train_wall_s'] < compute['run_wall_s']
   assert compute['scope'].startswith('tfpipeline.run() from its start')
   assert 'resumed' not in compute['scope']
+  assert compute['scope'].endswith(
+      "examples seen and FLOPs are all workers'; energy and CO2e: this "
+      'process, the only worker')
+  assert compute['devices']['workers'] == compute['energy']['workers'] == 1
+  assert compute['energy']['chief_kwh'] == compute['energy']['kwh']
   energy = compute['energy']
   assert energy['method'] in ('codecarbon', 'estimate') and energy['kwh'] > 0
   assert energy['co2e_kg'] == pytest.approx(energy['kwh'] * 475 / 1000)

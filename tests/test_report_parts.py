@@ -567,11 +567,11 @@ def test_data_fingerprint_depends_on_the_data_alone():
 class _Strategy:
   """What `compute.devices` reads of a tf.distribute strategy."""
 
-  def __init__(self, kind, used):
+  def __init__(self, kind, used, workers=1):
     self.extended = type('Extended', (), {'worker_devices': tuple(
         f'/job:worker/replica:0/task:0/device:{kind}:{i}'
         for i in range(used))})()
-    self.num_replicas_in_sync = used
+    self.num_replicas_in_sync = used * workers
 
 
 def test_energy_counts_the_devices_used_and_tpu_chips(monkeypatch):
@@ -591,6 +591,37 @@ def test_energy_counts_the_devices_used_and_tpu_chips(monkeypatch):
   assert (tpu['model'], tpu['count'], tpu['replicas']) == ('TPU v3', 4, 8)
   monkeypatch.setenv('TPU_ACCELERATOR_TYPE', 'v5litepod-8')
   assert compute.devices(_Strategy('TPU', 8))['count'] == 8
+
+
+def test_multi_worker_energy_and_co2e_cover_every_worker(monkeypatch):
+  import tensorflow as tf
+  monkeypatch.setattr(tf.config, 'list_physical_devices',
+                      lambda kind=None: [f'{kind}:{i}' for i in range(2)])
+  monkeypatch.setattr(tf.config.experimental, 'get_device_details',
+                      lambda device: {'device_name': 'NVIDIA H100 80GB HBM3'})
+  times = {'wall_s': 100.0, 'process_cpu_s': 0.0}
+  report_config = _report_config(gpu_watts=300.0, pue=1.0,
+                                 grid_gco2_per_kwh=400.0)
+  one = compute.section(_mlp('relu'), _Strategy('GPU', 2), report_config,
+                        times, examples_seen=1000, train_seconds=50.0,
+                        resumed_from_step=0, mixed_precision='float32')
+  three = compute.section(_mlp('relu'), _Strategy('GPU', 2, workers=3),
+                          report_config, times, examples_seen=1000,
+                          train_seconds=50.0, resumed_from_step=0,
+                          mixed_precision='float32')
+  chief_kwh = 100 * 2 * 300 / 3.6e6  # Two GPUs, idle CPU.
+  assert one['energy']['kwh'] == pytest.approx(chief_kwh)
+  assert (one['devices']['workers'], one['energy']['workers']) == (1, 1)
+  assert one['energy']['scope'] == 'this process, the only worker'
+  assert three['devices']['workers'] == three['energy']['workers'] == 3
+  assert three['devices']['replicas'] == 6
+  assert three['energy']['chief_kwh'] == pytest.approx(chief_kwh)
+  assert three['energy']['kwh'] == pytest.approx(3 * chief_kwh)
+  assert three['energy']['co2e_kg'] == pytest.approx(3 * chief_kwh * 0.4)
+  assert "3 x the chief's estimate" in three['energy']['scope']
+  assert three['energy']['scope'] in three['scope']
+  # Examples and FLOPs were global already: the same in both.
+  assert three['training_flops'] == one['training_flops']
 
 
 def _git(repo, *args) -> str:

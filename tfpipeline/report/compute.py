@@ -229,7 +229,9 @@ def devices(strategy) -> dict:
 
   `count` is the accelerators the strategy used (not every one the host
   has) and, for a TPU, its chips (TPU v2 and v3 show two cores a chip),
-  since power is per chip; on a CPU, its threads.
+  since power is per chip; on a CPU, its threads. `workers` is the
+  processes that trained alike: a multi-worker strategy's replicas over
+  this worker's devices (a TPU strategy lists every core it drives).
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   names = list(strategy.extended.worker_devices)
@@ -248,6 +250,8 @@ def devices(strategy) -> dict:
     model, count = _cpu_model(), os.cpu_count() or 1
   return {'kind': kind, 'model': model, 'count': count,
           'replicas': strategy.num_replicas_in_sync,
+          'workers': max(1, strategy.num_replicas_in_sync //
+                         max(1, len(names))),
           'host': platform.node()}
 
 
@@ -316,7 +320,8 @@ def section(model, strategy, report_config, times: dict, *, examples_seen: int,
   device = devices(strategy)
   training_flops = 3 * flops['graph_total'] * examples_seen
   achieved = training_flops / max(train_seconds, 1e-9)
-  energy = _energy(report_config, device, times)
+  energy = _all_workers(_energy(report_config, device, times),
+                        device['workers'])
   intensity = grid_intensity(report_config)
   energy['grid_gco2_per_kwh'] = intensity['g_per_kwh']
   energy['grid_source'] = intensity['source']
@@ -336,18 +341,33 @@ def section(model, strategy, report_config, times: dict, *, examples_seen: int,
                                  achieved),
       'devices': device,
       'energy': energy,
-      'scope': _scope(resumed_from_step),
+      'scope': _scope(resumed_from_step, energy['scope']),
   }
 
 
-def _scope(resumed_from_step: int) -> str:
+def _scope(resumed_from_step: int, energy_scope: str) -> str:
   """What run_wall_s, examples_seen and the energy cover."""
   scope = ('tfpipeline.run() from its start to the report; Python and '
-           'TensorFlow start-up before it are not counted')
+           'TensorFlow start-up before it are not counted; examples seen '
+           f"and FLOPs are all workers'; energy and CO2e: {energy_scope}")
   if resumed_from_step:
     scope += (f'; resumed from step {resumed_from_step}: earlier attempts '
               f'are not counted')
   return scope
+
+
+def _all_workers(energy: dict, workers: int) -> dict:
+  """The chief's energy made the run's: only the chief has a meter, so
+  every other worker is taken to draw what the chief drew (same machines,
+  same steps), and `scope` says so."""
+  if workers == 1:
+    return {**energy, 'chief_kwh': energy['kwh'], 'workers': 1,
+            'scope': 'this process, the only worker'}
+  return {**energy, 'kwh': energy['kwh'] * workers,
+          'chief_kwh': energy['kwh'], 'workers': workers,
+          'scope': f"estimated for all {workers} workers: {workers} x the "
+                   f"chief's {energy['method']} (only the chief measures; "
+                   f'the others are assumed to draw as much)'}
 
 
 def _energy(report_config, device: dict, times: dict) -> dict:
