@@ -662,6 +662,10 @@ def test_installed_package_names_no_commit_of_the_users_repository(tmp_path):
   site = user_repo / '.venv' / 'lib' / 'python3' / 'site-packages'
   site.mkdir(parents=True)
   assert _provenance_git(site) is None
+  # Beside a setup.cfg that is not tfpipeline's, or not readable as one.
+  for text in (b'[metadata]\nname = project\n', b'\xff[metadata\n'):
+    (site / 'setup.cfg').write_bytes(text)
+    assert _provenance_git(site) is None
 
 
 def test_own_checkout_names_its_commit_and_local_changes(tmp_path):

@@ -123,7 +123,7 @@ def git_commit() -> dict | None:
   metadata = configparser.ConfigParser(interpolation=None)
   try:
     metadata.read(root / 'setup.cfg', encoding='utf-8')
-  except configparser.Error:
+  except (configparser.Error, UnicodeDecodeError):  # Not ours to read.
     return None
   if metadata.get('metadata', 'name', fallback=None) != 'tfpipeline':
     return None
