@@ -5,6 +5,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,6 +25,8 @@ RUN = ('--config=seed_keras_mlp', '--config.data.num_examples=3200',
        '--config.train.deterministic=True')
 STRATEGIES = {'cpu': ('--strategy=cpu',),
               'mirrored': ('--strategy=mirrored', '--cpu_devices=2')}
+# The same run under DP-SGD, on one device.
+DP = ('--strategy=cpu', '--config.privacy.dp=True')
 
 
 def _start(model_dir, *args):
@@ -60,14 +63,15 @@ def _assert_bit_identical(model_dir, reference_dir):
 
 @pytest.fixture(scope='module')
 def uninterrupted(tmp_path_factory):
-  """The uninterrupted run's model_dir under a strategy, run once each."""
+  """The uninterrupted run's model_dir under a strategy (or 'dp'), run
+  once each."""
   runs = {}
 
   def reference(strategy):
     if strategy not in runs:
       model_dir = tmp_path_factory.mktemp(strategy) / 'run'
       result = run_cli(f'--model_dir={model_dir}', *RUN,
-                       *STRATEGIES[strategy])
+                       *{**STRATEGIES, 'dp': DP}[strategy])
       assert result.returncode == 0, result.stderr[-3000:]
       runs[strategy] = model_dir
     return runs[strategy]
@@ -92,6 +96,28 @@ def test_sigkill_then_rerun_is_bit_identical(tmp_path, uninterrupted,
   # The killed attempt's records past its checkpoint were redone: one
   # value per step.
   _assert_one_value_per_step(model_dir / 'tensorboard', last=600)
+
+
+def test_killed_dp_run_resumes_to_the_uninterrupted_run_with_its_key(
+    tmp_path, uninterrupted):
+  """The secret noise key beside the checkpoints makes a DP resume exact.
+
+  The run is given the reference run's key (and config) before it starts,
+  so that the two can be compared; a key is otherwise new in every run.
+  """
+  reference = uninterrupted('dp')
+  model_dir = tmp_path / 'run'
+  (model_dir / 'checkpoints').mkdir(parents=True)
+  shutil.copy(reference / 'config.json', model_dir)
+  shutil.copy(reference / 'checkpoints' / 'dp_noise_key',
+              model_dir / 'checkpoints')
+  returncode, _ = _stop_after(_start(model_dir, *DP), model_dir, 22,
+                              signal.SIGKILL)
+  assert returncode == -signal.SIGKILL
+  result = run_cli(f'--model_dir={model_dir}', *RUN, *DP)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'resuming from the checkpoint at step' in result.stderr
+  _assert_bit_identical(model_dir, reference)
 
 
 @pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])

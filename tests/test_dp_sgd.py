@@ -1,7 +1,9 @@
 """DP-SGD: clipping, noise, and the same DP step under every engine and
 strategy; the privacy budget in the report."""
 
+import dataclasses
 import json
+import os
 import re
 
 import keras
@@ -12,10 +14,11 @@ import tensorflow as tf
 from conftest import assert_weights_close, read_jsonl, run_cli
 from tfpipeline import config, dp_sgd, models, trainer
 from tfpipeline.data import pipeline, sources
+from tfpipeline.errors import UserError
 from tfpipeline.report import privacy
 
 STEPS = 20
-DP = dp_sgd.DpSgd(l2_norm_clip=0.5, noise_multiplier=1.1, seed=3)
+DP = dp_sgd.DpSgd(l2_norm_clip=0.5, noise_multiplier=1.1, noise_key=(3, -5))
 
 
 def _model_and_data(units=(64,), rows=320):
@@ -65,9 +68,9 @@ def test_every_per_example_gradient_is_clipped():
     np.testing.assert_array_equal(np.asarray(g)[small], np.asarray(c)[small])
 
 
-def _dp_step(model, x, y, step):
-  return dp_sgd.gradients(model, models.loss_fn('mse'), x, y, DP,
-                          global_batch_size=len(x), step=step)[1]
+def _dp_step(model, x, y, step, dp=DP):
+  return dp_sgd.gradients(model, models.loss_fn('mse'), x, y, dp,
+                          global_batch_size=len(x), step=step)[2]
 
 
 def test_noise_is_gaussian_with_std_sigma_times_clip_and_keyed_by_step():
@@ -88,6 +91,44 @@ def test_noise_is_gaussian_with_std_sigma_times_clip_and_keyed_by_step():
   other = _dp_step(model, x, y, tf.constant(8, tf.int64))
   np.testing.assert_array_equal(noisy[0], again[0])
   assert not np.allclose(noisy[0], other[0])
+  # Keyed by the secret key, not a published seed: another key, other noise.
+  other_key = dataclasses.replace(DP, noise_key=(3, -4))
+  assert not np.allclose(noisy[0], _dp_step(
+      model, x, y, tf.constant(7, tf.int64), other_key)[0])
+
+
+def test_noise_key_comes_from_the_os_is_private_and_read_back(tmp_path):
+  first = dp_sgd.noise_key(tmp_path / 'a', tmp_path / 'a')
+  path = tmp_path / 'a' / dp_sgd.NOISE_KEY_FILE
+  assert os.stat(path).st_mode & 0o777 == 0o600
+  assert re.fullmatch(r'[0-9a-f]{32}\n', path.read_text())
+  assert dp_sgd.noise_key(tmp_path / 'a', tmp_path / 'b') == first
+  assert not (tmp_path / 'b').exists()  # Read, not copied.
+  assert dp_sgd.noise_key(tmp_path / 'c', tmp_path / 'c') != first
+  assert 'noise_key' not in repr(dataclasses.replace(DP, noise_key=first))
+  path.write_text('not a key\n')
+  with pytest.raises(UserError, match=f'{path} is not a DP noise key'):
+    dp_sgd.noise_key(tmp_path / 'a', tmp_path / 'a')
+
+
+def test_regularization_is_added_to_the_dp_gradient_unclipped_unnoised():
+  _, model, splits = _model_and_data()
+  train = splits.train.take(np.arange(32))
+  x, y = train['features'], train['labels']
+  step = tf.constant(4, tf.int64)
+  plain = _dp_step(model, x, y, step)
+  kernel = model.layers[0].kernel
+  kernel.regularizer = keras.regularizers.L2(0.01)  # As kernel_regularizer does.
+  losses, penalty, regularized = dp_sgd.gradients(
+      model, models.loss_fn('mse'), x, y, DP, global_batch_size=32, step=step)
+  assert float(penalty) == pytest.approx(
+      0.01 * float(np.sum(np.square(kernel))), rel=1e-5)
+  # d/dw 0.01 |w|^2 = 0.02 w, on the kernel only; the rest is unchanged.
+  np.testing.assert_allclose(regularized[0] - plain[0],
+                             0.02 * np.asarray(kernel), rtol=1e-4, atol=1e-7)
+  for got, want in zip(regularized[1:], plain[1:]):
+    np.testing.assert_array_equal(got, want)
+  assert losses.shape == (32,)
 
 
 def _batches(splits, steps_per_block=None):
@@ -233,3 +274,78 @@ def test_dp_refuses_exact_training_statistics(tmp_path, tfds_dir, flag, key):
   assert result.last_line.startswith(f'error: config key {key}=')
   assert 'with privacy.dp' in result.last_line
   assert not model_dir.exists()
+
+
+def test_two_dp_runs_with_one_seed_end_with_different_weights(
+    tmp_path, tfds_dir, dp_one_device):
+  """The noise is secret: the published train.seed does not determine it."""
+  import tfpipeline
+  model_dir = tmp_path / 'run'
+  result = run_cli('--strategy=cpu', f'--model_dir={model_dir}',
+                   f'--config.data.data_dir={tfds_dir}', *DP_FLAGS)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert ((model_dir / 'config.json').read_text() ==
+          (dp_one_device / 'config.json').read_text())
+  first = tfpipeline.load_model(dp_one_device).get_weights()
+  second = tfpipeline.load_model(model_dir).get_weights()
+  assert len(first) == len(second)
+  for a, b in zip(first, second):
+    assert not np.allclose(a, b, atol=1e-4)
+
+
+def test_the_noise_key_is_in_no_published_file(dp_one_device):
+  import zipfile
+  key_file = dp_one_device / 'checkpoints' / dp_sgd.NOISE_KEY_FILE
+  key = bytes.fromhex(key_file.read_text().strip())
+  words = [int.from_bytes(key[i:i + 8], 'little', signed=True)
+           for i in (0, 8)]
+  secrets = [key, key.hex().encode(), key.hex().upper().encode(),
+             *(str(w).encode() for w in words),
+             *(str(w % 2**64).encode() for w in words)]
+  published = [p for p in dp_one_device.rglob('*')
+               if p.is_file() and 'checkpoints' not in p.parts]
+  assert {'config.json', 'MANIFEST.json', 'audit.jsonl', 'model.keras',
+          'report.json', 'report.html', 'report.md'} <= {
+              p.name for p in published}
+  assert any(p.parts[-2] == 'tensorboard' or 'tensorboard' in p.parts
+             for p in published)
+  contents = {p: p.read_bytes() for p in published}
+  with zipfile.ZipFile(dp_one_device / 'model.keras') as archive:
+    contents.update({f'model.keras:{n}': archive.read(n)
+                     for n in archive.namelist()})
+  for path, data in contents.items():
+    for secret in secrets:
+      assert secret not in data, (path, secret)
+  manifest = json.loads((dp_one_device / 'MANIFEST.json').read_text())
+  assert 'checkpoints/dp_noise_key' not in manifest['files']
+  assert any(name.startswith('checkpoints/ckpt-')
+             for name in manifest['files'])
+  report = json.loads((dp_one_device / 'report' / 'report.json').read_text())
+  assert 'checkpoints/dp_noise_key' in report['privacy']['noise']
+  assert 'secret' in report['privacy']['noise']
+
+
+@pytest.mark.parametrize('layer, reason', [
+    (('BatchNormalization', {}), 'updates moving_mean, moving_variance'),
+    (('Dense', {'units': 4, 'activity_regularizer': 'l2'}),
+     'has an activity_regularizer'),
+])
+def test_dp_refuses_layers_it_cannot_privatise(tmp_path, layer, reason):
+  import tfpipeline
+  c = config.load('seed_keras_mlp')
+  c.privacy.dp = True
+  c.model.layers = (('Dense', {'units': 8, 'activation': 'relu'}), layer)
+  with pytest.raises(UserError, match=f'privacy.dp: layer .*{reason}'):
+    tfpipeline.run(c, tmp_path / 'run', strategy='cpu')
+  assert not (tmp_path / 'run').exists()
+
+
+def test_dp_accepts_normalization_with_given_statistics():
+  """Public constants, not training statistics: nothing updates them."""
+  c = config.load('seed_keras_mlp')
+  c.model.layers = (('Normalization', {'mean': [0.5] * 10,
+                                       'variance': [0.08] * 10}),
+                    ('Dense', {'units': 8, 'kernel_regularizer': 'l2'}),
+                    ('Dropout', {'rate': 0.2}))
+  splits = sources.load(c.data, loss=c.loss)
+  assert dp_sgd.refused_layers(models.build(c, splits.train)) == []

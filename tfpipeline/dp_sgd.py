@@ -10,13 +10,33 @@ sigma x C added to the sum. The privacy accounting uses dp-accounting
 Under a strategy with several replicas each replica sums its clipped
 examples and only replica 0 adds the noise, so the all-reduced sum carries
 exactly one draw of N(0, (sigma C)^2) per coordinate: the same step as on one
-device. The noise is drawn from (seed, step), so runs and resumes repeat.
+device.
+
+The noise is drawn from (noise key, step). The key is 128 bits from the
+operating system's randomness, drawn when a DP run starts and kept beside
+its checkpoints (`NOISE_KEY_FILE`, mode 0600) so that a resumed run draws
+the same noise; it is never derived from `train.seed`, which the config and
+report publish: with a known key, training would be a deterministic function
+of the data and the guarantee void. Regularisation losses (`model.losses`)
+depend on the weights only: their gradient is added after the noise,
+unclipped, as without DP.
 """
 
 import dataclasses
+import os
+import pathlib
+import secrets
 
+from absl import logging
 import keras
+import numpy as np
 import tensorflow as tf
+
+from tfpipeline import artifacts
+from tfpipeline.errors import UserError
+
+# Beside the checkpoints; as secret as they are (README, "Privacy").
+NOISE_KEY_FILE = 'dp_noise_key'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,19 +47,58 @@ class DpSgd:
     l2_norm_clip: C, the largest L2 norm an example's gradient keeps.
     noise_multiplier: sigma; the noise added to the summed gradient has
       standard deviation sigma x C.
-    seed: the run's seed; step t's noise is drawn from (seed, t).
+    noise_key: two int64s, secret; step t's noise is drawn from
+      (noise_key, t). Never printed (repr=False).
   """
   l2_norm_clip: float
   noise_multiplier: float
-  seed: int
+  noise_key: tuple[int, int] = dataclasses.field(repr=False)
 
   @classmethod
-  def from_config(cls, config) -> 'DpSgd | None':
-    """The run's DP-SGD settings, or None when `privacy.dp` is off."""
-    if not config.privacy.dp:
-      return None
-    return cls(config.privacy.l2_norm_clip, config.privacy.noise_multiplier,
-               config.train.seed)
+  def from_config(cls, privacy_config,
+                  noise_key: tuple[int, int]) -> 'DpSgd':
+    """The settings of `privacy_config` (the config's `privacy`)."""
+    return cls(privacy_config.l2_norm_clip, privacy_config.noise_multiplier,
+               noise_key)
+
+
+def noise_key(read_from: pathlib.Path, write_to: pathlib.Path) -> tuple[int, int]:
+  """The run's secret noise key: `read_from/NOISE_KEY_FILE` if a run left
+  one there, else 128 new bits from the operating system, written to
+  `write_to/NOISE_KEY_FILE` (mode 0600) before any step uses them.
+
+  A multi-worker non-chief reads the chief's key when the chief has written
+  it; otherwise it draws its own, which is harmless: only the chief's first
+  replica adds noise (see `gradients`).
+  """
+  path = read_from / NOISE_KEY_FILE
+  if path.is_file():
+    text = path.read_text().strip()
+    try:
+      key = bytes.fromhex(text)
+    except ValueError:
+      key = b''
+    if len(key) != 16:
+      raise UserError(f'{path} is not a DP noise key (32 hex digits); '
+                      f'restore it from a backup, or use a new --model_dir')
+    return _as_int64s(key)
+  key = secrets.token_bytes(16)
+  write_to.mkdir(parents=True, exist_ok=True)
+  with artifacts.replacing(write_to / NOISE_KEY_FILE) as tmp:
+    descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, 'w') as f:
+      f.write(key.hex() + '\n')
+  if any(write_to.glob('ckpt-*.index')):
+    logging.warning('%s had checkpoints but no %s: the resumed steps draw '
+                    'new noise (the privacy guarantee holds; the run will '
+                    'not equal an uninterrupted one)', write_to,
+                    NOISE_KEY_FILE)
+  return _as_int64s(key)
+
+
+def _as_int64s(key: bytes) -> tuple[int, int]:
+  return (int.from_bytes(key[:8], 'little', signed=True),
+          int.from_bytes(key[8:], 'little', signed=True))
 
 
 def per_example_gradients(model: keras.Model, loss_fn, features, labels):
@@ -66,32 +125,82 @@ def clip(gradients: list[tf.Tensor], l2_norm_clip: float) -> list[tf.Tensor]:
 
 
 def gradients(model: keras.Model, loss_fn, features, labels, dp: DpSgd, *,
-              global_batch_size: int, step) -> tuple[tf.Tensor, list]:
+              global_batch_size: int, step) -> tuple[tf.Tensor, tf.Tensor,
+                                                     list]:
   """One replica's share of a DP-SGD step.
 
   Args:
     model: the model whose trainable variables are differentiated.
     loss_fn: per-example loss `(y_true, y_pred) -> (batch,)`.
     features, labels: this replica's examples.
-    dp: clip, noise multiplier and seed.
+    dp: clip, noise multiplier and noise key.
     global_batch_size: examples over all replicas; the sum is divided by it.
     step: the optimizer's step (an integer tensor), which keys the noise.
 
   Returns:
-    Each example's loss, and (sum of clipped gradients + noise on replica 0)
-    / global_batch_size for every trainable variable; summed over replicas,
-    that is the DP-SGD gradient.
+    Each example's loss; the regularisation loss (0 without regularizers);
+    and, for every trainable variable, (sum of clipped gradients + noise on
+    replica 0) / global_batch_size + this replica's share of the
+    regularisation gradient: summed over replicas, the DP-SGD gradient.
   """
   losses, per_example = per_example_gradients(model, loss_fn, features, labels)
   summed = [tf.reduce_sum(g, axis=0) for g in clip(per_example,
                                                   dp.l2_norm_clip)]
   replica_id = tf.distribute.get_replica_context().replica_id_in_sync_group
   first = tf.cast(tf.equal(replica_id, 0), tf.float32)
-  noise = _standard_normal_like(
-      summed, tf.stack([tf.cast(dp.seed, tf.int64), tf.cast(step, tf.int64)]))
+  key = tf.constant(dp.noise_key, tf.int64)
+  # Steps offset the key's second word: each step's draws use their own
+  # Philox counters, and all 128 bits of the key stay secret.
+  noise = _standard_normal_like(summed, key + tf.stack(
+      [tf.constant(0, tf.int64), tf.cast(step, tf.int64)]))
   scale = first * dp.noise_multiplier * dp.l2_norm_clip
-  return losses, [(s + scale * n) / global_batch_size
-                  for s, n in zip(summed, noise)]
+  penalty, penalty_gradients = _regularization(model)
+  return losses, penalty, [(s + scale * n) / global_batch_size + p
+                           for s, n, p in zip(summed, noise,
+                                              penalty_gradients)]
+
+
+def _regularization(model: keras.Model) -> tuple[tf.Tensor, list]:
+  """The weights' regularisation loss and this replica's share of its
+  gradient (divided by the replicas, whose gradients are summed). It
+  depends on no example, so it needs neither clipping nor noise."""
+  variables = model.trainable_variables
+  if not model.losses:
+    return tf.constant(0.0), [tf.zeros_like(v) for v in variables]
+  with tf.GradientTape() as tape:
+    penalty = tf.add_n(model.losses)
+    share = tf.nn.scale_regularization_loss(penalty)
+  return penalty, [tf.zeros_like(v) if g is None else g
+                   for v, g in zip(variables, tape.gradient(share, variables))]
+
+
+def refused_layers(model: keras.Model) -> list[str]:
+  """Layers DP-SGD cannot privatise, each with the reason.
+
+  Those whose non-trainable weights a training-mode call changes
+  (BatchNormalization's moving mean and variance: training statistics,
+  published without noise; per-example gradients would also see batches of
+  one), and those with an activity regularizer (a loss on training
+  activations, outside the per-example clipping). Found by calling `model`
+  once on a small batch: pass a throwaway model, whose state this changes.
+  """
+  inputs = np.random.default_rng(0).uniform(0, 2, (4, *model.input_shape[1:]))
+  inputs = inputs.astype(model.inputs[0].dtype)
+  layers = [(layer, [np.array(w) for w in layer.non_trainable_weights])
+            for layer in model.layers]
+  model(inputs, training=True)
+  refused = []
+  for layer, before in layers:
+    name = f'{layer.name!r} ({type(layer).__name__})'
+    changed = [w.name for w, old in zip(layer.non_trainable_weights, before)
+               if not np.array_equal(np.array(w), old)]
+    if changed:
+      refused.append(f'{name} updates {", ".join(changed)} from training '
+                     f'batches')
+    elif getattr(layer, 'activity_regularizer', None) is not None:
+      refused.append(f'{name} has an activity_regularizer, a loss on '
+                     f'training activations')
+  return refused
 
 
 @tf.function(jit_compile=True)

@@ -4,7 +4,8 @@ MANIFEST.json holds the sha256 of every file in the run directory, written
 last. `audit.jsonl` gets one line per run attempt (who, when, config hash,
 outcome, the manifest's hash); each line carries the hash of the line before
 it, so an edited or deleted line breaks the chain. Both are left out of the
-manifest: the log grows after it is written. Anyone who can rewrite every
+manifest: the log grows after it is written. So is a DP run's secret noise
+key (checkpoints/dp_noise_key), which nothing published may reveal. Anyone who can rewrite every
 file can rewrite these too: record the manifest hash the run prints
 somewhere else (a registry, a signed tag) for stronger guarantees.
 """
@@ -18,7 +19,9 @@ from tfpipeline import artifacts
 
 MANIFEST = 'MANIFEST.json'
 AUDIT_LOG = 'audit.jsonl'
-_UNLISTED = frozenset({MANIFEST, AUDIT_LOG})
+# The DP noise key is a secret (dp_sgd.NOISE_KEY_FILE): nothing published
+# names even its hash.
+_UNLISTED = frozenset({MANIFEST, AUDIT_LOG, 'checkpoints/dp_noise_key'})
 _GENESIS = '0' * 64
 
 

@@ -159,7 +159,7 @@ def _train_and_export(config, model_dir: pathlib.Path, strategy, splits,
   `meter` (the chief's), reports; writes under `model_dir`."""
   import keras  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tfpipeline import checkpointing, models, trainer  # pylint: disable=g-import-not-at-top
+  from tfpipeline import checkpointing, dp_sgd, models, trainer  # pylint: disable=g-import-not-at-top
   from tfpipeline.evaluation import Evaluator  # pylint: disable=g-import-not-at-top
   from tfpipeline.run_log import RunLog  # pylint: disable=g-import-not-at-top
 
@@ -186,6 +186,10 @@ def _train_and_export(config, model_dir: pathlib.Path, strategy, splits,
   start_step = checkpoints.restore()
   if start_step:
     logging.info('resuming from the checkpoint at step %d', start_step)
+  dp = None
+  if config.privacy.dp:
+    dp = dp_sgd.DpSgd.from_config(config.privacy, dp_sgd.noise_key(
+        restore_from, model_dir / 'checkpoints'))
 
   # One evaluator (one compiled predict function) for validation and test.
   evaluator = Evaluator(
@@ -196,7 +200,7 @@ def _train_and_export(config, model_dir: pathlib.Path, strategy, splits,
   try:
     trainer.train(model, optimizer, inputs, config, strategy, run_log,
                   checkpoints, evaluator, start_step=start_step,
-                  engine=engine)
+                  engine=engine, dp=dp)
   finally:
     run_log.close()
   train_seconds = time.perf_counter() - train_start
@@ -255,6 +259,15 @@ def _check_model(config, splits, inputs) -> None:
   from tfpipeline import models  # pylint: disable=g-import-not-at-top
   model = models.build(config, splits.train, input_shape=inputs.shape,
                        input_dtype=inputs.dtype)
+  if config.privacy.dp:
+    from tfpipeline import dp_sgd  # pylint: disable=g-import-not-at-top
+    refused = dp_sgd.refused_layers(model)
+    if refused:
+      raise UserError(
+          f'privacy.dp: layer {refused[0]}, which DP-SGD cannot privatise; '
+          f'remove it from model.layers (LayerNormalization or '
+          f'GroupNormalization keep no batch statistics), or set privacy.dp='
+          f'False (README, "Privacy")')
   if config.train.deterministic and config.train.jit_compile:
     pooling = models.nondeterministic_under_xla(model)
     if pooling:

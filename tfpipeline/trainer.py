@@ -85,11 +85,12 @@ class StepLoop:
 
   def _replica_gradients(self, features, labels):
     if self._dp:
-      losses, gradients = dp_sgd.gradients(
+      losses, penalty, gradients = dp_sgd.gradients(
           self._model, self._loss_fn, features, labels, self._dp,
           global_batch_size=self._global_batch_size,
           step=self._optimizer.iterations)
-      return tf.reduce_sum(losses) / self._global_batch_size, gradients
+      return (tf.reduce_sum(losses) / self._global_batch_size +
+              tf.nn.scale_regularization_loss(penalty)), gradients
     variables = self._model.trainable_variables
     with tf.GradientTape() as tape:
       predictions = self._model(features, training=True)
@@ -167,11 +168,13 @@ class StepLoop:
 def train(model: keras.Model, optimizer, inputs: pipeline.Inputs, config,
           strategy: tf.distribute.Strategy, run_log: RunLog,
           checkpoints: checkpointing.Checkpoints, evaluator: Evaluator, *,
-          start_step: int = 0, engine: str = 'tfpipeline') -> None:
+          start_step: int = 0, engine: str = 'tfpipeline',
+          dp: dp_sgd.DpSgd | None = None) -> None:
   """Trains `model` (built in `strategy.scope()`) to `train.epochs`.
 
   Starts at `start_step` (a restored checkpoint's), logs and may checkpoint
   after every device call, and stops cleanly on SIGTERM/SIGINT (Preempted).
+  With `dp`, every step is a DP-SGD step.
   """
   train_config = config.train
   batch = train_config.global_batch_size
@@ -179,13 +182,13 @@ def train(model: keras.Model, optimizer, inputs: pipeline.Inputs, config,
   total_steps = config_lib.total_steps(config, len(inputs.train))
   if engine == 'keras_fit':
     _fit(model, optimizer, config, strategy, steps_per_epoch, evaluator,
-         inputs, run_log, checkpoints, start_step)
+         inputs, run_log, checkpoints, start_step, dp)
     return
 
   loop = StepLoop(model, optimizer, config.loss, strategy,
                   global_batch_size=batch,
                   jit_compile=train_config.jit_compile,
-                  dp=dp_sgd.DpSgd.from_config(config))
+                  dp=dp)
 
   block = pipeline.steps_per_block(train_config.steps_per_loop,
                                    steps_per_epoch,
@@ -262,7 +265,7 @@ def _validation(evaluator: Evaluator,
 
 
 def _fit(model, optimizer, config, strategy, steps_per_epoch, evaluator,
-         inputs, run_log, checkpoints, start_step) -> None:
+         inputs, run_log, checkpoints, start_step, dp) -> None:
   """Keras `model.fit` with its best working settings under `strategy`.
 
   Under a tf.distribute strategy with several replicas, fit fails with
@@ -271,7 +274,6 @@ def _fit(model, optimizer, config, strategy, steps_per_epoch, evaluator,
   preemption act at epoch ends; a resume starts at the checkpoint's epoch.
   """
   single = strategy.num_replicas_in_sync == 1
-  dp = dp_sgd.DpSgd.from_config(config)
   with strategy.scope():
     if dp:
       model = _DpSgdModel(model, config.loss, dp,
@@ -311,13 +313,13 @@ class _DpSgdModel(keras.Model):
 
   def train_step(self, data):
     features, labels = data
-    losses, gradients = dp_sgd.gradients(
+    losses, penalty, gradients = dp_sgd.gradients(
         self.inner, self._loss_fn, features, labels, self._dp,
         global_batch_size=self._global_batch_size,
         step=self.optimizer.iterations)
     self.optimizer.apply_gradients(
         zip(gradients, self.inner.trainable_variables))
-    self._loss_mean.update_state(losses)
+    self._loss_mean.update_state(losses + penalty)
     return {'loss': self._loss_mean.result()}
 
   @property

@@ -24,6 +24,14 @@ COVERS = (
     'is computed from them on data other than the training split: '
     'validation and test metrics, predictions.csv, fairness, and '
     'attributions (from a zeros or fixed baseline).')
+# Where the noise came from, and what must stay secret for the guarantee.
+NOISE = (
+    "The noise was drawn from a 128-bit key from the operating system's "
+    'randomness, not from train.seed (published in config.json), and kept '
+    'in checkpoints/dp_noise_key (mode 0600) so that a resumed run draws the '
+    'same noise. That file, and checkpoints/ which holds it, are secret: '
+    'whoever has the key can recompute the noise and remove it, and for them '
+    'the guarantee is void.')
 NOT_COVERED = (
     'The training loss logged per epoch (metrics.jsonl, tensorboard/, '
     'loss.png, the console): computed on training batches without noise.',
@@ -87,6 +95,7 @@ def section(privacy_config, *, batch_size: int, train_rows: int,
       'accountant': 'dp_accounting.rdp.RdpAccountant (version: see '
                     'provenance.packages)',
       'assumption': ASSUMPTION,
+      'noise': NOISE,
       'covers': COVERS,
       'not_covered': list(NOT_COVERED),
       'caveats': caveats,
