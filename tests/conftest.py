@@ -4,6 +4,7 @@ import contextlib
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -113,6 +114,16 @@ def assert_weights_close(got: list, want: list, atol: float = 0.0) -> None:
   assert len(got) == len(want), (len(got), len(want))
   for got_array, want_array in zip(got, want):
     np.testing.assert_allclose(got_array, want_array, rtol=0, atol=atol)
+
+
+def with_noise_key_of(reference: pathlib.Path, model_dir: pathlib.Path):
+  """Prepares `model_dir` to run `reference`'s DP config with its secret
+  noise key (every DP run draws a new one), so that the two can be
+  compared."""
+  (model_dir / 'checkpoints').mkdir(parents=True)
+  shutil.copy(reference / 'config.json', model_dir)
+  shutil.copy(reference / 'checkpoints' / 'dp_noise_key',
+              model_dir / 'checkpoints')
 
 
 def read_jsonl(path: pathlib.Path) -> list[dict]:

@@ -5,7 +5,6 @@ import json
 import os
 import re
 import resource
-import shutil
 import signal
 import socket
 import subprocess
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, assert_weights_close, read_jsonl, run_cli
+from conftest import with_noise_key_of
 
 # seeds' model, 3,200 rows: 100 steps an epoch, 6 epochs, a device call
 # every 10 steps (one metrics.jsonl record each) and a checkpoint every 20.
@@ -107,10 +107,7 @@ def test_killed_dp_run_resumes_to_the_uninterrupted_run_with_its_key(
   """
   reference = uninterrupted('dp')
   model_dir = tmp_path / 'run'
-  (model_dir / 'checkpoints').mkdir(parents=True)
-  shutil.copy(reference / 'config.json', model_dir)
-  shutil.copy(reference / 'checkpoints' / 'dp_noise_key',
-              model_dir / 'checkpoints')
+  with_noise_key_of(reference, model_dir)
   returncode, _ = _stop_after(_start(model_dir, *DP), model_dir, 22,
                               signal.SIGKILL)
   assert returncode == -signal.SIGKILL

@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import assert_weights_close, read_jsonl, run_cli
+from conftest import with_noise_key_of
 from tfpipeline import config, dp_sgd, models, trainer
 from tfpipeline.data import pipeline, sources
 from tfpipeline.errors import UserError
@@ -189,6 +190,7 @@ def test_dp_under_mirrored_equals_one_device(tmp_path, tfds_dir,
   """Both engines on 2 logical CPUs take the own loop's one-device steps."""
   import tfpipeline
   model_dir = tmp_path / 'run'
+  with_noise_key_of(dp_one_device, model_dir)
   result = run_cli('--strategy=mirrored', '--cpu_devices=2',
                    f'--engine={engine}', f'--model_dir={model_dir}',
                    f'--config.data.data_dir={tfds_dir}', *DP_FLAGS)

@@ -249,8 +249,8 @@ def validate(config: config_dict.ConfigDict) -> config_dict.ConfigDict:
   if not isinstance(config, config_dict.ConfigDict):
     raise UserError(f'get_config() must return an ml_collections.ConfigDict, '
                     f'got {type(config).__name__}')
-  keys = _flatten(config.to_dict())
-  default_keys = _flatten(get_config().to_dict())
+  keys = flatten(config.to_dict())
+  default_keys = flatten(get_config().to_dict())
   unknown = [key for key in keys if key not in default_keys]
   if unknown:
     raise UserError(f'unknown config key {unknown[0]}: not in the embedded '
@@ -433,11 +433,12 @@ def to_json(config: config_dict.ConfigDict) -> str:
 
 
 
-def _flatten(tree: dict, prefix: str = '') -> dict:
+def flatten(tree: dict, prefix: str = '') -> dict:
+  """`tree` as one level: {"a.b.c": leaf}."""
   flat = {}
   for key, value in tree.items():
     if isinstance(value, dict):
-      flat.update(_flatten(value, f'{prefix}{key}.'))
+      flat.update(flatten(value, f'{prefix}{key}.'))
     else:
       flat[prefix + key] = value
   return flat
@@ -448,8 +449,8 @@ def result_changes(saved_json: str, config: config_dict.ConfigDict) -> list:
 
   Returns (key, saved value, new value) triples, RESUMABLE_CHANGES excluded.
   """
-  saved = _flatten(json.loads(saved_json))
-  new = _flatten(json.loads(to_json(config)))
+  saved = flatten(json.loads(saved_json))
+  new = flatten(json.loads(to_json(config)))
   return [(key, saved.get(key), new.get(key))
           for key in sorted(set(saved) | set(new))
           if key not in RESUMABLE_CHANGES and

@@ -20,6 +20,7 @@ from tfpipeline import artifacts
 from tfpipeline import cluster
 from tfpipeline import config as config_lib
 from tfpipeline import integrity
+from tfpipeline import run_identity
 from tfpipeline.errors import Interrupted
 from tfpipeline.errors import Preempted
 from tfpipeline.errors import UserError
@@ -102,15 +103,18 @@ def _run_checked(config, model_dir: pathlib.Path, strategy, *, tpu: str,
                per_replica_multiple=8 if strategy_lib.is_tpu(strategy) else 1)
   _check_model(config, splits, inputs)
   config = _calibrate_noise(config, len(splits.train))
+  identity = run_identity.of(splits, engine)
   if chief:
     _check_resume(model_dir, config, allow_config_change, splits, inputs)
+    run_identity.check(model_dir, identity,
+                       allow_change=allow_config_change)
 
   checkpoints = model_dir / 'checkpoints'
   if chief:
     model_dir.mkdir(parents=True, exist_ok=True)
     test_metrics = _audited(model_dir, config, lambda: _train_and_export(
         config, model_dir, strategy, splits, inputs, engine, checkpoints,
-        meter=meter))
+        meter=meter, identity=identity))
     logging.info('wrote %s', model_dir)
     return test_metrics
   # Other workers take every step too, but write to a scratch directory (as
@@ -118,7 +122,7 @@ def _run_checked(config, model_dir: pathlib.Path, strategy, *, tpu: str,
   with tempfile.TemporaryDirectory(prefix='tfpipeline-worker-') as scratch:
     test_metrics = _train_and_export(config, pathlib.Path(scratch), strategy,
                                      splits, inputs, engine, checkpoints,
-                                     meter=None)
+                                     meter=None, identity=identity)
   logging.info('done; only the chief writes %s', model_dir)
   return test_metrics
 
@@ -154,9 +158,10 @@ def _audited(model_dir: pathlib.Path, config, train_and_export):
 
 def _train_and_export(config, model_dir: pathlib.Path, strategy, splits,
                       inputs, engine: str, restore_from: pathlib.Path, *,
-                      meter) -> dict[str, float]:
+                      meter, identity: dict) -> dict[str, float]:
   """Builds, restores, trains, evaluates, saves and, given the run's energy
-  `meter` (the chief's), reports; writes under `model_dir`."""
+  `meter` (the chief's), reports; writes under `model_dir`, recording the
+  run's `identity` (run_identity.of) from the step it resumes at."""
   import keras  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tfpipeline import checkpointing, dp_sgd, models, trainer  # pylint: disable=g-import-not-at-top
@@ -186,6 +191,7 @@ def _train_and_export(config, model_dir: pathlib.Path, strategy, splits,
   start_step = checkpoints.restore()
   if start_step:
     logging.info('resuming from the checkpoint at step %d', start_step)
+  run_identity.record(model_dir, identity, start_step)
   dp = None
   if config.privacy.dp:
     dp = dp_sgd.DpSgd.from_config(config.privacy, dp_sgd.noise_key(

@@ -551,7 +551,12 @@ def _tfds(data_config) -> Splits:
     except UserError as e:
       raise UserError(f'data.{key}: {e}') from None
   tfds_origin = {'source': 'tfds', 'name': name, 'version': str(info.version),
-                 'splits': [data_config[key] for key in split_keys]}
+                 'data_dir': str(builder.data_dir),
+                 'splits': [data_config[key] for key in split_keys],
+                 'split_sizes': {
+                     split: {'examples': info.splits[split].num_examples,
+                             'bytes': info.splits[split].num_bytes}
+                     for split in sorted(info.splits)}}
   feature = info.features[features[0]]
   kind = len(features) == 1 and _shaped_kind(
       tuple(feature.shape), np.dtype(feature.np_dtype))

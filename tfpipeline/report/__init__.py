@@ -16,6 +16,7 @@ import numpy as np
 from tfpipeline import artifacts
 from tfpipeline import config as config_lib
 from tfpipeline import integrity
+from tfpipeline import run_identity
 from tfpipeline import tables
 from tfpipeline.data import sources
 from tfpipeline.data import table as table_lib
@@ -75,6 +76,8 @@ def write(model_dir: pathlib.Path, *, config, splits, inputs, model, strategy,
       'provenance': provenance.section(
           config, (model_dir / 'config.json').read_text(), splits,
           started=times['started_utc']),
+  # Every version of the data the run trained on, from the step it was used.
+  report['provenance']['data_versions'] = run_identity.versions(model_dir)
   }
   report['provenance']['artefacts_sha256'] = {
       name: integrity.sha256_file(model_dir / name)

@@ -235,6 +235,10 @@ def _blocks(report: dict, images: dict) -> list:
   energy, flops = compute['energy'], compute['forward_flops_per_example']
   blocks = [_Heading(f"Responsibility report: {card['model_details']['name']}",
                      1),
+# What tells one version of the data from another, in the provenance.
+_DATA_VERSION_KEYS = ('source', 'name', 'version', 'sha256', 'seed')
+
+
             _Text(f"Trained {provenance['finished_utc']} by "
                   f"{provenance['user']} on {provenance['host']}; config "
                   f"sha256 {provenance['config_sha256'][:16]}...")]
@@ -307,6 +311,7 @@ def _blocks(report: dict, images: dict) -> list:
   else:
     blocks.append(_Text(privacy['statement']))
 
+               _Text(privacy['noise']),
   data = provenance['data']
   blocks += [
       _Heading('Provenance and integrity'),
@@ -324,6 +329,11 @@ def _blocks(report: dict, images: dict) -> list:
                    'checkout (its version is under packages)')],
           ['python', provenance['python']],
           ['seeds', ', '.join(f'{k}={v}' for k, v in
+          ['data versions (identity.json)', '; '.join(
+              f"from step {v['from_step']}: " + ', '.join(
+                  f"{k}={v['data'][k]}" for k in _DATA_VERSION_KEYS
+                  if k in v['data'])
+              for v in provenance.get('data_versions', ()))],
                               provenance['seeds'].items())],
           *[[f'package {k}', v] for k, v in provenance['packages'].items()],
           *[[f'sha256 {k}', v] for k, v in
