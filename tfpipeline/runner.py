@@ -43,8 +43,9 @@ def run(config=None, model_dir='/tmp/tfpipeline', *, strategy='auto',
     cpu_devices: logical CPU devices (mirrored on a CPU-only machine).
     engine: 'tfpipeline' (own XLA multi-step loop) or 'keras_fit'.
     allow_config_change: resume a run even if the config changes what its
-      steps compute (model, data, optimizer...); see config.RESUMABLE_CHANGES
-      for the changes that are always accepted.
+      steps compute (model, data, optimizer...), or its data changed (see
+      run_identity); see config.RESUMABLE_CHANGES for the changes that are
+      always accepted. A change of engine never is.
 
   Returns:
     The test-split metrics, as written to metrics.json.

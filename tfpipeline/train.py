@@ -61,8 +61,10 @@ _CPU_DEVICES = flags.DEFINE_integer(
 _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
     'allow_config_change', False,
     'Resume a run in --model_dir even if the config changes what its steps '
-    'compute (model, data, optimizer...). Changing epochs, steps_per_loop, '
-    'checkpointing or nan_policy is always allowed.')
+    'compute (model, data, optimizer...) or its data changed (an edited '
+    'file, another TFDS version: identity.json then lists both). Changing '
+    'epochs, steps_per_loop, checkpointing or nan_policy is always allowed; '
+    'changing --engine never is.')
 _ENGINE = flags.DEFINE_enum(
     'engine', 'tfpipeline', ['tfpipeline', 'keras_fit'],
     "Training engine: tfpipeline's XLA multi-step loop, or Keras model.fit "
