@@ -2,6 +2,11 @@
 memory-mapped from their cache: read, trained and resumed alike."""
 
 import json
+import logging
+import multiprocessing
+import os
+import signal
+import threading
 
 import numpy as np
 import pytest
@@ -119,6 +124,149 @@ def test_an_unwritable_cache_directory_is_named(tmp_path, monkeypatch):
                      rf'that directory writable'):
     sources.load(_data_config(path, max_memory_mb=1), loss='mse')
   assert [p.name for p in tmp_path.iterdir()] == ['table.csv']
+
+
+def test_a_bad_label_in_a_large_table_leaves_no_cache(tmp_path):
+  path = _write(tmp_path / 'table.csv')
+  with pytest.raises(UserError, match=r"table.csv, row 2, label 'y' is "
+                     r"[-0-9.]+: loss=binary_crossentropy needs labels 0 or "
+                     r"1"):
+    sources.load(_data_config(path, max_memory_mb=1),
+                 loss='binary_crossentropy')
+  assert [p.name for p in tmp_path.iterdir()] == ['table.csv']
+
+
+NUMBERS = 20_000  # Rows of `_fill_numbers`.
+_NUMBERS_SHAPE = {'rows_bound': NUMBERS, 'width': 3, 'labelled': True,
+                  'grouped': False, 'metadata': {'source': 'numbers'}}
+
+
+def _fill_numbers(writer, started=None):
+  """Row i: features (i, -i, i / 2), label i mod 7, 1000 rows at a time;
+  with `started`, sets it after the first batch and blocks."""
+  for start in range(0, NUMBERS, 1000):
+    i = np.arange(start, start + 1000, dtype=np.float32)
+    writer.append(np.stack([i, -i, i / 2], axis=1), (i % 7)[:, None], None)
+    if started:
+      started.set()
+      threading.Event().wait()
+
+
+def _contents(table) -> tuple[bytes, bytes]:
+  return np.asarray(table.features).tobytes(), np.asarray(
+      table.labels).tobytes()
+
+
+def _build_with_others(directories, barrier, results):
+  """Builds each cache in `directories` at the same moment as the other
+  processes: what it read (or the error), and any deleted file of the
+  cache's that it still maps."""
+  for directory in directories:
+    barrier.wait()
+    try:
+      table = table_cache.build(directory, _fill_numbers, **_NUMBERS_SHAPE)
+      contents = _contents(table)
+    except Exception as e:  # pylint: disable=broad-except
+      contents = repr(e)  # Compared: the next round still starts at once.
+    barrier.wait()  # Every process has its table (still mapped) here.
+    with open('/proc/self/maps', encoding='utf-8') as maps:
+      deleted = [line for line in maps
+                 if str(directory.parent) in line and '(deleted)' in line]
+    results.put((str(directory), contents, deleted))
+
+
+def test_concurrent_conversions_of_one_table_all_read_the_first_cache(
+    tmp_path):
+  """Workers (or runs sharing a disk) converting one table at once: each
+  reads one complete cache, none a deleted one, and no scratch is left."""
+  processes, rounds = 3, 4
+  writer = table_cache.TableWriter(NUMBERS, 3, labelled=True, grouped=False)
+  _fill_numbers(writer)
+  want = _contents(writer.table())
+  directories = [tmp_path / f'round{r}' / 'numbers.table'
+                 for r in range(rounds)]
+  for directory in directories:
+    directory.parent.mkdir()
+  context = multiprocessing.get_context('spawn')
+  barrier, results = context.Barrier(processes), context.Queue()
+  workers = [context.Process(target=_build_with_others,
+                             args=(directories, barrier, results))
+             for _ in range(processes)]
+  for worker in workers:
+    worker.start()
+  got = [results.get(timeout=300) for _ in range(processes * rounds)]
+  for worker in workers:
+    worker.join(timeout=60)
+  for directory, contents, deleted in got:
+    assert contents == want, directory
+    assert not deleted, deleted
+  for directory in directories:
+    assert list(directory.parent.iterdir()) == [directory]
+
+
+def _build_until_killed(directory, started):
+  table_cache.build(directory, lambda writer: _fill_numbers(writer, started),
+                    **_NUMBERS_SHAPE)
+
+
+def test_the_next_conversion_removes_a_killed_ones_scratch(tmp_path, caplog):
+  directory = tmp_path / 'numbers.table'
+  context = multiprocessing.get_context('spawn')
+  started = context.Event()
+  killed = context.Process(target=_build_until_killed,
+                           args=(directory, started))
+  killed.start()
+  assert started.wait(timeout=300)
+  os.kill(killed.pid, signal.SIGKILL)  # As the OOM killer does.
+  killed.join(timeout=60)
+  leftover, = tmp_path.iterdir()
+  assert (leftover / directory.name / 'features.bin').stat().st_size > 0
+  caplog.set_level(logging.WARNING)
+  table = table_cache.build(directory, _fill_numbers, **_NUMBERS_SHAPE)
+  assert np.asarray(table.labels)[-1, 0] == (NUMBERS - 1) % 7
+  assert list(tmp_path.iterdir()) == [directory]
+  assert any(f'removing {leftover}, left by process {killed.pid}, which has '
+             f'ended' in r.getMessage() for r in caplog.records)
+
+
+def _fake_cgroup(tmp_path, monkeypatch, membership, limits):
+  """/proc/self/cgroup says `membership`; `limits` are {file: text} under a
+  fake /sys/fs/cgroup."""
+  proc = tmp_path / 'proc_self_cgroup'
+  proc.write_text(membership)
+  root = tmp_path / 'sys_fs_cgroup'
+  for name, text in limits.items():
+    (root / name).parent.mkdir(parents=True, exist_ok=True)
+    (root / name).write_text(text)
+  monkeypatch.setattr(table_cache, '_PROC_CGROUP', proc)
+  monkeypatch.setattr(table_cache, '_CGROUP', root)
+
+
+@pytest.mark.parametrize('membership, limits', [
+    # cgroup v2 (Kubernetes, Docker on a recent host): the pod's limit, on
+    # a parent of the container's group.
+    ('0::/kubepods/pod1/container\n', {
+        'kubepods/pod1/memory.max': '2147483648\n',
+        'kubepods/pod1/container/memory.max': 'max\n'}),
+    # cgroup v1 (older Docker, Colab): the container's group mounted as the
+    # hierarchy's root.
+    ('12:cpu,cpuacct:/docker/abc\n4:memory:/docker/abc\n0::/\n', {
+        'memory/memory.limit_in_bytes': '2147483648\n'}),
+])
+def test_the_default_memory_budget_is_half_a_containers_limit(
+    tmp_path, monkeypatch, membership, limits):
+  _fake_cgroup(tmp_path, monkeypatch, membership, limits)
+  assert table_cache.memory_budget(0) == 1 << 30
+  assert table_cache.memory_budget(3) == 3 << 20  # data.max_memory_mb wins.
+
+
+def test_without_a_container_limit_the_budget_is_half_the_ram(
+    tmp_path, monkeypatch):
+  _fake_cgroup(tmp_path, monkeypatch, '4:memory:/user\n0::/user\n', {
+      'memory.max': 'max\n',
+      'memory/user/memory.limit_in_bytes': '9223372036854771712\n'})
+  ram = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+  assert table_cache.memory_budget(0) == ram // 2
 
 
 @pytest.fixture(scope='module')

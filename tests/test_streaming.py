@@ -58,7 +58,7 @@ def test_tfrecord_is_converted_once_beside_the_data(tmp_path):
   again = sources.load(c.data, loss=c.loss)  # Reuses the copy.
   assert os.stat(copy / 'digits-train.array_record-00000-of-00001'
                  ).st_mtime_ns == stamp
-  assert not list(copy.parent.glob('*.tmp-*'))
+  assert not list(copy.parent.glob('.*.scratch-*'))
   # The copy holds the same examples, in the same order.
   rows = np.array([0, 5, 1256])
   assert list(first.train.records.serialized(rows)) == list(

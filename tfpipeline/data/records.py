@@ -12,19 +12,18 @@ ArrayRecord copy beside it (`<version dir>.array_record/`), which later runs
 find and reuse. TFDS's own converter (`tfds convert_format`) needs Apache
 Beam, which tfpipeline does not depend on; the few lines here use the same
 adapters. The copy appears by one rename, so a killed conversion leaves no
-half-written dataset.
+half-written dataset (its scratch directory goes at the next conversion).
 """
 
 import dataclasses
 import json
-import os
 import pathlib
 import shutil
-import tempfile
 
 from absl import logging
 import numpy as np
 
+from tfpipeline import artifacts
 from tfpipeline.errors import UserError
 from tfpipeline.errors import first_line
 
@@ -164,45 +163,48 @@ def _random_access(builder):
 
 
 def _convert(source: pathlib.Path, target: pathlib.Path) -> None:
-  """Writes an ArrayRecord copy of the TFRecord dataset in `source`."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tensorflow_datasets.core import file_adapters  # pylint: disable=g-import-not-at-top
-  formats = file_adapters.FileFormat
-  reader = file_adapters.ADAPTER_FOR_FORMAT[formats.TFRECORD]
-  writer = file_adapters.ADAPTER_FOR_FORMAT[formats.ARRAY_RECORD]
+  """Writes an ArrayRecord copy of the TFRecord dataset in `source`; another
+  process's complete copy, written meanwhile, is as good."""
   shards = sorted(source.glob('*.tfrecord-*'))
   logging.info('converting %d TFRecord files in %s to ArrayRecord (random '
                'access), once, into %s', len(shards), source, target)
   try:
-    scratch = pathlib.Path(tempfile.mkdtemp(prefix=target.name + '.tmp-',
-                                            dir=target.parent))
+    with artifacts.scratch(target) as scratch:
+      new = scratch / target.name
+      new.mkdir()
+      _write_array_records(source, new, shards)
+      artifacts.publish(new, target,
+                        lambda d: (d / 'dataset_info.json').is_file())
   except OSError as e:
     raise UserError(f'{source}: the dataset is TFRecord only and its '
                     f'ArrayRecord copy cannot be written beside it '
                     f'({e.strerror}); prepare it with `tfds build '
                     f'--file_format=array_record`, or make {target.parent} '
                     f'writable') from None
-  try:
-    for shard in shards:
-      examples = ((i, record.numpy()) for i, record in
-                  enumerate(reader.make_tf_data(shard)))
-      name = shard.name.replace('.tfrecord-', '.array_record-')
-      try:
-        writer.write_examples(scratch / name, examples)
-      except tf.errors.DataLossError as e:
-        raise UserError(f'{shard}: corrupt or truncated TFRecord file '
-                        f'({first_line(e)}); prepare the dataset again') from None
-    for metadata in source.glob('*.json'):
-      shutil.copy2(metadata, scratch / metadata.name)
-    info_path = scratch / 'dataset_info.json'
-    info = json.loads(info_path.read_text())
-    info['fileFormat'] = formats.ARRAY_RECORD.value
-    info.pop('alternativeFileFormats', None)
-    info_path.write_text(json.dumps(info, indent=2))
+
+
+def _write_array_records(source: pathlib.Path, new: pathlib.Path,
+                         shards: list[pathlib.Path]) -> None:
+  """Writes the ArrayRecord copy of `shards` and the metadata in `source`
+  into the directory `new`."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tensorflow_datasets.core import file_adapters  # pylint: disable=g-import-not-at-top
+  formats = file_adapters.FileFormat
+  reader = file_adapters.ADAPTER_FOR_FORMAT[formats.TFRECORD]
+  writer = file_adapters.ADAPTER_FOR_FORMAT[formats.ARRAY_RECORD]
+  for shard in shards:
+    examples = ((i, record.numpy()) for i, record in
+                enumerate(reader.make_tf_data(shard)))
+    name = shard.name.replace('.tfrecord-', '.array_record-')
     try:
-      os.rename(scratch, target)  # The copy appears whole or not at all.
-    except OSError:
-      if not (target / 'dataset_info.json').is_file():
-        raise  # Another process's copy, appeared meanwhile, is as good.
-  finally:
-    shutil.rmtree(scratch, ignore_errors=True)
+      writer.write_examples(new / name, examples)
+    except tf.errors.DataLossError as e:
+      raise UserError(f'{shard}: corrupt or truncated TFRecord file '
+                      f'({first_line(e)}); prepare the dataset again') from None
+  for metadata in source.glob('*.json'):
+    shutil.copy2(metadata, new / metadata.name)
+  info_path = new / 'dataset_info.json'
+  info = json.loads(info_path.read_text())
+  info['fileFormat'] = formats.ARRAY_RECORD.value
+  info.pop('alternativeFileFormats', None)
+  info_path.write_text(json.dumps(info, indent=2))

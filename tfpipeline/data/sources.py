@@ -113,11 +113,15 @@ def load(data_config, *, loss: str, output_units: int | None = None) -> Splits:
   The splits name the columns used, the dataset's own where the config
   leaves them to it (see `with_columns`).
   """
+  files_read = data_config.source in ('csv', 'parquet')
   if data_config.source == 'tfds':
     splits = _tfds(data_config)
+  elif files_read:  # Labels checked as read, before a cache is written.
+    data_config = with_columns(data_config)
+    splits = _file(data_config, lambda labels, where: _check_labels(
+        labels, data_config.label, loss, output_units, where))
   else:
-    reader = {'synthetic': _synthetic, 'csv': _file, 'npz': _npz,
-              'parquet': _file}
+    reader = {'synthetic': _synthetic, 'npz': _npz}
     splits = reader[data_config.source](with_columns(data_config))
   _check_class_count(splits, loss, output_units)
   checked = set()  # File splits share one table: checked once.
@@ -126,7 +130,7 @@ def load(data_config, *, loss: str, output_units: int | None = None) -> Splits:
     if len(split) == 0:
       raise UserError(f'data: the {name} split is empty; add rows or change '
                       f'data.validation_fraction / data.test_fraction')
-    if split.streamed or id(split.table) in checked:
+    if split.streamed or files_read or id(split.table) in checked:
       continue
     checked.add(id(split.table))
     where = _row_namer(data_config, name)
@@ -447,19 +451,22 @@ def _synthetic(data_config) -> Splits:
       feature_shape=(data_config.num_features,))
 
 
-def _file(data_config) -> Splits:
-  """A CSV or Parquet table, split."""
-  table, layout, origin = _file_table(data_config)
+def _file(data_config, check_labels) -> Splits:
+  """A CSV or Parquet table, split; `check_labels(labels, where)` refuses
+  a batch's labels."""
+  table, layout, origin = _file_table(data_config, check_labels=check_labels)
   return _table_splits(table, layout, data_config, origin or _file_origin(
       data_config.source, pathlib.Path(data_config.path)))
 
 
-def _file_table(data_config, *, for_prediction: bool = False):
+def _file_table(data_config, *, for_prediction: bool = False,
+                check_labels=None):
   """A UTF-8 CSV file (or .csv.gz) with a header row, or a Parquet file or
   directory of part files, as a table: the features and label float32, the
   group text unless a feature. Read batch by batch into memory, or, above
   data.max_memory_mb, into its cache on disk (reused when there), every
-  batch's NaN and Inf refused first.
+  batch's NaN and Inf (and with `check_labels(labels, where)`, its labels)
+  refused first.
 
   Returns:
     The table, its layout, and the file's origin (`_file_origin`) when the
@@ -493,8 +500,10 @@ def _file_table(data_config, *, for_prediction: bool = False):
       if not len(x):
         continue
       y = None if label is None else batch[label].reshape(-1, 1)
-      _check_finite(x, y, features, label, lambda i, start=writer.rows: where(
-          start + i))
+      where_in_batch = lambda i, start=writer.rows: where(start + i)
+      _check_finite(x, y, features, label, where_in_batch)
+      if check_labels:
+        check_labels(y, where_in_batch)
       writer.append(x, y, None if group is None else batch[group])
     if not writer.rows:
       raise UserError(f'{path}: ' + ('a header row and no data rows'

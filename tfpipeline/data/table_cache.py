@@ -9,8 +9,10 @@ constant memory, and `table.json` (their shapes, the group names), in a
 directory named by the source's sha256 and the columns read. Later runs
 memory-map it: a row batch is read from the page cache or the disk, so
 memory stays flat whatever the table's size. The cache appears by one
-rename, only once every cell has been read and checked: a killed or
-refused conversion leaves nothing.
+rename, only once every cell has been read and checked: a refused
+conversion leaves nothing, a killed one a scratch directory that the next
+conversion removes. Processes converting one table at once (workers, runs
+sharing a disk) all read the first complete cache.
 """
 
 import hashlib
@@ -28,6 +30,8 @@ from tfpipeline.errors import UserError
 SUFFIX = '.table'
 _FORMAT_VERSION = 1
 _RAW = '.bin'  # Raw little-endian arrays; shapes in table.json.
+_CGROUP = pathlib.Path('/sys/fs/cgroup')
+_PROC_CGROUP = pathlib.Path('/proc/self/cgroup')
 _DTYPES = {'features': np.dtype('<f4'), 'labels': np.dtype('<f4'),
            'group_codes': np.dtype('<i4')}
 
@@ -114,11 +118,41 @@ def _group_values(values: list) -> np.ndarray:
 
 
 def memory_budget(max_memory_mb: int) -> int:
-  """Bytes a table may take in memory: data.max_memory_mb, or (0) half the
-  machine's RAM."""
+  """Bytes a table may take in memory: data.max_memory_mb, or (0) half of
+  what this process may use: the machine's RAM or its container's limit
+  (Docker, Kubernetes, Colab: a cgroup's), whichever is smaller."""
   if max_memory_mb:
     return max_memory_mb << 20
-  return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // 2
+  ram = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+  return min([ram, *_cgroup_limits()]) // 2
+
+
+def _cgroup_limits() -> list[int]:
+  """The memory limits set on this process's cgroup and its ancestors
+  (cgroup v2's memory.max, v1's memory.limit_in_bytes)."""
+  try:
+    lines = _PROC_CGROUP.read_text().splitlines()
+  except OSError:
+    return []
+  limits = []
+  for line in lines:
+    _, controllers, group = line.split(':', 2)
+    if not controllers:  # The v2 hierarchy.
+      root, name = _CGROUP, 'memory.max'
+    elif 'memory' in controllers.split(','):
+      root, name = _CGROUP / 'memory', 'memory.limit_in_bytes'
+    else:
+      continue
+    # Inside a container the group's path may not be mounted: its root is.
+    parts = pathlib.PurePosixPath(group).parts[1:]
+    for depth in range(len(parts), -1, -1):
+      try:
+        limit = (root.joinpath(*parts[:depth]) / name).read_text().strip()
+      except OSError:
+        continue
+      if limit.isdigit():  # v2 says 'max' where there is none.
+        limits.append(int(limit))
+  return limits
 
 
 def path_for(source: pathlib.Path, sha256: str,
@@ -159,22 +193,29 @@ def open_cached(directory: pathlib.Path) -> Table | None:
 
 def build(directory: pathlib.Path, fill, *, rows_bound: int, width: int,
           labelled: bool, grouped: bool, metadata: dict) -> Table:
-  """Writes the cache by `fill(writer)` through a temporary directory and
-  one rename, then memory-maps it. `fill` raising leaves nothing."""
+  """Writes the cache by `fill(writer)` in a scratch directory, renames it
+  into place unless another process's complete cache got there first (then
+  that one is read and this copy deleted), and memory-maps it. `fill`
+  raising leaves nothing."""
   size_mib = rows_bound * (width + labelled + grouped) * 4 / 2**20
   logging.info('converting %s (up to %.0f MiB as float32) once to a '
                'memory-mapped cache: %s', metadata['source'], size_mib,
                directory)
   try:
-    with artifacts.replacing(directory) as scratch:
-      scratch.mkdir()
+    with artifacts.scratch(directory) as scratch:
+      new = scratch / directory.name
+      new.mkdir()
       writer = TableWriter(rows_bound, width, labelled=labelled,
-                           grouped=grouped, directory=scratch)
+                           grouped=grouped, directory=new)
       try:
         fill(writer)
         writer.finish(metadata)
       finally:
         writer.close()
+      if not artifacts.publish(
+          new, directory, lambda d: open_cached(d) is not None):
+        logging.info('another process converted %s first: reading its '
+                     'cache', metadata['source'])
   except OSError as e:
     raise UserError(f'{metadata["source"]}: its cache cannot be written in '
                     f'{directory.parent} ({e.strerror}); make that directory '
