@@ -115,3 +115,30 @@ def _ended_pid() -> int:
   process = subprocess.Popen([sys.executable, '-c', ''])
   process.wait()
   return process.pid
+
+
+def test_publish_keeps_the_first_complete_copy_and_replaces_a_damaged_one(
+    tmp_path):
+  path = tmp_path / 'cache'
+  complete = lambda d: (d / 'saved_model.pb').is_file()
+
+  def publish(text, judge=complete):
+    with artifacts.scratch(path) as directory:
+      return artifacts.publish(_saved_model(directory / 'cache', text), path,
+                               judge)
+
+  assert publish('first')
+  assert not publish('second')  # The first complete copy stays.
+  (path / 'saved_model.pb').unlink()  # Damaged.
+  assert publish('third')
+  # Judged damaged, then found complete once set aside (another process
+  # replaced the damaged copy meanwhile): put back, not deleted.
+  judged = []
+
+  def damaged_then_complete(directory):
+    judged.append(directory)
+    return len(judged) > 1 and complete(directory)
+
+  assert not publish('fourth', damaged_then_complete)
+  assert (path / 'saved_model.pb').read_text() == 'third'
+  assert list(tmp_path.iterdir()) == [path]

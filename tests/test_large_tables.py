@@ -6,6 +6,9 @@ import logging
 import multiprocessing
 import os
 import signal
+import socket
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -227,6 +230,23 @@ def test_the_next_conversion_removes_a_killed_ones_scratch(tmp_path, caplog):
   assert list(tmp_path.iterdir()) == [directory]
   assert any(f'removing {leftover}, left by process {killed.pid}, which has '
              f'ended' in r.getMessage() for r in caplog.records)
+
+
+def test_a_run_reading_the_cache_removes_a_killed_conversions_scratch(
+    tmp_path):
+  """Another process completed the cache that a killed one was writing."""
+  path = _write(tmp_path / 'table.csv')
+  sources.load(_data_config(path, max_memory_mb=1), loss='mse')
+  cache, = tmp_path.glob(f'*{table_cache.SUFFIX}')
+  ended = subprocess.Popen([sys.executable, '-c', ''])
+  ended.wait()
+  stale = tmp_path / (f'.{cache.name}.scratch-{ended.pid}@'
+                      f'{socket.gethostname()}-abcd_123')
+  (stale / cache.name).mkdir(parents=True)
+  (stale / cache.name / 'features.bin').write_bytes(b'\0' * 1024)
+  sources.load(_data_config(path, max_memory_mb=1), loss='mse')
+  assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+      [cache.name, 'table.csv'])
 
 
 def _fake_cgroup(tmp_path, monkeypatch, membership, limits):

@@ -62,7 +62,7 @@ def scratch(path: pathlib.Path):
     OSError: the directory cannot be created.
   """
   path = pathlib.Path(path)
-  _remove_stale(path)
+  remove_stale(path)
   directory = pathlib.Path(tempfile.mkdtemp(
       prefix=f'.{path.name}.scratch-{os.getpid()}@{socket.gethostname()}-',
       dir=path.parent))
@@ -116,8 +116,9 @@ def _discard(directory: pathlib.Path, path: pathlib.Path) -> None:
   shutil.rmtree(directory, ignore_errors=True)
 
 
-def _remove_stale(path: pathlib.Path) -> None:
-  """Discards the scratch directories of `path` whose process is dead."""
+def remove_stale(path: pathlib.Path) -> None:
+  """Discards the scratch directories of `path` whose process is dead (on
+  this host), restoring a copy of `path` a killed swap set aside."""
   owner = re.compile(rf'\.{re.escape(path.name)}\.scratch-(\d+)@(.*)-\w{{8}}')
   for entry in path.parent.glob(f'.{glob.escape(path.name)}.scratch-*'):
     match = owner.fullmatch(entry.name)

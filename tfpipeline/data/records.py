@@ -157,7 +157,9 @@ def _random_access(builder):
       not any(source.glob('*.tfrecord-*'))):
     return builder
   converted = source.with_name(source.name + CONVERTED_SUFFIX)
-  if not (converted / 'dataset_info.json').is_file():
+  if (converted / 'dataset_info.json').is_file():
+    artifacts.remove_stale(converted)  # Killed while another completed.
+  else:
     _convert(source, converted)
   return tfds.builder_from_directory(str(converted))
 

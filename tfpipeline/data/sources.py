@@ -24,6 +24,7 @@ from absl import logging
 from ml_collections import config_dict
 import numpy as np
 
+from tfpipeline import artifacts
 from tfpipeline import console
 from tfpipeline import integrity
 from tfpipeline.data import files
@@ -528,6 +529,7 @@ def _file_table(data_config, *, for_prediction: bool = False,
   if table is not None:
     logging.info('reading %s from its memory-mapped cache %s', path,
                  directory)
+    artifacts.remove_stale(directory)  # Killed while another completed.
     return table, layout, origin
   return table_cache.build(directory, fill, **shape, metadata={
       'source': str(path), 'sha256': sha256, **selection}), layout, origin
