@@ -40,15 +40,17 @@ def test_a_tfds_split_predicts_what_the_report_recorded(diabetes_run,
   assert result.returncode == 0, result.stderr[-3000:]
   assert result.last_line == f'wrote 67 predictions to {output}'
   rows = _read(output)
-  assert list(rows[0]) == ['index', 'progression', 'sex', 'prediction']
   recorded = _read(model_dir / 'report' / 'predictions.csv')
+  # The report's columns, less the features.
+  assert list(rows[0]) == [c for c in recorded[0] if c not in DIABETES] == [
+      'index', 'source_row', 'progression', 'group:sex', 'prediction']
   assert [r['index'] for r in rows] == [str(i) for i in range(67)]
   by_index = {r['index']: r for r in recorded}
   for row in rows:  # Same model and inputs (the report's ran under XLA).
     assert float(row['prediction']) == pytest.approx(
         float(by_index[row['index']]['prediction']), rel=1e-5)
-    assert row['progression'] == by_index[row['index']]['progression']
-    assert row['sex'] == by_index[row['index']]['group:sex']
+    for column in ('source_row', 'progression', 'group:sex'):
+      assert row[column] == by_index[row['index']][column]
 
 
 def test_a_csv_without_label_is_predicted_row_by_row(diabetes_run, tmp_path):
@@ -60,7 +62,9 @@ def test_a_csv_without_label_is_predicted_row_by_row(diabetes_run, tmp_path):
                     f'--output={output}', '--batch_size=7')
   assert result.returncode == 0, result.stderr[-3000:]
   rows = _read(output)
-  assert list(rows[0]) == ['index', 'sex', 'prediction']  # sex: the group
+  assert list(rows[0]) == ['index', 'source_row', 'group:sex', 'prediction']
+  # source_row: the file's line, the header being line 1.
+  assert [int(r['source_row']) for r in rows] == list(range(2, 27))
   want = tfpipeline.load_model(model_dir).predict(features, verbose=0)
   np.testing.assert_allclose([float(r['prediction']) for r in rows],
                              want[:, 0], rtol=1e-5)
@@ -135,3 +139,46 @@ def test_bad_input_exits_2_with_one_line(diabetes_run, tmp_path, case,
   assert fragment in result.last_line
   assert 'Traceback' not in result.stderr
   assert not (tmp_path / 'o.csv').exists()
+
+
+def test_source_rows_number_rows_as_errors_do(tmp_path):
+  """CSV: the row a spreadsheet shows (the header is row 1); Parquet: the
+  row over all parts in order; NPZ: the array index."""
+  import pyarrow as pa
+  import pyarrow.parquet as pq
+  from tfpipeline import config
+  from tfpipeline.data import sources
+  from tfpipeline.errors import UserError
+  values = np.arange(12, dtype=np.float32)
+  (tmp_path / 'data.csv').write_text(
+      'x,y\n' + ''.join(f'{v},{-v}\n' for v in values))
+  (tmp_path / 'parts').mkdir()
+  for part, rows in enumerate((values[:5], values[5:])):
+    pq.write_table(pa.table({'x': rows, 'y': -rows}),
+                   tmp_path / 'parts' / f'part-{part}.parquet')
+  np.savez(tmp_path / 'data.npz', x=values, y=-values)
+  data_config = config.get_config().data
+  data_config.update({'features': ('x',), 'label': 'y', 'group': None})
+
+  def read(source, name):
+    data_config.update({'source': source, 'path': str(tmp_path / name)})
+    return sources.read_rows(data_config)
+
+  for source, name, first in (('csv', 'data.csv', 2),
+                              ('parquet', 'parts', 0), ('npz', 'data.npz', 0)):
+    split = read(source, name)
+    np.testing.assert_array_equal(split.source_rows(), np.arange(12) + first)
+    np.testing.assert_array_equal(split.source_rows([7, 3]),
+                                  np.array([7, 3]) + first)
+    np.testing.assert_array_equal(
+        split.take(split.source_rows() - first)['features'][:, 0], values)
+  # The CSV row whose source_row is 5 is the one an error calls row 5.
+  assert read('csv', 'data.csv').source_rows()[3] == 5
+  lines = (tmp_path / 'data.csv').read_text().splitlines()
+  lines[4] = lines[4].replace(',', ',x', 1)
+  (tmp_path / 'data.csv').write_text('\n'.join(lines) + '\n')
+  with pytest.raises(UserError, match=r"data\.csv, row 5, column 'y'"):
+    read('csv', 'data.csv')
+  # A quoted line break leaves the row one row (as in a spreadsheet).
+  (tmp_path / 'data.csv').write_text('x,y,note\n1,2,"a\nb"\n3,4,c\n')
+  np.testing.assert_array_equal(read('csv', 'data.csv').source_rows(), [2, 3])

@@ -57,10 +57,12 @@ def test_digits_run_streams_images_and_writes_everything(tmp_path,
   assert metrics['accuracy'] > 0.8  # 6 epochs; the full run reaches 0.99
   with open(model_dir / 'report' / 'predictions.csv') as f:
     rows = list(csv.reader(f))
-  assert rows[0] == (['index', 'label', 'group:parity'] +
-                     [f'prediction_{i}' for i in range(10)])
+  assert rows[0] == (['index', 'source_row', 'label', 'group:parity'] +
+                     [f'prediction_{i}' for i in range(10)] +
+                     ['predicted_class'])
   assert [int(r[0]) for r in rows[1:]] == list(range(271))
-  assert {r[2] for r in rows[1:]} == {'even', 'odd'}
+  assert [int(r[1]) for r in rows[1:]] == list(range(271))  # TFDS records
+  assert {r[3] for r in rows[1:]} == {'even', 'odd'}
   report = json.loads((model_dir / 'report' / 'report.json').read_text())
   assert report['fairness']['evaluated']
   flops = report['compute']['forward_flops_per_example']
@@ -71,8 +73,7 @@ def test_digits_run_streams_images_and_writes_everything(tmp_path,
   ig = report['attributions']
   assert (ig['kind'], ig['baseline'], ig['examples']) == ('image', 'black', 100)
   assert ig['completeness_error'] <= 0.05
-  predicted = np.array([[float(v) for v in r[3:]] for r in rows[1:101]]
-                       ).argmax(axis=1)
+  predicted = np.array([int(r[14]) for r in rows[1:101]])
   assert {k: v['examples'] for k, v in ig['class_maps'].items()} == {
       str(c): int(n) for c, n in zip(*np.unique(predicted,
                                                 return_counts=True))}
@@ -95,7 +96,7 @@ def test_digits_run_streams_images_and_writes_everything(tmp_path,
   c = config.load('digits_cnn')
   c.data.data_dir = str(digits_dir)
   test = sources.load(c.data, loss=c.loss).test.records.read_all()
-  recorded = np.array([[float(v) for v in r[3:]] for r in rows[1:]])
+  recorded = np.array([[float(v) for v in r[4:14]] for r in rows[1:]])
   np.testing.assert_allclose(model.predict(test['image'], verbose=0),
                              recorded, atol=1e-5)
   # tfpipeline.predict streams the same split through the model.
@@ -105,14 +106,12 @@ def test_digits_run_streams_images_and_writes_everything(tmp_path,
   assert scored.returncode == 0, scored.stderr[-3000:]
   with open(output) as f:
     scored_rows = list(csv.reader(f))
-  assert scored_rows[0] == (['index', 'label', 'parity'] +
-                            [f'prediction_{i}' for i in range(10)] +
-                            ['predicted_class'])
-  assert [r[:3] for r in scored_rows[1:]] == [r[:3] for r in rows[1:]]
-  probabilities = np.array([[float(v) for v in r[3:13]]
+  assert scored_rows[0] == rows[0]  # Written alike (no table features).
+  assert [r[:4] for r in scored_rows[1:]] == [r[:4] for r in rows[1:]]
+  probabilities = np.array([[float(v) for v in r[4:14]]
                             for r in scored_rows[1:]])
   np.testing.assert_allclose(probabilities, recorded, atol=1e-5)
-  assert [int(r[13]) for r in scored_rows[1:]] == list(
+  assert [int(r[14]) for r in scored_rows[1:]] == list(
       probabilities.argmax(axis=1))
 
 

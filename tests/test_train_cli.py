@@ -310,8 +310,9 @@ def test_table_classification_end_to_end(tmp_path, loss, units, label):
   assert {r['feature'] for r in report['attributions']['ranking']} == {'a', 'b'}
   with open(model_dir / 'report' / 'predictions.csv') as f:
     header = f.readline().strip().split(',')
-  assert header[-units:] == (['prediction'] if units == 1 else
-                             [f'prediction_{i}' for i in range(3)])
+  assert header == ['index', 'source_row', 'a', 'b', 'y', 'group:side'] + (
+      ['prediction'] if units == 1 else
+      [f'prediction_{i}' for i in range(3)] + ['predicted_class'])
   written = json.loads((model_dir / 'config.json').read_text())
   assert (written['data']['features'], written['data']['group']) == (
       ['a', 'b'], 'side')
@@ -324,13 +325,15 @@ def test_table_classification_end_to_end(tmp_path, loss, units, label):
   with open(output) as f:
     rows = list(csv.DictReader(f))
   assert [r['y'] for r in rows] == [str(t) for t in y]
-  assert [r['side'] for r in rows] == ['LR'[i % 2] for i in range(400)]
+  assert [r['group:side'] for r in rows] == ['LR'[i % 2] for i in range(400)]
   if units == 1:
-    assert list(rows[0]) == ['index', 'y', 'side', 'prediction']
+    assert list(rows[0]) == ['index', 'source_row', 'y', 'group:side',
+                             'prediction']
     predicted = np.array([float(r['prediction']) >= 0.5 for r in rows])
   else:
-    assert list(rows[0]) == ['index', 'y', 'side', 'prediction_0',
-                             'prediction_1', 'prediction_2', 'predicted_class']
+    assert list(rows[0]) == ['index', 'source_row', 'y', 'group:side',
+                             'prediction_0', 'prediction_1', 'prediction_2',
+                             'predicted_class']
     probabilities = np.array([[float(r[f'prediction_{c}']) for c in range(3)]
                               for r in rows])
     np.testing.assert_allclose(probabilities.sum(axis=1), 1, rtol=1e-5)

@@ -11,10 +11,13 @@ Parquet parts) with the columns (keys) the model was trained on, or
 tfds:SPLIT, a split of the run's TFDS dataset. The label and group
 columns are optional; where present they are copied to the output.
 
-The output has one row per input row: `index` (the row's index in the file
-or split), the label and group when present, then `prediction` (regression;
-binary classification: the probability of class 1), or one
-`prediction_<class>` probability per class and `predicted_class`.
+The output has one row per input row: `index` (its position in the input),
+`source_row` (a CSV file's row, the header being row 1; a Parquet row
+over all parts; an NPZ index; a TFDS record's index in SPLIT), the label
+and `group:NAME` when present, then `prediction` (regression; binary
+classification: the probability of class 1), or one `prediction_<class>`
+probability per class and `predicted_class`: the columns of the report's
+predictions.csv, less the features.
 
 The model is checked against the run's MANIFEST.json and loaded in Keras
 safe mode. Exit codes: 0 written; 2 bad input (one line; nothing written);
@@ -45,8 +48,6 @@ _BATCH_SIZE = flags.DEFINE_integer(
     'batch_size', 1024, 'Examples per model call.', lower_bound=1)
 
 _TFDS_PREFIX = 'tfds:'
-_CLASSIFICATION = ('binary_crossentropy', 'categorical_crossentropy',
-                   'sparse_categorical_crossentropy')
 
 
 def input_config(run_config, input_name: str):
@@ -102,31 +103,6 @@ def predict(model, split, data_config, batch_size: int):
           arrays.get(data_config.group))
 
 
-def write_predictions(path: pathlib.Path, loss: str, label_name: str,
-                      group_name, rows, predictions, labels, groups) -> None:
-  """The output table (see the module docstring), written atomically."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  count = len(predictions)
-  predictions = predictions.reshape(count, -1).astype(np.float32)
-  labels = None if labels is None else labels.reshape(count, -1)
-  multiclass = loss in _CLASSIFICATION and predictions.shape[1] > 1
-  header = (['index'] +
-            (tables.names(label_name, labels.shape[1]) if labels is not None
-             else []) + ([group_name] if groups is not None else []) +
-            (tables.names('prediction', predictions.shape[1]) if not
-             multiclass else [f'prediction_{c}' for c in
-                              range(predictions.shape[1])] +
-             ['predicted_class']))
-  classes = predictions.argmax(axis=1)
-  tables.write_csv(path, header, (
-      [int(rows[i])] +
-      ([tables.cell(v) for v in labels[i]] if labels is not None else []) +
-      ([tables.cell(groups[i])] if groups is not None else []) +
-      [tables.float32_text(v) for v in predictions[i]] +
-      ([int(classes[i])] if multiclass else [])
-      for i in range(count)))
-
-
 def _changed(error: ValueError) -> None:
   """Exit 1: a file of the run is not the one it wrote."""
   print(f'error: {error}; nothing predicted', file=sys.stderr)
@@ -166,8 +142,12 @@ def main(argv: list[str]) -> int:
   except ValueError as e:
     _changed(e)
   predictions, labels, groups = predict(model, split, data, _BATCH_SIZE.value)
-  write_predictions(output, run_config.loss, data.label, data.group,
-                    split.rows, predictions, labels, groups)
+  source_rows = split.source_rows()
+  tables.write_predictions(
+      output, index=range(len(source_rows)), source_rows=source_rows,
+      predictions=predictions, classifier='crossentropy' in run_config.loss,
+      label_name=data.label, labels=labels, group_name=data.group,
+      groups=groups)
   print(f'wrote {len(predictions)} predictions to {output}', file=sys.stderr)
   return 0
 

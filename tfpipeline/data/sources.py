@@ -37,16 +37,20 @@ from tfpipeline.errors import UserError
 # What a run's features are: float32 columns, or one key's image (rank 3),
 # other fixed-shape tensor, or string.
 TABLE, IMAGE, TENSOR, TEXT = 'table', 'image', 'tensor', 'text'
+# A CSV file's first data row: row 1 is the header.
+CSV_FIRST_ROW = 2
 
 
 @dataclasses.dataclass(frozen=True)
 class Split:
   """One split of examples: `rows` of a `table` (in memory or memory-mapped;
   for a file, `rows` are the file's row indices), or streamed `records`,
-  read by index (TFDS images, tensors and text)."""
+  read by index (TFDS images, tensors and text). `first_row` numbers the
+  table's row 0 as the user finds it: CSV_FIRST_ROW for a CSV file."""
   table: Table | None = None
   rows: np.ndarray | None = None
   records: records_lib.Records | None = None
+  first_row: int = 0
   # `moments` by key: a run builds its model more than once.
   _moments: dict = dataclasses.field(default_factory=dict, compare=False,
                                      repr=False)
@@ -65,6 +69,19 @@ class Split:
   @property
   def streamed(self) -> bool:
     return self.records is not None
+
+  def source_rows(self, positions=None) -> np.ndarray:
+    """Where the examples at `positions` (default: all) are in their source,
+    as errors name them: a CSV file's row as a spreadsheet numbers it (the
+    header is row 1; the file's line unless a quoted cell holds a line
+    break), a Parquet row over all parts in order, an NPZ array's index, a
+    TFDS record's index in the split as configured (synthetic data: the
+    position)."""
+    if self.records is not None:
+      every = np.arange(len(self.records))
+      return every if positions is None else every[positions]
+    return (self.rows if positions is None else
+            self.rows[positions]) + self.first_row
 
   def take(self, positions=None) -> dict[str, np.ndarray]:
     """Copies of the split's examples at `positions` (default: all):
@@ -155,7 +172,8 @@ def read_rows(data_config) -> Split:
   origin = _describe(data_config)
   if data_config.source in ('csv', 'parquet'):
     table, _, _ = _file_table(data_config, for_prediction=True)
-    return Split(table, np.arange(len(table)))
+    return Split(table, np.arange(len(table)),
+                 first_row=_first_row(data_config))
   if data_config.source == 'tfds':
     builder = _prepared_builder(data_config)
     info = builder.info
@@ -219,13 +237,18 @@ def _check_finite(features: np.ndarray, labels: np.ndarray | None,
           f'impute NaN/Inf values first')
 
 
+def _first_row(data_config) -> int:
+  """The number the user finds a table's row 0 under (`Split.first_row`)."""
+  return CSV_FIRST_ROW if data_config.source == 'csv' else 0
+
+
 def _row_namer(data_config, split_name: str):
   """`where(i)`: row i of the table of `split_name` as the user finds it: a
   CSV file's line, an NPZ array's index, a Parquet part's row, a TFDS
   split's index."""
   origin = _describe(data_config)
   if data_config.source == 'csv':
-    return lambda i: f'{origin}, row {i + 2}'  # Row 1: the header.
+    return lambda i: f'{origin}, row {i + CSV_FIRST_ROW}'
   if data_config.source == 'npz':
     return lambda i: f'{origin}, index {i}'
   if data_config.source == 'parquet':
@@ -414,7 +437,8 @@ def _table_splits(table: Table, layout: _Layout, data_config,
                   origin: dict) -> Splits:
   """One table split into train, validation and test by seeded rows: index
   sets into the table, not copies."""
-  parts = [Split(table, rows) for rows in _split_rows(len(table), data_config)]
+  parts = [Split(table, rows, first_row=_first_row(data_config))
+           for rows in _split_rows(len(table), data_config)]
   return layout.splits(parts, data_config, origin)
 
 

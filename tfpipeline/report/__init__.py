@@ -19,7 +19,6 @@ from tfpipeline import integrity
 from tfpipeline import run_identity
 from tfpipeline import tables
 from tfpipeline.data import sources
-from tfpipeline.data import table as table_lib
 from tfpipeline.report import attributions
 from tfpipeline.report import compute
 from tfpipeline.report import fairness
@@ -88,7 +87,8 @@ def write(model_dir: pathlib.Path, *, config, splits, inputs, model, strategy,
 
   artifacts.write_text(report_dir / 'report.json',
                        json.dumps(report, indent=2) + '\n')
-  _write_predictions(report_dir / 'predictions.csv', splits, test_evaluation)
+  _write_predictions(report_dir / 'predictions.csv', splits, test_evaluation,
+                     config.loss)
   render.render(model_dir)
   return report
 
@@ -133,29 +133,16 @@ def _attributions(model, splits, inputs, config, report_dir,
   return result
 
 
-def _write_predictions(path: pathlib.Path, splits, test) -> None:
-  """The test split: row index, a table's features, label(s), group and
-  prediction(s). Images and text are identified by their index alone. A
-  table's features are read chunk by chunk as the rows are written."""
-  count = len(test)
-  labels = test.labels.reshape(count, -1)
-  predictions = test.predictions.reshape(count, -1)
+def _write_predictions(path: pathlib.Path, splits, test, loss: str) -> None:
+  """The test split (`tables.write_predictions`), a table's features read
+  chunk by chunk as the rows are written; images and text are identified
+  by their rows alone."""
   table = splits.kind == sources.TABLE
-  group = [f'group:{splits.group_name}'] if test.groups is not None else []
-  header = (['index'] + (list(splits.feature_names) if table else []) +
-            tables.names(splits.label_name, labels.shape[1]) + group +
-            tables.names('prediction', predictions.shape[1]))
-
-  def rows():
-    for start in range(0, count, table_lib.CHUNK_ROWS):
-      end = min(start + table_lib.CHUNK_ROWS, count)
-      features = (splits.test.take(test.index[start:end])['features']
-                  if table else np.zeros((end - start, 0)))
-      for i in range(start, end):
-        yield ([int(test.index[i])] +
-               [tables.float32_text(v) for v in features[i - start]] +
-               [tables.cell(v) for v in labels[i]] +
-               ([tables.cell(test.groups[i])] if group else []) +
-               [tables.float32_text(v) for v in predictions[i]])
-
-  tables.write_csv(path, header, rows())
+  tables.write_predictions(
+      path, index=test.index, source_rows=splits.test.source_rows(test.index),
+      predictions=test.predictions, classifier='crossentropy' in loss,
+      label_name=splits.label_name, labels=test.labels,
+      group_name=splits.group_name, groups=test.groups,
+      feature_names=splits.feature_names if table else (),
+      features=(lambda start, end: splits.test.take(
+          test.index[start:end])['features']) if table else None)
