@@ -75,6 +75,9 @@ def test_bad_csv_names_file_row_and_column(regression_csv, edit, fragment):
     (b'PK\x03\x04\x14\x00\x00\x00', r'a binary file, not CSV \(a NUL '
      r'byte at byte offset 5, line 1\)'),
     (b'a,b,group,y\n', 'a header row and no data rows'),
+    (b'a,b,group,y\r1,2,a,3\r4,5,b,6\r', r'row 1: a line ends in a lone '
+     r'carriage return \(CR, as old Mac and spreadsheet exports write\); save '
+     r'it with LF or CRLF line endings'),
 ])
 def test_files_that_are_not_utf8_csv_are_refused(tmp_path, content,
                                                  fragment):
@@ -83,6 +86,22 @@ def test_files_that_are_not_utf8_csv_are_refused(tmp_path, content,
   with pytest.raises(UserError, match=fragment) as error:
     sources.load(_csv_config(path), loss='mse')
   assert str(error.value).startswith(str(path))
+
+
+def test_a_header_wider_than_64_kib_is_read_whole(tmp_path):
+  # 7,001 names in 98 KB: the first 64 KiB held 4,682 of them.
+  names = [f'feature_{i:05d}' for i in range(7000)]
+  rows = np.arange(20 * 7001).reshape(20, 7001) % 97
+  path = tmp_path / 'wide.csv'
+  path.write_text('\n'.join([','.join(names + ['y'])] + [
+      ','.join(map(str, row)) for row in rows]) + '\n')
+  splits = sources.load(_csv_config(path, features=(), group=''), loss='mse')
+  assert splits.feature_names == tuple(names)
+  train = splits.train.take()
+  np.testing.assert_array_equal(train['features'],
+                                rows[splits.train.rows, :-1])
+  np.testing.assert_array_equal(train['labels'][:, 0],
+                                rows[splits.train.rows, -1])
 
 
 def _labelled_csv(path, labels) -> str:

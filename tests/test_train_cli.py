@@ -207,6 +207,8 @@ BAD_INPUTS = {
         '--config.model.output_units=5'], "bad.csv, row 12, label 'y' is 7: "
                               'loss=sparse_categorical_crossentropy needs '
                               'class ids 0 to 4'),
+    'CR line ends': (lambda t, c: _bad_csv(t, c, lambda l: ['\r'.join(l)]),
+                     'row 1: a line ends in a lone carriage return'),
     'duplicate column': (lambda t, c: _bad_csv(
         t, c, lambda l: ['a,b,a,y'] + l[1:]), "column 'a' appears twice"),
     'label among the features': (lambda t, c: [

@@ -40,11 +40,14 @@ def _open_binary(path: pathlib.Path):
 
 
 def csv_header(path: pathlib.Path) -> list[str]:
-  """The header row's column names (stripped); refuses binary files, UTF-16
-  and other encodings in the header, empty files and repeated names."""
+  """The header row's column names (stripped), however wide; refuses binary
+  files, UTF-16 and other encodings in the header, lines ended by a lone CR,
+  empty files and repeated names."""
   with _open_binary(path) as f:
     try:
       head = f.read(_HEAD_BYTES)
+      if b'\n' not in head and b'\r' not in head:  # A header wider than head.
+        head += f.readline()
     except (OSError, EOFError) as e:  # A .gz that is not gzip.
       raise UserError(f'data.path: cannot read {path}: {first_line(e)}') from None
   if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
@@ -56,6 +59,10 @@ def csv_header(path: pathlib.Path) -> list[str]:
     raise UserError(f'{path}: a binary file, not CSV (a NUL byte at byte '
                     f'offset {nul}, line {line}); give a CSV file')
   first = head.split(b'\n', 1)[0]
+  if b'\r' in first[:-1]:
+    raise UserError(f'{path}, row 1: a line ends in a lone carriage return '
+                    f'(CR, as old Mac and spreadsheet exports write); save it '
+                    f'with LF or CRLF line endings')
   header = next(csv.reader([_decoded(first, path, 0).removeprefix(
       '\ufeff')]), [])
   header = [name.strip() for name in header]
