@@ -3,6 +3,7 @@
 
 import csv
 import hashlib
+import html
 import json
 import os
 import re
@@ -77,15 +78,17 @@ def test_predictions_csv_is_the_models_test_predictions(diabetes_run,
   data_config.data_dir = str(tfds_dir)
   test = sources.load(data_config, loss='mse').test
   assert len(rows) == len(test) == 67
-  assert list(rows[0]) == ['index', 'age', 'sex', 'bmi', 'bp', 's1', 's2',
-                           's3', 's4', 's5', 's6', 'progression', 'group:sex',
-                           'prediction']
+  assert list(rows[0]) == ['index', 'source_row', 'age', 'sex', 'bmi', 'bp',
+                           's1', 's2', 's3', 's4', 's5', 's6', 'progression',
+                           'group:sex', 'prediction']
   assert [int(r['index']) for r in rows] == list(range(67))
+  # The test split is a TFDS split of its own: its records, in order.
+  assert [int(r['source_row']) for r in rows] == list(range(67))
   # float32 values at float32 precision ('21.72'), reading back exactly.
   assert all(len(r[c].replace('-', '').replace('.', '')) <= 9
              for r in rows for c in ('age', 'bmi', 'progression', 'prediction'))
   np.testing.assert_array_equal(
-      np.asarray([[r[c] for c in list(rows[0])[1:11]] for r in rows],
+      np.asarray([[r[c] for c in list(rows[0])[2:12]] for r in rows],
                  np.float32), test.take()['features'])
   np.testing.assert_array_equal(
       np.asarray([r['progression'] for r in rows], np.float32),
@@ -244,3 +247,77 @@ def test_report_command_renders_the_same_bytes(diabetes_run, tmp_path):
   assert missing.stderr.strip() == (
       f'error: {tmp_path / "nothing"} has no report/report.json; give the '
       f'--model_dir of a finished run')
+
+
+def _csv_with_groups(path):
+  """A CSV whose group cells a spreadsheet would run, and negative numbers."""
+  groups = ['=HYPERLINK("http://example.com","x")', '-1', '@SUM(A1)',
+            '+cmd', 'plain', '\tTAB']
+  with open(path, 'w', newline='') as f:
+    csv.writer(f, lineterminator='\n').writerows(
+        [['a', 'b', 'g', 'y']] + [[i - 10.5, (i * 7) % 5, groups[i % 6],
+                                   (i % 3) - 1.25] for i in range(40)])
+  return path.read_text().splitlines(), groups
+
+
+def test_report_predictions_join_back_to_the_csv_lines(tmp_path):
+  from tfpipeline import config
+  from tfpipeline import evaluation
+  from tfpipeline import report as report_lib
+  from tfpipeline.data import sources
+  lines, groups = _csv_with_groups(tmp_path / 'data.csv')
+  data_config = config.get_config().data
+  data_config.update({'source': 'csv', 'path': str(tmp_path / 'data.csv'),
+                      'features': ('a', 'b'), 'label': 'y', 'group': 'g'})
+  splits = sources.load(data_config, loss='mse')
+  test = splits.test.take()
+  count = len(splits.test)
+  predictions = -np.arange(count, dtype=np.float32)[:, None] / 8
+  report_lib._write_predictions(
+      tmp_path / 'predictions.csv', splits, evaluation.Evaluation(
+          predictions, test['labels'], test['groups'], np.arange(count)),
+      'mse')
+  with open(tmp_path / 'predictions.csv', newline='') as f:
+    rows = list(csv.reader(f))
+  assert rows[0] == ['index', 'source_row', 'a', 'b', 'y', 'group:g',
+                     'prediction']
+  assert [int(r[0]) for r in rows[1:]] == list(range(count))
+  # source_row is the file's line (the header is line 1), as errors name
+  # rows: that line holds the row's features, label and group.
+  source_lines = [int(r[1]) for r in rows[1:]]
+  assert source_lines != sorted(source_lines)  # A shuffled split.
+  inert = {g: ("'" + g if g[0] in '=@+\t' else g) for g in groups}
+  for row in rows[1:]:
+    a, b, g, y = next(csv.reader([lines[int(row[1]) - 1]]))
+    assert [float(row[2]), float(row[3]), float(row[4])] == [
+        float(a), float(b), float(y)]
+    assert row[5] == inert[g]  # Formulas neutralised, numbers ('-1') not.
+    assert float(row[6]) == -int(row[0]) / 8
+  assert {r[5] for r in rows[1:]} <= set(inert.values())
+  assert any(r[2].startswith('-') and r[6].startswith('-') for r in rows[1:])
+
+
+def test_markdown_shows_names_from_the_data_literally():
+  from markdown_it import MarkdownIt
+  from tfpipeline.report import render
+  feature, group = 'a|b*c_<x>', '=HYPERLINK("http://x","[y](z)")'
+  texts = {'heading': f'{feature} #', 'text': f'# {group} `code` ~~s~~ $m$',
+           'ordered': '1. not a list', 'bullet': '- not a list either',
+           'token': '<b>&amp;'}
+  markdown = render._markdown([
+      render._Heading(texts['heading']), render._Text(texts['text']),
+      render._Text(texts['ordered']), render._Text(texts['bullet']),
+      render._Text('an item', bullet=True),
+      render._Table(['sex|group', 'mse'], [[group, '-1.5'], [feature, '2']]),
+      render._Tokens('Test example 0', [texts['token'], feature], [0.5, -1])])
+  page = MarkdownIt('commonmark').enable(['table', 'strikethrough']).render(
+      markdown)
+  assert set(re.findall(r'<(\w+)', page)) == {
+      'h2', 'p', 'ul', 'li', 'table', 'thead', 'tbody', 'tr', 'th', 'td'}
+  cells = re.findall(r'<t[hd]>(.*?)</t[hd]>', page)
+  assert cells == [html.escape(c) for c in ('sex|group', 'mse', group, '-1.5',
+                                            feature, '2')]
+  paragraphs = re.findall(r'<(?:h2|p|li)>(.*?)</(?:h2|p|li)>', page)
+  assert paragraphs == [html.escape(t) for t in (
+      texts['heading'], texts['text'], texts['ordered'], texts['bullet'],
+      'an item', f"Test example 0: {texts['token']}(+0.5) {feature}(-1)")]

@@ -11,6 +11,7 @@ import html
 import io
 import json
 import pathlib
+import re
 
 import numpy as np
 
@@ -26,6 +27,7 @@ class _Heading:
 @dataclasses.dataclass
 class _Text:
   text: str
+  bullet: bool = False  # An item of a list.
 
 
 @dataclasses.dataclass
@@ -47,6 +49,11 @@ class _Tokens:
   tokens: list
   attributions: list
 
+
+# Markdown's markup anywhere in a line (CommonMark, with GitHub's tables,
+# strikethrough and math), and at a line's start (list items).
+_MARKUP = re.compile(r'([\\`*_\[\]<>|#~$&])')
+_LINE_START = re.compile(r'^(\d*)([+\-.)])')
 
 # Drawn when the report is written (it needs the test images), kept by a
 # re-render: the other plots are drawn from report.json alone.
@@ -350,7 +357,7 @@ _DATA_VERSION_KEYS = ('source', 'name', 'version', 'sha256', 'seed')
       blocks.append(_Table(['', ''], [[k.replace('_', ' '), _inline(v)]
                                       for k, v in value.items()]))
     elif isinstance(value, list):
-      blocks += [_Text(f'- {item}') for item in value]
+      blocks += [_Text(item, bullet=True) for item in value]
     else:
       blocks.append(_Text(value))
   return blocks
@@ -397,23 +404,32 @@ def _attribution_blocks(attributions: dict, images: dict) -> list:
   return blocks
 
 
+def _literal(text, *, line_start: bool = False) -> str:
+  """`text` as Markdown shows it, never as markup: one line, its markup
+  characters backslash-escaped; at a `line_start`, a leading list marker
+  too (names and values come from the data: a feature `a|b*c_<x>`)."""
+  text = _MARKUP.sub(r'\\\1', ' '.join(str(text).split()))
+  return _LINE_START.sub(r'\1\\\2', text) if line_start else text
+
+
 def _markdown(blocks: list) -> str:
   out = []
   for block in blocks:
     if isinstance(block, _Heading):
-      out.append('#' * block.level + ' ' + block.text)
+      out.append('#' * block.level + ' ' + _literal(block.text))
     elif isinstance(block, _Text):
-      out.append(block.text)
+      out.append('- ' + _literal(block.text) if block.bullet else
+                 _literal(block.text, line_start=True))
     elif isinstance(block, _Image):
-      out.append(f'![{block.alt}]({block.name})')
+      out.append(f'![{_literal(block.alt)}]({block.name})')
     elif isinstance(block, _Tokens):
-      out.append(f'{block.caption}: ' + ' '.join(
-          f'{token}({value:+.2g})' for token, value in
+      out.append(f'{_literal(block.caption, line_start=True)}: ' + ' '.join(
+          f'{_literal(token)}({value:+.2g})' for token, value in
           zip(block.tokens, block.attributions)))
     else:
-      out.extend('| ' + ' | '.join(str(c).replace('|', '\\|') for c in row)
-                 + ' |' for row in [block.header, ['---'] * len(block.header),
-                                    *block.rows])
+      out.extend('| ' + ' | '.join(row) + ' |' for row in [
+          [_literal(c) for c in block.header], ['---'] * len(block.header),
+          *[[_literal(c) for c in row] for row in block.rows]])
     out.append('')
   return '\n'.join(out)
 
@@ -448,7 +464,7 @@ def _html(blocks: list, images: dict, report: dict) -> str:
     if isinstance(block, _Heading):
       out.append(f'<h{block.level}>{e(block.text)}</h{block.level}>')
     elif isinstance(block, _Text):
-      out.append(f'<p>{e(block.text)}</p>')
+      out.append(f'<p>{"- " if block.bullet else ""}{e(block.text)}</p>')
     elif isinstance(block, _Image):
       data = base64.b64encode(images[block.name]).decode()
       out.append(f'<p><img alt="{e(block.alt)}" '
