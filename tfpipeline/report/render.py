@@ -124,6 +124,12 @@ def _png(figure) -> bytes:
   return buffer.getvalue()
 
 
+def _plain(name) -> str:
+  """A name from the data as a plot shows it: a `$` is a dollar sign, never
+  the start of matplotlib's mathtext (`$\\x$` raised ValueError)."""
+  return str(name).replace('$', r'\$')
+
+
 def _loss_plot(history: list[dict]) -> bytes:
   figure, axes = _figure()
   train = [(r['step'], r['loss']) for r in history if 'loss' in r]
@@ -149,7 +155,7 @@ def _group_plot(fairness: dict) -> bytes:
               max(max(fairness['by_group'][g][m] for g in groups), 1e-12)
               for m in metrics]
     axes.bar([j + i * width for j in range(len(metrics))], values, width,
-             label=f"{fairness['group']}={group} "
+             label=f"{_plain(fairness['group'])}={_plain(group)} "
                    f"(n={fairness['by_group'][group]['count']:.0f})")
   axes.axhline(fairness['min_ratio'], color='grey', linestyle='--',
                linewidth=1)
@@ -163,7 +169,7 @@ def _group_plot(fairness: dict) -> bytes:
 def _attribution_plot(attributions: dict) -> bytes:
   figure, axes = _figure(left=0.2)
   ranking = attributions['ranking'][:20][::-1]
-  axes.barh([row['feature'] for row in ranking],
+  axes.barh([_plain(row['feature']) for row in ranking],
             [row['mean_abs_attribution'] for row in ranking])
   axes.set_xlabel('mean |attribution| (output units)')
   axes.set_title(f"Integrated Gradients, {attributions['examples']} test "
