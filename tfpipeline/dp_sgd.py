@@ -186,14 +186,15 @@ def refused_layers(model: keras.Model) -> list[str]:
   """
   inputs = np.random.default_rng(0).uniform(0, 2, (4, *model.input_shape[1:]))
   inputs = inputs.astype(model.inputs[0].dtype)
-  layers = [(layer, [np.array(w) for w in layer.non_trainable_weights])
+  layers = [(layer, [keras.ops.convert_to_numpy(w)
+                     for w in layer.non_trainable_weights])
             for layer in model.layers]
   model(inputs, training=True)
   refused = []
   for layer, before in layers:
     name = f'{layer.name!r} ({type(layer).__name__})'
     changed = [w.name for w, old in zip(layer.non_trainable_weights, before)
-               if not np.array_equal(np.array(w), old)]
+               if not np.array_equal(keras.ops.convert_to_numpy(w), old)]
     if changed:
       refused.append(f'{name} updates {", ".join(changed)} from training '
                      f'batches')
