@@ -197,7 +197,8 @@ def refused_layers(model: keras.Model) -> list[str]:
                if not np.array_equal(keras.ops.convert_to_numpy(w), old)]
     if changed:
       refused.append(f'{name} updates {", ".join(changed)} from training '
-                     f'batches')
+                     f'batches (LayerNormalization or GroupNormalization '
+                     f'keep no batch statistics)')
     elif getattr(layer, 'activity_regularizer', None) is not None:
       refused.append(f'{name} has an activity_regularizer, a loss on '
                      f'training activations')

@@ -24,6 +24,7 @@ from tfpipeline import run_identity
 from tfpipeline.errors import Interrupted
 from tfpipeline.errors import Preempted
 from tfpipeline.errors import UserError
+from tfpipeline.errors import user_errors_through_tensorflow
 
 ENGINES = ('tfpipeline', 'keras_fit')
 
@@ -157,6 +158,7 @@ def _audited(model_dir: pathlib.Path, config, train_and_export):
   return test_metrics
 
 
+@user_errors_through_tensorflow()  # A streamed label the loss cannot take.
 def _train_and_export(config, model_dir: pathlib.Path, strategy, splits,
                       inputs, engine: str, restore_from: pathlib.Path, *,
                       meter, identity: dict) -> dict[str, float]:
@@ -272,9 +274,8 @@ def _check_model(config, splits, inputs) -> None:
     if refused:
       raise UserError(
           f'privacy.dp: layer {refused[0]}, which DP-SGD cannot privatise; '
-          f'remove it from model.layers (LayerNormalization or '
-          f'GroupNormalization keep no batch statistics), or set privacy.dp='
-          f'False (README, "Privacy")')
+          f'remove it from model.layers, or set privacy.dp=False (README, '
+          f'"Privacy", lists the layers DP-SGD accepts)')
   if config.train.deterministic and config.train.jit_compile:
     pooling = models.nondeterministic_under_xla(model)
     if pooling:
