@@ -182,3 +182,13 @@ def test_source_rows_number_rows_as_errors_do(tmp_path):
   # A quoted line break leaves the row one row (as in a spreadsheet).
   (tmp_path / 'data.csv').write_text('x,y,note\n1,2,"a\nb"\n3,4,c\n')
   np.testing.assert_array_equal(read('csv', 'data.csv').source_rows(), [2, 3])
+
+
+def test_text_a_spreadsheet_would_run_is_made_inert():
+  from tfpipeline import tables
+  cases = {'=HYPERLINK("http://x","y")': '\'=HYPERLINK("http://x","y")',
+           '+cmd': "'+cmd", '-2+3': "'-2+3", '@SUM(A1)': "'@SUM(A1)",
+           '\tx': "'\tx", '\rx': "'\rx", '-': "'-",
+           '-1': '-1', '+1.5': '+1.5', '-1.2e-05': '-1.2e-05', '.5': '.5',
+           'a=b': 'a=b', '': ''}
+  assert {text: tables.inert(text) for text in cases} == cases
