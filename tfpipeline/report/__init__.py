@@ -75,9 +75,9 @@ def write(model_dir: pathlib.Path, *, config, splits, inputs, model, strategy,
       'provenance': provenance.section(
           config, (model_dir / 'config.json').read_text(), splits,
           started=times['started_utc']),
+  }
   # Every version of the data the run trained on, from the step it was used.
   report['provenance']['data_versions'] = run_identity.versions(model_dir)
-  }
   report['provenance']['artefacts_sha256'] = {
       name: integrity.sha256_file(model_dir / name)
       for name in _TRAINED_ARTEFACTS if (model_dir / name).is_file()}

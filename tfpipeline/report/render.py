@@ -241,6 +241,10 @@ def _inline(value) -> str:
   return _number(value)
 
 
+# What tells one version of the data from another, in the provenance.
+_DATA_VERSION_KEYS = ('source', 'name', 'version', 'sha256', 'seed')
+
+
 def _blocks(report: dict, images: dict) -> list:
   compute, fairness = report['compute'], report['fairness']
   attributions, privacy = report['attributions'], report['privacy']
@@ -248,10 +252,6 @@ def _blocks(report: dict, images: dict) -> list:
   energy, flops = compute['energy'], compute['forward_flops_per_example']
   blocks = [_Heading(f"Responsibility report: {card['model_details']['name']}",
                      1),
-# What tells one version of the data from another, in the provenance.
-_DATA_VERSION_KEYS = ('source', 'name', 'version', 'sha256', 'seed')
-
-
             _Text(f"Trained {provenance['finished_utc']} by "
                   f"{provenance['user']} on {provenance['host']}; config "
                   f"sha256 {provenance['config_sha256'][:16]}...")]
@@ -317,6 +317,7 @@ _DATA_VERSION_KEYS = ('source', 'name', 'version', 'sha256', 'seed')
         ['sampling probability', _number(privacy['sampling_probability'])],
         ['steps', _number(privacy['steps'])]]),
                _Text(privacy['assumption']),
+               _Text(privacy['noise']),
                _Text(f"Covered: {privacy['covers']}")]
     blocks += [_Text(f'Not covered: {item}') for item in
                privacy['not_covered']]
@@ -324,7 +325,6 @@ _DATA_VERSION_KEYS = ('source', 'name', 'version', 'sha256', 'seed')
   else:
     blocks.append(_Text(privacy['statement']))
 
-               _Text(privacy['noise']),
   data = provenance['data']
   blocks += [
       _Heading('Provenance and integrity'),
@@ -335,6 +335,11 @@ _DATA_VERSION_KEYS = ('source', 'name', 'version', 'sha256', 'seed')
           *[[f'{split} split', f"{data[split]['rows']} rows, sha256 "
                                f"{data[split]['sha256']}"]
             for split in ('train', 'validation', 'test')],
+          ['data versions (identity.json)', '; '.join(
+              f"from step {v['from_step']}: " + ', '.join(
+                  f"{k}={v['data'][k]}" for k in _DATA_VERSION_KEYS
+                  if k in v['data'])
+              for v in provenance.get('data_versions', ()))],
           ['git', (f"{provenance['git']['commit']}"
                    f"{' (package modified)' if provenance['git']['package_modified'] else ''}"
                    if provenance['git'] else
@@ -342,11 +347,6 @@ _DATA_VERSION_KEYS = ('source', 'name', 'version', 'sha256', 'seed')
                    'checkout (its version is under packages)')],
           ['python', provenance['python']],
           ['seeds', ', '.join(f'{k}={v}' for k, v in
-          ['data versions (identity.json)', '; '.join(
-              f"from step {v['from_step']}: " + ', '.join(
-                  f"{k}={v['data'][k]}" for k in _DATA_VERSION_KEYS
-                  if k in v['data'])
-              for v in provenance.get('data_versions', ()))],
                               provenance['seeds'].items())],
           *[[f'package {k}', v] for k, v in provenance['packages'].items()],
           *[[f'sha256 {k}', v] for k, v in
