@@ -54,6 +54,25 @@ def test_cpp_info_lines_are_held_back_and_warnings_and_errors_kept():
       [True] * len(held_back) + [False] * len(kept))
 
 
+def test_tfs_echoes_of_a_user_error_are_held_back():
+  # A UserError raised inside tf.data: TF warns with it, its traceback and
+  # node lines, once per thread; the command's own last line gives it.
+  echo = (b"W0000 00:00:1796328589.7    4866 op_kernel.cc:1845] UNKNOWN: "
+          b"UserError: train row 22, label 'label' is 7\n"
+          b'Traceback (most recent call last):\n\n'
+          b'  File "script_ops.py", line 269, in __call__\n'
+          b'    ret = func(*args)\n          ^^^^^^^^^^^\n\n'
+          b"tfpipeline.errors.UserError: train row 22, label 'label' is 7\n"
+          b'\n\n\t [[{{node PyFuncStateless_1}}]]\n')
+  kept = (b"error: train row 22, label 'label' is 7\n"
+          b'Traceback (most recent call last):\n'
+          b'  File "x.py", line 1, in <module>\n')
+  completed = subprocess.run(
+      [sys.executable, '-m', 'tfpipeline.console'], env=cli_env(),
+      input=echo + echo + kept, capture_output=True, timeout=60)
+  assert completed.stderr == kept
+
+
 def test_tensorflows_cpp_warnings_reach_the_quiet_console(tmp_path):
   # A C++ WARNING line TF 2.20 and 2.21 print for a failed op; their start-up
   # INFO lines (CUDA stub, absl's notice) stay held back.

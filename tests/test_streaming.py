@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from tfpipeline import config
+from tfpipeline import errors
 from tfpipeline.data import pipeline
 from tfpipeline.data import preprocess
 from tfpipeline.data import records
@@ -217,6 +218,32 @@ def test_images_of_different_sizes_are_refused(tmp_path):
   with pytest.raises(UserError, match=r"'image' of TFDS dataset 'mixed_sizes'"
                      r" has shape \(None, None, 1\): its examples differ"):
     sources.load(c.data, loss=c.loss)
+
+
+@pytest.mark.parametrize('loss, units, needs', [
+    ('sparse_categorical_crossentropy', 2, 'needs class ids 0 to 1'),
+    ('binary_crossentropy', 1, 'needs labels 0 or 1')])
+def test_streamed_labels_the_loss_cannot_take_name_the_record(
+    tmp_path, loss, units, needs):
+  import tfds_fixtures
+  tfds_fixtures.prepare('numbered_images', tmp_path, 'array_record')
+  c = _digits_config(tmp_path, name='numbered_images', group=None)
+  c.loss, c.model.output_units = loss, units
+  splits = sources.load(c.data, loss=loss, output_units=units)  # No pass.
+  for name in ('validation', 'test'):  # Every label 0 or 1.
+    assert len(list(pipeline.evaluation_dataset(
+        pipeline.examples(splits, name, c), 8))) == 2
+  # Where TFDS's shuffle put the bad record; 40 rows, batch 8: the block of
+  # the first epoch's 5 steps reads it.
+  bad = np.flatnonzero(splits.train.records.read_all()['label'] == 7)
+  train = pipeline.training_dataset_fn(
+      pipeline.examples(splits, 'train', c), 8, seed=0, steps_per_block=5)
+  with pytest.raises(UserError, match=(
+      rf"^TFDS dataset 'numbered_images': train row {bad.item()}, label "
+      rf"'label' is 7: "
+      rf'loss={loss} {needs}; fix the label')):
+    with errors.user_errors_through_tensorflow():
+      next(iter(train(tf.distribute.InputContext())))
 
 
 def test_npz_images_keep_their_shape(tmp_path):

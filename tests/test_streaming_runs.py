@@ -280,3 +280,21 @@ def test_truncated_record_file_exits_2_naming_it(tmp_path):
   assert result.returncode == 2 and 'Traceback' not in result.stderr
   assert shard.name in result.last_line
   assert not (tmp_path / 'run').exists()
+
+
+def test_a_streamed_label_the_loss_cannot_take_exits_2_naming_it(tmp_path):
+  import tfds_fixtures
+  tfds_fixtures.prepare('numbered_images', tmp_path / 'data', 'array_record')
+  result = run_cli(f'--model_dir={tmp_path / "run"}', '--config=digits_cnn',
+                   f'--config.data.data_dir={tmp_path / "data"}',
+                   '--config.data.name=numbered_images',
+                   '--config.data.group=', '--config.model.output_units=2',
+                   '--config.train.global_batch_size=8')
+  assert result.returncode == 2, result.stderr[-3000:]
+  # TF's warnings echoing the error, with its traceback, are held back.
+  assert 'Traceback' not in result.stderr and 'UserError' not in result.stderr
+  assert re.fullmatch(
+      r"error: TFDS dataset 'numbered_images': train row \d+, label 'label' "
+      r'is 7: loss=sparse_categorical_crossentropy needs class ids 0 to 1; '
+      r'fix the label, or set --config.model.output_units to the number of '
+      r'classes', result.last_line), result.last_line

@@ -74,6 +74,30 @@ class MixedSizes(tfds.core.GeneratorBasedBuilder):
                 'label': i % 2}
 
 
+class NumberedImages(tfds.core.GeneratorBasedBuilder):
+  """Images whose label is a plain integer, not a ClassLabel (TFDS checks
+  no range): 0 or 1, but one training record's is 7."""
+
+  VERSION = tfds.core.Version('1.0.0')
+  pkg_dir_path = _HERE
+
+  def _info(self):
+    return self.dataset_info_from_configs(features=tfds.features.FeaturesDict({
+        'image': tfds.features.Image(shape=(8, 8, 1)),
+        'label': tfds.features.Scalar(np.int64),
+    }), supervised_keys=('image', 'label'))
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    return {name: self._generate_examples(name) for name in
+            ('train', 'validation', 'test')}
+
+  def _generate_examples(self, split):
+    for i in range(40 if split == 'train' else 16):
+      yield i, {'image': np.full((8, 8, 1), i, np.uint8),
+                'label': 7 if (split, i) == ('train', 29) else i % 2}
+
+
 def prepare(name: str, data_dir, file_format: str) -> None:
   """Prepares a package or test dataset in `data_dir` in `file_format`."""
   from tfpipeline.data import tfds_builders  # pylint: disable=unused-import

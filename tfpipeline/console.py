@@ -3,7 +3,8 @@
 A command run prints the package's INFO lines and everyone's warnings and
 errors, TensorFlow's C++ ones included. It holds back TensorFlow's C++ INFO
 lines (oneDNN, CUDA stubs, XLA), three C++ lines every healthy run prints
-(below), TensorFlow's and TFDS's INFO lines (SavedModel's "Assets written",
+(below), TF's C++ echoes of a tfpipeline UserError raised inside tf.data
+(the command's last line says it), TensorFlow's and TFDS's INFO lines (SavedModel's "Assets written",
 dataset generation), TFDS's progress bars and codecarbon's INFO and WARNING
 lines. `--verbosity=1` (absl's flag) shows them all; a TF_CPP_MIN_LOG_LEVEL
 set by the user decides TensorFlow's C++ lines.
@@ -41,6 +42,13 @@ _HELD_BACK_LINE = re.compile(
     rb'[EW]0000 00:00:[\d.]+ +\d+ [\w.]+:\d+\] (failed call to cuInit: .*'
     rb'UNKNOWN ERROR \(303\)|Ignoring Assert operator |Input of '
     rb'GeneratorDatasetOp::Dataset will not be optimized))')
+# TF's C++ warnings echoing a UserError raised inside tf.data (a streamed
+# label the loss cannot take), with their traceback and node lines: the
+# command's last line gives the error.
+_USER_ERROR_ECHO = re.compile(rb'[EW]0000 00:00:[\d.]+ +\d+ [\w.]+:\d+\] .*'
+                              rb'\bUserError: ')
+_ECHO_CONTINUED = re.compile(rb'(\s|$|Traceback \(most recent call last\):|'
+                             rb'tfpipeline\.errors\.UserError: )')
 _quiet = False
 
 
@@ -123,8 +131,11 @@ def _filter_stderr() -> None:
 
 def _forward_lines() -> None:
   """Standard input to standard error but the lines held back, to its end."""
+  echo = False
   for line in sys.stdin.buffer:
-    if not _HELD_BACK_LINE.match(line):
+    echo = bool(_USER_ERROR_ECHO.match(line) or
+                echo and _ECHO_CONTINUED.match(line))
+    if not (echo or _HELD_BACK_LINE.match(line)):
       with contextlib.suppress(OSError):  # A closed terminal: drain anyway.
         os.write(2, line)
 

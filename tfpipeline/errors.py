@@ -1,6 +1,9 @@
 """The exceptions that end a run with an exit code, and their one-line form."""
 
+import contextlib
+import re
 import signal
+import sys
 
 
 class UserError(Exception):
@@ -41,6 +44,22 @@ def stop_on_signals(
 
   for signum in (signal.SIGTERM, signal.SIGINT):
     signal.signal(signum, interrupt)
+
+
+@contextlib.contextmanager
+def user_errors_through_tensorflow():
+  """A UserError raised by Python code that TensorFlow runs (a
+  tf.numpy_function in tf.data: a streamed label the loss cannot take)
+  reaches the caller as a tf.errors.OpError quoting it, traceback and all:
+  this raises it as a UserError again, its one line. Also a decorator."""
+  try:
+    yield
+  except Exception as e:  # pylint: disable=broad-except
+    tf = sys.modules.get('tensorflow')
+    quoted = re.search(r'\bUserError: (.*)', str(e))
+    if not (tf and isinstance(e, tf.errors.OpError) and quoted):
+      raise
+    raise UserError(quoted.group(1)) from None
 
 
 def first_line(error: BaseException) -> str:

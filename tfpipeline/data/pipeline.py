@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfpipeline import config as config_lib
+from tfpipeline import errors
 from tfpipeline.data import preprocess
 from tfpipeline.data import sources
 from tfpipeline.data.sources import Split
@@ -50,6 +51,9 @@ class Examples:
     split: in memory or streamed.
     feature_key, label_key, group_key: the keys a streamed split is read by.
     sparse_labels: labels are class ids (int32), else float32.
+    label_check: for a streamed split, `check(labels, rows) -> labels`,
+      raising UserError on labels the loss cannot take (a table's are
+      checked when loaded).
     vectorizer: a TextVectorization layer for text features, or None.
     augment: `data.augment` ops (training only; images).
     crop_padding: `data.crop_padding`.
@@ -59,6 +63,7 @@ class Examples:
   label_key: str = ''
   group_key: str | None = None
   sparse_labels: bool = False
+  label_check: Callable | None = None
   vectorizer: object = None
   augment: tuple[str, ...] = ()
   crop_padding: int = 0
@@ -73,6 +78,11 @@ class Examples:
       read = {'features': read[self.feature_key],
               'labels': read[self.label_key],
               **({'groups': read[self.group_key]} if self.group_key else {})}
+      if self.label_check:  # Every read: no pass over the records before.
+        labels = read['labels']
+        read['labels'] = tf.numpy_function(
+            self.label_check, [labels, rows], labels.dtype, stateful=False)
+        read['labels'].set_shape(labels.shape)
     else:
       read = _table_read(self.split, rows)
     labels = tf.reshape(read['labels'], [tf.shape(rows)[0], -1])
@@ -109,11 +119,14 @@ def _table_read(split: Split, rows: tf.Tensor) -> dict[str, tf.Tensor]:
 
 def examples(splits, name: str, config, vectorizer=None) -> Examples:
   """The `Examples` of split `name` ('train', 'validation', 'test')."""
-  data = config.data
+  data, split = config.data, getattr(splits, name)
   return Examples(
-      getattr(splits, name), feature_key=splits.feature_names[0],
+      split, feature_key=splits.feature_names[0],
       label_key=splits.label_name, group_key=splits.group_name,
       sparse_labels=config.loss == 'sparse_categorical_crossentropy',
+      label_check=sources.streamed_label_check(
+          data, name, splits.label_name, config.loss,
+          config.model.output_units) if split.streamed else None,
       vectorizer=vectorizer,
       augment=tuple(data.augment) if name == 'train' else (),
       crop_padding=data.crop_padding)
@@ -407,11 +420,12 @@ def inputs(splits, config) -> Inputs:
       raise UserError(f'data.vocab_size: {feature} holds strings; set the '
                       f'number of tokens, e.g. --config.data.vocab_size=20000')
     length = data.sequence_length or preprocess.DEFAULT_SEQUENCE_LENGTH
-    texts = evaluation_dataset(Examples(
-        splits.train, splits.feature_names[0], splits.label_name), 1024)
-    vectorizer = preprocess.text_vectorizer(
-        texts.map(lambda batch: batch['features']),
-        vocab_size=data.vocab_size, sequence_length=length)
+    # The training labels are checked as the tokenizer reads the texts.
+    texts = evaluation_dataset(examples(splits, 'train', config), 1024)
+    with errors.user_errors_through_tensorflow():
+      vectorizer = preprocess.text_vectorizer(
+          texts.map(lambda batch: batch['features']),
+          vocab_size=data.vocab_size, sequence_length=length)
     shape, dtype = (length,), 'int64'
   return Inputs(*(examples(splits, name, config, vectorizer)
                   for name in ('train', 'validation', 'test')),

@@ -297,6 +297,21 @@ def _check_labels(labels: np.ndarray, label_name: str, loss: str,
            'fix the row, or use sparse_categorical_crossentropy for class ids')
 
 
+def streamed_label_check(data_config, split_name: str, label_name: str,
+                         loss: str, output_units: int | None):
+  """`check(labels, rows) -> labels` for a streamed split's batches, read
+  as training goes (no pass before it): refuses labels the loss cannot take
+  as `load` does a table's, naming the record."""
+  where = _row_namer(data_config, split_name)
+
+  def check(labels: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    _check_labels(labels.reshape(len(labels), -1), label_name, loss,
+                  output_units, lambda i: where(rows[i]))
+    return labels
+
+  return check
+
+
 def _check_class_count(splits: Splits, loss: str,
                        output_units: int | None) -> None:
   """A TFDS class label's number of classes must fit the model's outputs
