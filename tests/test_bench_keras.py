@@ -1,4 +1,4 @@
-"""tfpipeline.bench_keras: the model-only benchmark for Keras backends
+"""tfpipeline.bench.keras_fit: the model-only benchmark for Keras backends
 without TensorFlow (run here on the TensorFlow backend)."""
 
 import json
@@ -14,7 +14,7 @@ from conftest import REPO
 def test_reports_each_policy_with_the_convnets_flops(tmp_path):
   out = tmp_path / 'bench.json'
   subprocess.run(
-      [sys.executable, '-m', 'tfpipeline.bench_keras', '--batch=16',
+      [sys.executable, '-m', 'tfpipeline.bench.keras_fit', '--batch=16',
        '--steps=2', '--units=1', '--precision=float32,mixed_bfloat16',
        f'--out={out}'], cwd=REPO, check=True, capture_output=True,
       timeout=600, env={**os.environ, 'KERAS_BACKEND': 'tensorflow'})

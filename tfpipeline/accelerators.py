@@ -5,7 +5,7 @@ a GPU, or a TPU core for v2 and v3 (two per chip) and a chip from v4 on.
 On Ampere and newer GPUs TensorFlow runs float32 matmuls and convolutions
 as TF32 by default, so `precision` is what the matmuls run in. TPUs run
 float32 matmuls in bfloat16 passes at default precision: their one peak is
-bfloat16's. Imports nothing heavy: `bench_keras` runs without TensorFlow.
+bfloat16's. Imports nothing heavy: `bench.keras_fit` runs without TensorFlow.
 """
 
 import os

@@ -119,7 +119,7 @@ def energy_method(requested: str) -> str:
 def analytic_flops(model) -> dict:
   """Forward-pass FLOPs per example by formula, from the layers' shapes.
 
-  Imports no TensorFlow (`bench_keras` runs on any Keras backend). Dense
+  Imports no TensorFlow (`bench.keras_fit` runs on any Keras backend). Dense
   does 2 x inputs x units per position of its input (batch, *positions,
   inputs); convolutions 2 x output positions x kernel size (window x input
   channels / groups x filters); depthwise ones 2 x output positions x

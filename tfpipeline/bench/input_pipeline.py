@@ -25,63 +25,19 @@ import sys
 import time
 
 import numpy as np
-import tensorflow_datasets as tfds
+
+from tfpipeline.bench import processes
 
 BATCH = 256
 INPUT_CASES = {'input_jpeg32': 'jpeg32', 'input_jpeg224': 'jpeg224'}
 RSS = 'rss'
 CASES = (*INPUT_CASES, RSS)
-# Examples of each dataset: enough for several epochs of timed batches.
-_COUNTS = {'jpeg32': 50_000, 'jpeg224': 8_192}
 
 
-class BenchImages(tfds.core.GeneratorBasedBuilder):
-  """Smooth random RGB images with 10 classes, for benchmarks only."""
-
-  VERSION = tfds.core.Version('1.0.0')
-  BUILDER_CONFIGS = [
-      tfds.core.BuilderConfig(name='jpeg32', description='32x32 JPEG'),
-      tfds.core.BuilderConfig(name='jpeg224', description='224x224 JPEG'),
-  ] + [tfds.core.BuilderConfig(name=f'raw224_{n}', description=(
-      f'{n} 224x224 uint8 tensors, stored raw')) for n in (
-          2_000, 8_000, 32_000)]
-
-  def _info(self):
-    size = 32 if self.builder_config.name == 'jpeg32' else 224
-    if self.builder_config.name.startswith('raw'):
-      image = tfds.features.Tensor(shape=(size, size, 3), dtype=np.uint8)
-    else:
-      image = tfds.features.Image(shape=(size, size, 3),
-                                  encoding_format='jpeg')
-    return self.dataset_info_from_configs(features=tfds.features.FeaturesDict(
-        {'image': image, 'label': tfds.features.ClassLabel(num_classes=10)}))
-
-  def _split_generators(self, dl_manager):
-    del dl_manager
-    name = self.builder_config.name
-    count = (_COUNTS[name] if name in _COUNTS else
-             int(name.rsplit('_', 1)[1]))
-    return {'train': self._generate_examples(count)}
-
-  def _generate_examples(self, count):
-    size = 32 if self.builder_config.name == 'jpeg32' else 224
-    rng = np.random.default_rng(0)
-    for i in range(count):
-      coarse = rng.integers(0, 256, (size // 8 + 1, size // 8 + 1, 3))
-      image = np.repeat(np.repeat(coarse, 8, 0), 8, 1)[:size, :size]
-      image = image + rng.integers(-12, 13, image.shape)
-      yield i, {'image': np.clip(image, 0, 255).astype(np.uint8),
-                'label': i % 10}
-
-
-def prepared(name: str, data_dir: str):
-  builder = tfds.builder(f'bench_images/{name}', data_dir=data_dir,
-                         file_format='array_record')
-  if not builder.is_prepared():
-    print(f'generating bench_images/{name} in {data_dir} (once)',
-          file=sys.stderr, flush=True)
-    builder.download_and_prepare()
-  return builder
+def _prepared(name: str, data_dir: str):
+  """`images.prepared`, importing (registering) the TFDS builder only now."""
+  from tfpipeline.bench import images  # pylint: disable=g-import-not-at-top
+  return images.prepared(name, data_dir)
 
 
 def _tfpipeline_dataset(name: str, data_dir: str, block: int):
@@ -111,7 +67,7 @@ def _plain_dataset(name: str, data_dir: str, *, batched: bool):
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tensorflow_datasets.core import decode  # pylint: disable=g-import-not-at-top
-  builder = prepared(name, data_dir)
+  builder = _prepared(name, data_dir)
   source = builder.as_data_source(
       split='train', deserialize_method=decode.DeserializeMethod.RAW_BYTES)
   size = len(source)
@@ -167,7 +123,7 @@ def measure_input(setting: dict, units: int) -> dict:
   unit do not flatter it."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   name, data_dir = setting['dataset'], setting['data_dir']
-  prepared(name, data_dir)
+  _prepared(name, data_dir)
   if setting['pipeline'].startswith('plain'):
     dataset = _plain_dataset(name, data_dir,
                              batched=setting['pipeline'] == 'plain_batched')
@@ -190,21 +146,10 @@ def measure_input(setting: dict, units: int) -> dict:
       seconds[1:]), 'units': units, 'images_per_unit': images}
 
 
-def run_json(command: list[str]) -> dict:
-  """Runs a child process; its last JSON line, or {'error': its last line}."""
-  completed = subprocess.run(command, capture_output=True, text=True,
-                             check=False)
-  for line in reversed(completed.stdout.splitlines()):
-    if line.startswith('{'):
-      return json.loads(line)
-  tail = completed.stderr.strip().splitlines()[-1:] or ['no output']
-  return {'error': tail[0]}
-
-
 def input_case(case: str, data_dir: str, units: int, rounds: int = 3) -> list:
   """Both pipelines, alternated over `rounds` processes each; medians."""
   name = INPUT_CASES[case]
-  prepared(name, data_dir)
+  _prepared(name, data_dir)
   from tfpipeline.data import pipeline  # pylint: disable=g-import-not-at-top
   size = 32 if name == 'jpeg32' else 224
   block = pipeline.steps_per_block(100, 10**6, BATCH * size * size * 3)
@@ -217,9 +162,10 @@ def input_case(case: str, data_dir: str, units: int, rounds: int = 3) -> list:
       setting = {**setting, 'dataset': name, 'data_dir': data_dir}
       print(f'{case}: {setting} ({round_ + 1}/{rounds})', file=sys.stderr,
             flush=True)
-      runs[i].append(run_json([sys.executable, '-m', 'tfpipeline.bench',
-                           f'--worker={json.dumps({"case": case, **setting})}',
-                           f'--units={units}']))
+      runs[i].append(processes.run_json([
+          sys.executable, '-m', 'tfpipeline.bench',
+          f'--worker={json.dumps({"case": case, **setting})}',
+          f'--units={units}']))
   results = []
   for i, setting in enumerate(settings):
     good = [r['images_per_sec'] for r in runs[i] if 'images_per_sec' in r]
@@ -244,7 +190,7 @@ def rss_case(data_dir: str, counts=(2_000, 8_000, 32_000)) -> list:
   results = []
   for count in counts:
     name = f'raw224_{count}'
-    builder = prepared(name, data_dir)
+    builder = _prepared(name, data_dir)
     data_bytes = sum(f.stat().st_size for f in
                      pathlib.Path(builder.data_dir).glob('*.array_record-*'))
     command = [
@@ -263,7 +209,7 @@ def rss_case(data_dir: str, counts=(2_000, 8_000, 32_000)) -> list:
     print(f'{RSS}: {count} examples, {data_bytes / 2**30:.2f} GiB',
           file=sys.stderr, flush=True)
     start = time.perf_counter()
-    rss = run_json([sys.executable, '-c', (
+    rss = processes.run_json([sys.executable, '-c', (
         'import json, resource, subprocess, sys; '
         f'run = subprocess.run({command!r}, capture_output=True, text=True); '
         'print(json.dumps({"returncode": run.returncode, "last_line": '

@@ -12,9 +12,9 @@ peak). It measures the model and XLA, not
 tfpipeline's own loop or input pipeline: `python -m tfpipeline.bench` does
 that, with TensorFlow.
 
-    KERAS_BACKEND=jax python -m tfpipeline.bench_keras --ceilings
-    KERAS_BACKEND=jax python -m tfpipeline.bench_keras --batch=256,1024
-    KERAS_BACKEND=jax python -m tfpipeline.bench_keras --case=mnist_convnet
+    KERAS_BACKEND=jax python -m tfpipeline.bench.keras_fit --ceilings
+    KERAS_BACKEND=jax python -m tfpipeline.bench.keras_fit --batch=256,1024
+    KERAS_BACKEND=jax python -m tfpipeline.bench.keras_fit --case=mnist_convnet
 
 Each timed unit is one epoch of `--steps` steps with `steps_per_execution`
 = steps (on JAX a host loop of per-step jitted calls, on TensorFlow one
