@@ -25,3 +25,20 @@ def test_tpu_batches_need_8_examples_per_core():
     runner._check_batch(c, 1000, 8, per_replica_multiple=8)
   c.train.global_batch_size = 128
   runner._check_batch(c, 1000, 8, per_replica_multiple=8)
+
+
+def test_a_run_builds_its_model_once(tmp_path, monkeypatch):
+  """The checks before any write use the model the run trains (a fresh run
+  built a throwaway one first)."""
+  import tfpipeline
+  from tfpipeline import models
+  built = []
+  build = models.build
+  monkeypatch.setattr(models, 'build', lambda *args, **kwargs: built.append(
+      build(*args, **kwargs)) or built[-1])
+  c = config.load('seed_keras_mlp')
+  c.train.epochs = 1
+  c.report.energy_method = 'estimate'
+  tfpipeline.run(c, tmp_path / 'run', strategy='cpu')
+  assert len(built) == 1
+  assert (tmp_path / 'run' / 'MANIFEST.json').is_file()

@@ -48,6 +48,9 @@ class Evaluator:
     if strategy is not None and strategy.num_replicas_in_sync > 1:
       self._replicated = tf.function(lambda x: strategy.run(
           lambda x: model(x, training=False), (x,)))
+    # Each split's dataset, built once: building one traces its functions,
+    # which cost more than reading a small validation split every epoch.
+    self._datasets = {}  # id(examples): (examples, dataset)
 
   def run(self, examples) -> Evaluation:
     """The model's predictions on `examples` (pipeline.Examples or Split)."""
@@ -73,18 +76,28 @@ class Evaluator:
     """(batch, predictions) pairs, each a dict of lists of tensors in row
     order: one batch, or this worker's replicas' parts of one."""
     if self._replicated is None:
-      for batch in pipeline.evaluation_dataset(examples, self._batch_size):
+      for batch in self._dataset(examples):
         yield ({key: [value] for key, value in batch.items()},
                [self._predict(batch['features'])])
       return
     local = self._strategy.experimental_local_results
-    replicas = len(self._strategy.extended.worker_devices)
-    dataset = self._strategy.distribute_datasets_from_function(
-        pipeline.evaluation_dataset_fn(examples,
-                                       -(-self._batch_size // replicas)))
-    for batch in dataset:
+    for batch in self._dataset(examples):
       yield ({key: list(local(value)) for key, value in batch.items()},
              list(local(self._replicated(batch['features']))))
+
+  def _dataset(self, examples):
+    """`examples`' evaluation dataset (spread over this worker's replicas
+    under a strategy with several), built on the first call."""
+    if id(examples) not in self._datasets:
+      if self._replicated is None:
+        dataset = pipeline.evaluation_dataset(examples, self._batch_size)
+      else:
+        replicas = len(self._strategy.extended.worker_devices)
+        dataset = self._strategy.distribute_datasets_from_function(
+            pipeline.evaluation_dataset_fn(examples,
+                                           -(-self._batch_size // replicas)))
+      self._datasets[id(examples)] = (examples, dataset)
+    return self._datasets[id(examples)][1]
 
   def evaluate(self, examples) -> dict[str, float]:
     """{'loss': ..., metric: ...} as Python floats."""

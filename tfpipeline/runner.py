@@ -103,28 +103,29 @@ def _run_checked(config, model_dir: pathlib.Path, strategy, *, tpu: str,
   inputs = pipeline.inputs(splits, config)
   _check_batch(config, len(splits.train), strategy.num_replicas_in_sync,
                per_replica_multiple=8 if strategy_lib.is_tpu(strategy) else 1)
-  _check_model(config, splits, inputs)
   config = _calibrate_noise(config, len(splits.train))
   identity = run_identity.of(splits, engine)
   if chief:
     _check_resume(model_dir, config, allow_config_change, splits, inputs)
     run_identity.check(model_dir, identity,
                        allow_change=allow_config_change)
+  model = _checked_model(config, strategy, splits, inputs)
 
   checkpoints = model_dir / 'checkpoints'
   if chief:
     model_dir.mkdir(parents=True, exist_ok=True)
     test_metrics = _audited(model_dir, config, lambda: _train_and_export(
-        config, model_dir, strategy, splits, inputs, engine, checkpoints,
-        meter=meter, identity=identity))
+        config, model_dir, strategy, splits, inputs, model, engine,
+        checkpoints, meter=meter, identity=identity))
     logging.info('wrote %s', model_dir)
     return test_metrics
   # Other workers take every step too, but write to a scratch directory (as
   # TensorFlow Model Garden does); they resume from the chief's checkpoints.
   with tempfile.TemporaryDirectory(prefix='tfpipeline-worker-') as scratch:
     test_metrics = _train_and_export(config, pathlib.Path(scratch), strategy,
-                                     splits, inputs, engine, checkpoints,
-                                     meter=None, identity=identity)
+                                     splits, inputs, model, engine,
+                                     checkpoints, meter=None,
+                                     identity=identity)
   logging.info('done; only the chief writes %s', model_dir)
   return test_metrics
 
@@ -160,25 +161,18 @@ def _audited(model_dir: pathlib.Path, config, train_and_export):
 
 @user_errors_through_tensorflow()  # A streamed label the loss cannot take.
 def _train_and_export(config, model_dir: pathlib.Path, strategy, splits,
-                      inputs, engine: str, restore_from: pathlib.Path, *,
-                      meter, identity: dict) -> dict[str, float]:
-  """Builds, restores, trains, evaluates, saves and, given the run's energy
-  `meter` (the chief's), reports; writes under `model_dir`, recording the
-  run's `identity` (run_identity.of) from the step it resumes at."""
-  import keras  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+                      inputs, model, engine: str, restore_from: pathlib.Path,
+                      *, meter, identity: dict) -> dict[str, float]:
+  """Restores `model` (`_checked_model`'s), trains, evaluates, saves and,
+  given the run's energy `meter` (the chief's), reports; writes under
+  `model_dir`, recording the run's `identity` (run_identity.of) from the
+  step it resumes at."""
   from tfpipeline import checkpointing, dp_sgd, models, trainer  # pylint: disable=g-import-not-at-top
   from tfpipeline.evaluation import Evaluator  # pylint: disable=g-import-not-at-top
   from tfpipeline.run_log import RunLog  # pylint: disable=g-import-not-at-top
 
   artifacts.write_text(model_dir / 'config.json', config_lib.to_json(config))
-  keras.utils.set_random_seed(config.train.seed)
-  if config.train.deterministic:
-    tf.config.experimental.enable_op_determinism()
-  keras.mixed_precision.set_global_policy(config.train.mixed_precision)
   with strategy.scope():
-    model = models.build(config, splits.train, input_shape=inputs.shape,
-                         input_dtype=inputs.dtype)
     optimizer = models.optimizer(config.optimizer,
                                  config.train.mixed_precision)
     optimizer.build(model.trainable_variables)
@@ -263,11 +257,20 @@ def _with_columns(config, splits):
   return config
 
 
-def _check_model(config, splits, inputs) -> None:
-  """Builds the model once, so a bad model.* key fails before any write."""
+def _checked_model(config, strategy, splits, inputs):
+  """The run's model, seeded and built under `strategy` and the config's
+  dtype policy before any write, so a bad model.* key, or a layer that
+  DP-SGD or deterministic XLA refuses, fails without a trace."""
+  import keras  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tfpipeline import models  # pylint: disable=g-import-not-at-top
-  model = models.build(config, splits.train, input_shape=inputs.shape,
-                       input_dtype=inputs.dtype)
+  keras.utils.set_random_seed(config.train.seed)
+  if config.train.deterministic:
+    tf.config.experimental.enable_op_determinism()
+  keras.mixed_precision.set_global_policy(config.train.mixed_precision)
+  with strategy.scope():
+    model = models.build(config, splits.train, input_shape=inputs.shape,
+                         input_dtype=inputs.dtype)
   if config.privacy.dp:
     from tfpipeline import dp_sgd  # pylint: disable=g-import-not-at-top
     refused = dp_sgd.refused_layers(model)
@@ -284,6 +287,7 @@ def _check_model(config, splits, inputs) -> None:
           f'gradient for {pooling} (it refuses to compile); set '
           f'--config.train.jit_compile=False for a deterministic run, or '
           f'pool with AveragePooling or strided convolutions')
+  return model
 
 
 def _calibrate_noise(config, train_rows: int):

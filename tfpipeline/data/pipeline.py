@@ -138,6 +138,12 @@ def _as_examples(examples_or_split) -> Examples:
   return Examples(examples_or_split)
 
 
+# tf.data functions here branch on Python values only, so AutoGraph is not
+# needed; its conversion cost more than reading a small run's data (1.3 s of
+# the default run's training input, BUILD_NOTES "Issue 22, items 5 and 9").
+_graph_only = tf.autograph.experimental.do_not_convert
+
+
 def _options() -> tf.data.Options:
   options = tf.data.Options()
   options.experimental_distribute.auto_shard_policy = (
@@ -192,6 +198,7 @@ def global_batch_indices(num_rows: int, global_batch_size: int, seed: int,
     return tf.data.Dataset.from_tensor_slices(
         (*(padded(b) for b in batches), steps))
 
+  @_graph_only
   def epoch_batches(epoch):
     epoch_seed = tf.stack([tf.constant(seed, tf.int64), epoch])
     order = tf.random.experimental.stateless_shuffle(
@@ -270,6 +277,7 @@ def training_dataset_fn(examples_or_split, global_batch_size: int, *,
       return tf.reshape(tensor, tf.concat(
           [[local_replicas, per_replica], tf.shape(tensor)[1:]], 0))
 
+    @_graph_only
     def local_slices(*element):
       if not steps_per_block:
         return tuple(local(tensor) for tensor in element)
@@ -277,6 +285,7 @@ def training_dataset_fn(examples_or_split, global_batch_size: int, *,
       return (*(local(tensor) for tensor in tensors),
               tf.fill([local_replicas], steps))
 
+    @_graph_only
     def read(*element):
       rows = element[0]
       flat, unflatten = _read_shaped(examples, rows)
@@ -308,6 +317,7 @@ def evaluation_dataset(examples_or_split, batch_size: int) -> tf.data.Dataset:
   """
   examples = _as_examples(examples_or_split)
 
+  @_graph_only
   def read(rows):
     batch = examples.read(rows)
     batch['features'] = examples.model_inputs(batch['features'])
@@ -344,6 +354,7 @@ def evaluation_dataset_fn(examples_or_split,
                       [-1, per_replica_batch])
     valid = tf.reshape(positions < count, [-1, per_replica_batch])
 
+    @_graph_only
     def read(rows, valid):
       element = examples.read(rows)
       element['features'] = examples.model_inputs(element['features'])
