@@ -260,10 +260,23 @@ def _with_columns(config, splits):
 def _checked_model(config, strategy, splits, inputs):
   """The run's model, seeded and built under `strategy` and the config's
   dtype policy before any write, so a bad model.* key, or a layer that
-  DP-SGD or deterministic XLA refuses, fails without a trace."""
+  DP-SGD or deterministic XLA refuses, fails without a trace (DP-SGD's
+  check builds a model of its own)."""
   import keras  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tfpipeline import models  # pylint: disable=g-import-not-at-top
+  if config.privacy.dp:
+    # refused_layers calls a model in training mode: a throwaway one,
+    # before the seed, so that the run's weights and draws stay as they were.
+    from tfpipeline import dp_sgd  # pylint: disable=g-import-not-at-top
+    refused = dp_sgd.refused_layers(models.build(
+        config, splits.train, input_shape=inputs.shape,
+        input_dtype=inputs.dtype))
+    if refused:
+      raise UserError(
+          f'privacy.dp: layer {refused[0]}, which DP-SGD cannot privatise; '
+          f'remove it from model.layers, or set privacy.dp=False (README, '
+          f'"Privacy", lists the layers DP-SGD accepts)')
   keras.utils.set_random_seed(config.train.seed)
   if config.train.deterministic:
     tf.config.experimental.enable_op_determinism()
@@ -271,14 +284,6 @@ def _checked_model(config, strategy, splits, inputs):
   with strategy.scope():
     model = models.build(config, splits.train, input_shape=inputs.shape,
                          input_dtype=inputs.dtype)
-  if config.privacy.dp:
-    from tfpipeline import dp_sgd  # pylint: disable=g-import-not-at-top
-    refused = dp_sgd.refused_layers(model)
-    if refused:
-      raise UserError(
-          f'privacy.dp: layer {refused[0]}, which DP-SGD cannot privatise; '
-          f'remove it from model.layers, or set privacy.dp=False (README, '
-          f'"Privacy", lists the layers DP-SGD accepts)')
   if config.train.deterministic and config.train.jit_compile:
     pooling = models.nondeterministic_under_xla(model)
     if pooling:
