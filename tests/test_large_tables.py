@@ -346,7 +346,11 @@ def test_a_cached_table_trains_resumes_and_mirrors_as_in_memory(
                    f'--output={output}', command='predict')
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'converting' not in result.stderr
-  scores = np.loadtxt(output, delimiter=',', skiprows=1, usecols=(0, 1, 3))
+  header = output.read_text().split('\n', 1)[0].split(',')
+  scores = np.loadtxt(output, delimiter=',', skiprows=1, usecols=[
+      header.index(name) for name in ('index', 'source_row', 'y',
+                                      'prediction')])
   assert len(scores) == ROWS
   np.testing.assert_array_equal(scores[:, 0], np.arange(ROWS))
-  assert np.corrcoef(scores[:, 1], scores[:, 2])[0, 1] > 0.99
+  np.testing.assert_array_equal(scores[:, 1], np.arange(ROWS) + 2)  # Lines.
+  assert np.corrcoef(scores[:, 2], scores[:, 3])[0, 1] > 0.99
