@@ -34,7 +34,12 @@ def test_cpp_info_lines_are_held_back_and_warnings_and_errors_kept():
       b'operator while/assert_non_negative/assert_less_equal/Assert/Assert\n',
       b'W0000 00:00:1796326993.092255    5509 dataset.cc:997] Input of '
       b'GeneratorDatasetOp::Dataset will not be optimized because the dataset '
-      b'does not implement the AsGraphDefInternal() method\n']
+      b'does not implement the AsGraphDefInternal() method\n',
+      # The same in TF's older format, as TF 2.20 prints it.
+      b'2026-12-03 21:34:15.806930: W tensorflow/core/framework/dataset.cc:'
+      b'993] Input of GeneratorDatasetOp::Dataset will not be optimized '
+      b'because the dataset does not implement the AsGraphDefInternal() '
+      b'method\n']
   kept = [
       b'W0000 00:00:1796326951.886538    4785 op_kernel.cc:1858] OP_REQUIRES '
       b'failed at whole_file_read_ops.cc:117 : NOT_FOUND: /x.csv\n',

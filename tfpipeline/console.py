@@ -26,27 +26,34 @@ import sys
 from absl import logging
 
 _PACKAGE = str(pathlib.Path(__file__).resolve().parent)
-# A line TensorFlow's C++ code logs at INFO, in absl's format before it is
-# initialised (a zero date: tfpipeline's own absl lines carry a real one) or
-# TF's older own one; absl's notice that it logs to stderr before being
-# initialised; the second line of the CPU feature guard's INFO line. Then
-# three lines of every healthy run: cuInit failing with CUDA's "shared object
+
+
+def _cpp_log_prefix(levels: bytes) -> bytes:
+  """A TF C++ log line's prefix at `levels` (b'I', b'EW'): absl's format
+  before it is initialised (a zero date: tfpipeline's own absl lines carry a
+  real one), or TF's older own format (TF 2.20 logs some lines in it)."""
+  return (rb'(?:[' + levels + rb']0000 00:00:[\d.]+ +\d+ [\w.]+:\d+\] |'
+          rb'\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [' + levels +
+          rb'] [\w/.]+:\d+\] )')
+
+
+# A line TensorFlow's C++ code logs at INFO; absl's notice that it logs to
+# stderr before being initialised; the second line of the CPU feature guard's
+# INFO line. Then three lines of every healthy run: cuInit failing with CUDA's "shared object
 # init failed" (no driver: TF's CUDA build on a CPU machine), XLA dropping a
 # tf.debugging assert it compiles, tf.data unable to optimise tf.distribute's
 # input generator.
 _HELD_BACK_LINE = re.compile(
-    rb'(I0000 00:00:[\d.]+ +\d+ [\w.]+:\d+\] |'
-    rb'\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: I [\w/.]+:\d+\] |'
+    _cpp_log_prefix(b'I') + rb'|'
     rb'WARNING: All log messages before absl::InitializeLog\(\) is called are '
-    rb'written to STDERR|To enable the following instructions: |'
-    rb'[EW]0000 00:00:[\d.]+ +\d+ [\w.]+:\d+\] (failed call to cuInit: .*'
+    rb'written to STDERR|To enable the following instructions: |' +
+    _cpp_log_prefix(b'EW') + rb'(failed call to cuInit: .*'
     rb'UNKNOWN ERROR \(303\)|Ignoring Assert operator |Input of '
-    rb'GeneratorDatasetOp::Dataset will not be optimized))')
+    rb'GeneratorDatasetOp::Dataset will not be optimized)')
 # TF's C++ warnings echoing a UserError raised inside tf.data (a streamed
 # label the loss cannot take), with their traceback and node lines: the
 # command's last line gives the error.
-_USER_ERROR_ECHO = re.compile(rb'[EW]0000 00:00:[\d.]+ +\d+ [\w.]+:\d+\] .*'
-                              rb'\bUserError: ')
+_USER_ERROR_ECHO = re.compile(_cpp_log_prefix(b'EW') + rb'.*\bUserError: ')
 _ECHO_CONTINUED = re.compile(rb'(\s|$|Traceback \(most recent call last\):|'
                              rb'tfpipeline\.errors\.UserError: )')
 _quiet = False
