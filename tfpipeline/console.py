@@ -39,17 +39,19 @@ def _cpp_log_prefix(levels: bytes) -> bytes:
 
 # A line TensorFlow's C++ code logs at INFO; absl's notice that it logs to
 # stderr before being initialised; the second line of the CPU feature guard's
-# INFO line. Then three lines of every healthy run: cuInit failing with CUDA's "shared object
-# init failed" (no driver: TF's CUDA build on a CPU machine), XLA dropping a
-# tf.debugging assert it compiles, tf.data unable to optimise tf.distribute's
-# input generator.
+# INFO line. Then four lines of healthy runs: cuInit failing with CUDA's
+# "shared object init failed" (no driver: TF's CUDA build on a CPU machine),
+# XLA dropping a tf.debugging assert it compiles, tf.data unable to optimise
+# tf.distribute's input generator, oneDNN falling back to Eigen for int64 on
+# a CPU without AVX-512.
 _HELD_BACK_LINE = re.compile(
     _cpp_log_prefix(b'I') + rb'|'
     rb'WARNING: All log messages before absl::InitializeLog\(\) is called are '
     rb'written to STDERR|To enable the following instructions: |' +
     _cpp_log_prefix(b'EW') + rb'(failed call to cuInit: .*'
     rb'UNKNOWN ERROR \(303\)|Ignoring Assert operator |Input of '
-    rb'GeneratorDatasetOp::Dataset will not be optimized)')
+    rb'GeneratorDatasetOp::Dataset will not be optimized|'
+    rb'oneDNN supports DT_INT64 only on platforms with AVX-512)')
 # TF's C++ warnings echoing a UserError raised inside tf.data (a streamed
 # label the loss cannot take), with their traceback and node lines: the
 # command's last line gives the error.

@@ -35,7 +35,7 @@ class RunLog:
     self._tensorboard = model_dir / 'tensorboard'
     self._truncate(start_step)
     self._open()
-    self._start = self._last_record = self._last_line = time.perf_counter()
+    self._start = self._last_line = time.perf_counter()
 
   def _open(self) -> None:
     self._jsonl = open(self._path, 'a', encoding='utf-8')
@@ -56,9 +56,12 @@ class RunLog:
     self._truncate(step)
     self._open()
 
-  def record(self, *, step: int, epoch: int, console: bool, **values) -> dict:
+  def record(self, *, step: int, epoch: int, console: bool,
+             call_s: float | None = None, **values) -> dict:
     """Writes one record; `console` also prints it as an epoch line (and
-    a record PROGRESS_EVERY_S after the last line, as a progress line)."""
+    a record PROGRESS_EVERY_S after the last line, as a progress line).
+    `call_s` is how long the device call it measures took: the console
+    shows its input stall only from STALL_SHOWN_FROM_S."""
     now = time.perf_counter()
     row = {'step': step, 'epoch': epoch, **values,
            'wall_s': round(now - self._start, 3)}
@@ -69,11 +72,12 @@ class RunLog:
         for name, value in values.items():
           if isinstance(value, (int, float)) and math.isfinite(value):
             tf.summary.scalar(name, value)
+    if call_s is None or call_s < STALL_SHOWN_FROM_S:
+      values = {k: v for k, v in values.items() if k != 'input_stall_pct'}
     if console:
       self._line(step, epoch, values)
     elif 'event' not in values:  # Events (rollbacks) are not progress.
       self.progress(step=step, epoch=epoch, **values)
-    self._last_record = now
     return row
 
   def progress(self, *, step: int, epoch: int, **values) -> None:
@@ -83,12 +87,9 @@ class RunLog:
       self._line(step, epoch, values, ' (in progress)')
 
   def _line(self, step: int, epoch: int, values: dict, note: str = '') -> None:
-    now = time.perf_counter()
-    shown = {k: v for k, v in values.items() if k != 'input_stall_pct' or
-             now - self._last_record >= STALL_SHOWN_FROM_S}
     logging.info('epoch %d/%d  step %d%s  %s', epoch, self._epochs, step,
-                 note, '  '.join(_format(k, v) for k, v in shown.items()))
-    self._last_line = now
+                 note, '  '.join(_format(k, v) for k, v in values.items()))
+    self._last_line = time.perf_counter()
 
   def close(self) -> None:
     self._writer.flush()

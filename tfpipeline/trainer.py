@@ -237,7 +237,7 @@ def train(model: keras.Model, optimizer, inputs: pipeline.Inputs, config,
           console=epoch_end, loss=float(np.mean(losses)),
           **(_validation(evaluator, inputs) if epoch_end else {}),
           examples_per_sec=len(losses) * batch / seconds,
-          input_stall_pct=100.0 * waited / seconds)
+          input_stall_pct=100.0 * waited / seconds, call_s=seconds)
       if (step - saved >= train_config.checkpoint_every_steps or
           step == total_steps):
         checkpoints.save(step)
