@@ -18,16 +18,11 @@ import traceback
 
 from ml_collections import config_dict
 
+from tfpipeline import config_checks
+# Integrated Gradients baselines by kind of data, as the checks take them.
+from tfpipeline.config_checks import IG_BASELINES  # pylint: disable=unused-import
 from tfpipeline.errors import UserError
 
-SOURCES = ('synthetic', 'csv', 'npz', 'parquet', 'tfds')
-DISTRIBUTIONS = ('uniform', 'normal')
-OPTIMIZERS = ('adam', 'adamw', 'sgd', 'rmsprop')
-SCHEDULES = ('constant', 'exponential_decay', 'cosine_decay')
-LOSSES = ('mse', 'mae', 'huber', 'binary_crossentropy',
-          'categorical_crossentropy', 'sparse_categorical_crossentropy')
-MIXED_PRECISION = ('auto', 'float32', 'mixed_bfloat16', 'mixed_float16')
-NAN_POLICIES = ('stop', 'rollback')
 # Keys a resumed run may change: they do not change what the steps compute.
 RESUMABLE_CHANGES = frozenset({
     'train.epochs', 'train.steps_per_loop', 'train.checkpoint_every_steps',
@@ -35,12 +30,6 @@ RESUMABLE_CHANGES = frozenset({
     'data.download', 'data.max_memory_mb'})
 # Prefixes of keys a resumed run may change: they act after training.
 RESUMABLE_PREFIXES = ('report.',)
-# Integrated Gradients baselines by kind of data; report.ig_baseline=auto
-# takes the first.
-IG_BASELINES = {'table': ('mean', 'zeros'), 'image': ('black', 'blurred'),
-                'text': ('padding',)}
-AUGMENT_OPS = ('random_flip', 'random_crop')
-ENERGY_METHODS = ('auto', 'codecarbon', 'estimate')
 
 # Where bare experiment names are looked up, in this order: the working
 # directory, a source checkout, an installed package's data files.
@@ -214,37 +203,12 @@ def _experiment_error(path: pathlib.Path, what: str,
                    f'file')
 
 
-def _check(ok: bool, key: str, value, expected: str) -> None:
-  if not ok:
-    raise UserError(f'config key {key}={value!r} is invalid: expected '
-                    f'{expected} (set it with --config.{key}=...)')
-
-
-def _check_choice(config, key: str, choices) -> None:
-  value = _get(config, key)
-  _check(value in choices, key, value, 'one of ' + ', '.join(choices))
-
-
-def _check_positive(config, key: str, number_type=int, allow_zero=False):
-  value = _get(config, key)
-  ok = (isinstance(value, number_type) and not isinstance(value, bool) and
-        (value >= 0 if allow_zero else value > 0))
-  _check(ok, key, value,
-         f'a {"non-negative" if allow_zero else "positive"} '
-         f'{number_type.__name__}')
-
-
-def _get(config, key: str):
-  for part in key.split('.'):
-    config = config[part]
-  return config
-
-
 def validate(config: config_dict.ConfigDict) -> config_dict.ConfigDict:
   """Checks every value a run depends on; raises UserError naming the key.
 
   Experiments start from `get_config()`, so a config must have exactly its
-  keys: the rest of the package relies on all of them being there.
+  keys: the rest of the package relies on all of them being there. Then
+  their values, section by section (`config_checks`).
   """
   if not isinstance(config, config_dict.ConfigDict):
     raise UserError(f'get_config() must return an ml_collections.ConfigDict, '
@@ -259,138 +223,7 @@ def validate(config: config_dict.ConfigDict) -> config_dict.ConfigDict:
   if missing:
     raise UserError(f'config key {missing[0]} is missing: build experiments '
                     f'on tfpipeline.config.get_config()')
-
-  _check_choice(config, 'data.source', SOURCES)
-  _check_choice(config, 'data.distribution', DISTRIBUTIONS)
-  for key in ('data.num_examples', 'data.num_eval_examples',
-              'data.num_features', 'data.num_targets'):
-    _check_positive(config, key)
-  for key in ('data.validation_fraction', 'data.test_fraction'):
-    value = _get(config, key)
-    _check(isinstance(value, float) and 0 < value < 1, key, value,
-           'a fraction between 0 and 1')
-  _check(config.data.validation_fraction + config.data.test_fraction < 1,
-         'data.test_fraction', config.data.test_fraction,
-         'a fraction that, with data.validation_fraction, leaves rows to train')
-  augment = config.data.augment
-  _check(isinstance(augment, (tuple, list)) and
-         all(op in AUGMENT_OPS for op in augment), 'data.augment', augment,
-         f'a tuple of {", ".join(AUGMENT_OPS)}')
-  for key in ('data.crop_padding', 'data.sequence_length',
-              'data.max_memory_mb'):
-    _check_positive(config, key, allow_zero=True)
-  vocab_size = config.data.vocab_size
-  _check(isinstance(vocab_size, int) and not isinstance(vocab_size, bool) and
-         (vocab_size == 0 or vocab_size >= 3), 'data.vocab_size', vocab_size,
-         '0 (no text) or the number of tokens, padding and OOV included (>= 3)')
-  if config.data.source in ('csv', 'npz', 'parquet'):
-    _check(bool(config.data.path), 'data.path', config.data.path,
-           f'the path of the {config.data.source} file')
-  if config.data.source in ('csv', 'npz', 'parquet'):
-    _check(bool(config.data.label), 'data.label', config.data.label,
-           f'the label column with data.source={config.data.source}')
-  if config.data.source == 'tfds':
-    _check(bool(config.data.name), 'data.name', config.data.name,
-           'a TFDS dataset name')
-
-  layers = config.model.layers
-  _check(isinstance(layers, (tuple, list)), 'model.layers', layers,
-         "a tuple of (Keras layer class name, kwargs dict) pairs, e.g. "
-         "(('Conv2D', {'filters': 32, 'kernel_size': 3}), ('Flatten', {}))")
-  units = config.model.hidden_units
-  _check(isinstance(units, (tuple, list)) and
-         all(isinstance(u, int) and u > 0 for u in units),
-         'model.hidden_units', units, 'a tuple of positive ints, e.g. (64, 32)')
-  _check_positive(config, 'model.output_units')
-
-  for key in ('train.epochs', 'train.global_batch_size',
-              'train.checkpoint_every_steps', 'train.keep_checkpoints'):
-    _check_positive(config, key)
-  _check_positive(config, 'train.steps_per_loop', allow_zero=True)
-  for key in ('train.seed', 'data.split_seed'):  # NumPy's and Keras's range.
-    seed = _get(config, key)
-    _check(isinstance(seed, int) and not isinstance(seed, bool) and
-           0 <= seed < 2**32, key, seed, 'an int from 0 to 2**32 - 1')
-  for key in ('train.deterministic', 'data.download'):
-    _check(isinstance(_get(config, key), bool), key, _get(config, key),
-           'True or False')
-  _check_choice(config, 'train.mixed_precision', MIXED_PRECISION)
-  _check(config.train.jit_compile in (True, False, 'auto'), 'train.jit_compile',
-         config.train.jit_compile, "True, False or 'auto'")
-  _check_choice(config, 'train.nan_policy', NAN_POLICIES)
-
-  _check_choice(config, 'optimizer.name', OPTIMIZERS)
-  _check_choice(config, 'optimizer.schedule', SCHEDULES)
-  _check_positive(config, 'optimizer.learning_rate', float)
-  _check_positive(config, 'optimizer.decay_steps')
-  _check_positive(config, 'optimizer.decay_rate', float)
-  _check_positive(config, 'optimizer.momentum', float, allow_zero=True)
-  _check_positive(config, 'optimizer.weight_decay', float, allow_zero=True)
-
-  if config.train.nan_policy == 'rollback':
-    _check(config.optimizer.schedule == 'constant', 'optimizer.schedule',
-           config.optimizer.schedule, "'constant' with train.nan_policy="
-           "rollback (it halves the learning rate)")
-  _check_choice(config, 'loss', LOSSES)
-  classification = 'crossentropy' in config.loss
-  if config.loss == 'binary_crossentropy':
-    _check(config.model.output_units == 1, 'model.output_units',
-           config.model.output_units, '1 with loss=binary_crossentropy')
-  if config.loss == 'sparse_categorical_crossentropy':
-    _check(config.model.output_units > 1, 'model.output_units',
-           config.model.output_units, 'the number of classes (> 1)')
-  if classification and config.data.source == 'synthetic':
-    _check(False, 'loss', config.loss,
-           'a regression loss with data.source=synthetic (random targets)')
-
-  _check(isinstance(config.privacy.dp, bool), 'privacy.dp', config.privacy.dp,
-         'True or False')
-  for key in ('privacy.l2_norm_clip', 'privacy.noise_multiplier'):
-    _check_positive(config, key, float)
-  _check_positive(config, 'privacy.target_epsilon', float, allow_zero=True)
-  delta = config.privacy.delta
-  _check(isinstance(delta, float) and 0 < delta < 1, 'privacy.delta', delta,
-         'a probability between 0 and 1')
-  if config.privacy.dp:
-    # Statistics of the training split outside DP-SGD's noise would be
-    # published exactly, in the model or the report.
-    _check(not config.model.normalize_inputs, 'model.normalize_inputs', True,
-           'False with privacy.dp: the Normalization layer would export the '
-           "training split's exact mean and variance, outside the DP "
-           'guarantee; scale inputs with public constants instead (a '
-           'Rescaling, or a Normalization with given mean and variance, in '
-           'model.layers)')
-    _check(not config.model.standardize_targets or classification,
-           'model.standardize_targets', True,
-           "False with privacy.dp: the output layer would export the training "
-           "labels' exact mean and standard deviation, outside the DP "
-           'guarantee')
-    _check(config.report.ig_baseline != 'mean', 'report.ig_baseline', 'mean',
-           "zeros or auto with privacy.dp: the report would publish the "
-           "training split's exact means as the baseline")
-    _check(config.train.mixed_precision != 'mixed_float16',
-           'train.mixed_precision', config.train.mixed_precision,
-           'float32 or mixed_bfloat16 with privacy.dp (loss scaling would '
-           'scale the clipped per-example gradients)')
-
-  for key in ('report.attribution_examples', 'report.ig_steps'):
-    _check_positive(config, key)
-  _check_choice(config, 'report.ig_baseline', ('auto', *(
-      name for names in IG_BASELINES.values() for name in names)))
-  _check_positive(config, 'report.peak_flops_per_s', float, allow_zero=True)
-  _check_choice(config, 'report.energy_method', ENERGY_METHODS)
-  ratio = config.report.fairness_min_ratio
-  _check(isinstance(ratio, float) and 0 <= ratio <= 1,
-         'report.fairness_min_ratio', ratio, 'a ratio between 0 and 1')
-  for key in ('report.cpu_watts', 'report.gpu_watts', 'report.tpu_watts',
-              'report.grid_gco2_per_kwh'):
-    _check_positive(config, key, float, allow_zero=True)
-  _check(isinstance(config.report.pue, float) and config.report.pue >= 1,
-         'report.pue', config.report.pue, 'a number >= 1.0')
-  country = config.report.country
-  _check(isinstance(country, str) and (country == '' or (
-      len(country) == 3 and country.isalpha())), 'report.country', country,
-         "an ISO 3166 alpha-3 code such as 'FRA', or ''")
+  config_checks.check_sections(config)
   return config
 
 

@@ -52,9 +52,10 @@ _TFDS_PREFIX = 'tfds:'
 
 def input_config(run_config, input_name: str):
   """The run's data config, reading `input_name` (a file or tfds:SPLIT)."""
+  from tfpipeline.data.sources import core  # pylint: disable=g-import-not-at-top
   data = run_config.data
   if input_name.startswith(_TFDS_PREFIX):
-    if data.source != 'tfds':
+    if not core.get(data.source).named_splits:
       raise UserError(f'--input={input_name}: the model was trained on '
                       f'data.source={data.source}, not a TFDS dataset; give '
                       f'a CSV or NPZ file')

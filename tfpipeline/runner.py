@@ -168,6 +168,7 @@ def _train_and_export(config, model_dir: pathlib.Path, strategy, splits,
   `model_dir`, recording the run's `identity` (run_identity.of) from the
   step it resumes at."""
   from tfpipeline import checkpointing, dp_sgd, models, trainer  # pylint: disable=g-import-not-at-top
+  from tfpipeline.data import sources  # pylint: disable=g-import-not-at-top
   from tfpipeline.evaluation import Evaluator  # pylint: disable=g-import-not-at-top
   from tfpipeline.run_log import RunLog  # pylint: disable=g-import-not-at-top
 
@@ -177,9 +178,7 @@ def _train_and_export(config, model_dir: pathlib.Path, strategy, splits,
                                  config.train.mixed_precision)
     optimizer.build(model.trainable_variables)
   logging.info('%s: %d training, %d validation, %d test examples; %d '
-               'parameters', config.data.path if config.data.source in (
-                   'csv', 'npz', 'parquet') else config.data.name or
-               config.data.source,
+               'parameters', sources.title(config.data),
                len(splits.train), len(splits.validation), len(splits.test),
                model.count_params())
   checkpoints = checkpointing.Checkpoints(
@@ -248,7 +247,7 @@ def _evaluate_export_report(config, model_dir: pathlib.Path, strategy, splits,
 def _with_columns(config, splits):
   """`config` naming the columns the data source chose (the dataset's
   own, where the config left them to it), as config.json records them."""
-  if config.data.source == 'synthetic':
+  if not splits.feature_keys:  # Synthetic data: no columns to name.
     return config
   config = config.copy_and_resolve_references()
   config.data.features = splits.feature_keys

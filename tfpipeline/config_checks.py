@@ -1,0 +1,248 @@
+"""The config's values checked section by section (`config.validate`).
+
+Each section (data, model, train, optimizer, loss, privacy, report) is a
+table of keys, each with its rule: one of some choices, a positive number,
+a fraction... Then its cross-field rules, small named functions: the
+splits leave rows to train, the source's own keys (`data.sources`), a
+NaN rollback's constant learning rate, the loss and the labels, what
+DP-SGD must not publish. A failed check raises UserError naming the key,
+its value and what is expected. No TensorFlow is imported.
+"""
+
+from tfpipeline.data.sources import core as sources
+from tfpipeline.errors import UserError
+
+DISTRIBUTIONS = ('uniform', 'normal')
+OPTIMIZERS = ('adam', 'adamw', 'sgd', 'rmsprop')
+SCHEDULES = ('constant', 'exponential_decay', 'cosine_decay')
+LOSSES = ('mse', 'mae', 'huber', 'binary_crossentropy',
+          'categorical_crossentropy', 'sparse_categorical_crossentropy')
+MIXED_PRECISION = ('auto', 'float32', 'mixed_bfloat16', 'mixed_float16')
+NAN_POLICIES = ('stop', 'rollback')
+# Integrated Gradients baselines by kind of data; report.ig_baseline=auto
+# takes the first.
+IG_BASELINES = {'table': ('mean', 'zeros'), 'image': ('black', 'blurred'),
+                'text': ('padding',)}
+AUGMENT_OPS = ('random_flip', 'random_crop')
+ENERGY_METHODS = ('auto', 'codecarbon', 'estimate')
+
+
+def check_sections(config) -> None:
+  """Checks each section's table, then its cross-field rules, in order;
+  `config` has every key of the embedded default."""
+  for table, rules in _SECTIONS:
+    for key, (ok, expected) in table:
+      value = _get(config, key)
+      _check(ok(value), key, value, expected)
+    for rule in rules:
+      rule(config)
+
+
+def _check(ok: bool, key: str, value, expected: str) -> None:
+  if not ok:
+    raise UserError(f'config key {key}={value!r} is invalid: expected '
+                    f'{expected} (set it with --config.{key}=...)')
+
+
+def _get(config, key: str):
+  for part in key.split('.'):
+    config = config[part]
+  return config
+
+
+# A table's rule for one key: (ok(value), what is expected instead).
+def _one_of(choices) -> tuple:
+  return lambda value: value in choices, 'one of ' + ', '.join(choices)
+
+
+def _is_int(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(number_type=int, *, allow_zero: bool = False) -> tuple:
+  def ok(value) -> bool:
+    return (isinstance(value, number_type) and not isinstance(value, bool)
+            and (value >= 0 if allow_zero else value > 0))
+  return ok, (f'a {"non-negative" if allow_zero else "positive"} '
+              f'{number_type.__name__}')
+
+
+def _between(low: float, high: float, expected: str, *,
+             inclusive: bool = False) -> tuple:
+  """A float from low to high (excluded, unless `inclusive`)."""
+  def ok(value) -> bool:
+    return isinstance(value, float) and (
+        low <= value <= high if inclusive else low < value < high)
+  return ok, expected
+
+
+_POSITIVE = _number()
+_NON_NEGATIVE = _number(allow_zero=True)
+_POSITIVE_FLOAT = _number(float)
+_NON_NEGATIVE_FLOAT = _number(float, allow_zero=True)
+_BOOL = (lambda value: isinstance(value, bool), 'True or False')
+_FRACTION = _between(0, 1, 'a fraction between 0 and 1')
+# NumPy's and Keras's range of seeds.
+_SEED = (lambda value: _is_int(value) and 0 <= value < 2**32,
+         'an int from 0 to 2**32 - 1')
+_AUGMENT = (lambda value: isinstance(value, (tuple, list)) and all(
+    op in AUGMENT_OPS for op in value), f'a tuple of {", ".join(AUGMENT_OPS)}')
+_VOCAB_SIZE = (lambda value: _is_int(value) and (value == 0 or value >= 3),
+               '0 (no text) or the number of tokens, padding and OOV '
+               'included (>= 3)')
+
+_DATA = (
+    ('data.source', _one_of(sources.NAMES)),
+    ('data.distribution', _one_of(DISTRIBUTIONS)),
+    ('data.num_examples', _POSITIVE),
+    ('data.num_eval_examples', _POSITIVE),
+    ('data.num_features', _POSITIVE),
+    ('data.num_targets', _POSITIVE),
+    ('data.validation_fraction', _FRACTION),
+    ('data.test_fraction', _FRACTION),
+    ('data.augment', _AUGMENT),
+    ('data.crop_padding', _NON_NEGATIVE),
+    ('data.sequence_length', _NON_NEGATIVE),
+    ('data.max_memory_mb', _NON_NEGATIVE),
+    ('data.vocab_size', _VOCAB_SIZE),
+    ('data.split_seed', _SEED),
+    ('data.download', _BOOL),
+)
+
+
+def _data_leaves_rows_to_train(config) -> None:
+  _check(config.data.validation_fraction + config.data.test_fraction < 1,
+         'data.test_fraction', config.data.test_fraction,
+         'a fraction that, with data.validation_fraction, leaves rows to train')
+
+
+def _data_has_the_sources_keys(config) -> None:
+  sources.get(config.data.source).check_config(config.data, _check)
+
+
+_LAYERS = (lambda value: isinstance(value, (tuple, list)),
+           "a tuple of (Keras layer class name, kwargs dict) pairs, e.g. "
+           "(('Conv2D', {'filters': 32, 'kernel_size': 3}), ('Flatten', {}))")
+_WIDTHS = (lambda value: isinstance(value, (tuple, list)) and all(
+    isinstance(u, int) and u > 0 for u in value),
+           'a tuple of positive ints, e.g. (64, 32)')
+
+_MODEL = (
+    ('model.layers', _LAYERS),
+    ('model.hidden_units', _WIDTHS),
+    ('model.output_units', _POSITIVE),
+)
+
+_TRAIN = (
+    ('train.epochs', _POSITIVE),
+    ('train.global_batch_size', _POSITIVE),
+    ('train.checkpoint_every_steps', _POSITIVE),
+    ('train.keep_checkpoints', _POSITIVE),
+    ('train.steps_per_loop', _NON_NEGATIVE),
+    ('train.seed', _SEED),
+    ('train.deterministic', _BOOL),
+    ('train.mixed_precision', _one_of(MIXED_PRECISION)),
+    ('train.jit_compile', (lambda value: value in (True, False, 'auto'),
+                           "True, False or 'auto'")),
+    ('train.nan_policy', _one_of(NAN_POLICIES)),
+)
+
+_OPTIMIZER = (
+    ('optimizer.name', _one_of(OPTIMIZERS)),
+    ('optimizer.schedule', _one_of(SCHEDULES)),
+    ('optimizer.learning_rate', _POSITIVE_FLOAT),
+    ('optimizer.decay_steps', _POSITIVE),
+    ('optimizer.decay_rate', _POSITIVE_FLOAT),
+    ('optimizer.momentum', _NON_NEGATIVE_FLOAT),
+    ('optimizer.weight_decay', _NON_NEGATIVE_FLOAT),
+)
+
+
+def _rollback_keeps_a_constant_rate(config) -> None:
+  if config.train.nan_policy == 'rollback':
+    _check(config.optimizer.schedule == 'constant', 'optimizer.schedule',
+           config.optimizer.schedule, "'constant' with train.nan_policy="
+           "rollback (it halves the learning rate)")
+
+
+_LOSS = (('loss', _one_of(LOSSES)),)
+
+
+def _loss_fits_the_labels(config) -> None:
+  """The outputs the loss needs, and labels the source can give it."""
+  if config.loss == 'binary_crossentropy':
+    _check(config.model.output_units == 1, 'model.output_units',
+           config.model.output_units, '1 with loss=binary_crossentropy')
+  if config.loss == 'sparse_categorical_crossentropy':
+    _check(config.model.output_units > 1, 'model.output_units',
+           config.model.output_units, 'the number of classes (> 1)')
+  sources.get(config.data.source).check_loss(config.loss, _check)
+
+
+_PRIVACY = (
+    ('privacy.dp', _BOOL),
+    ('privacy.l2_norm_clip', _POSITIVE_FLOAT),
+    ('privacy.noise_multiplier', _POSITIVE_FLOAT),
+    ('privacy.target_epsilon', _NON_NEGATIVE_FLOAT),
+    ('privacy.delta', _between(0, 1, 'a probability between 0 and 1')),
+)
+
+
+def _dp_publishes_nothing_exact(config) -> None:
+  """Statistics of the training split outside DP-SGD's noise would be
+  published exactly, in the model or the report."""
+  if not config.privacy.dp:
+    return
+  _check(not config.model.normalize_inputs, 'model.normalize_inputs', True,
+         'False with privacy.dp: the Normalization layer would export the '
+         "training split's exact mean and variance, outside the DP "
+         'guarantee; scale inputs with public constants instead (a '
+         'Rescaling, or a Normalization with given mean and variance, in '
+         'model.layers)')
+  _check(not config.model.standardize_targets or
+         'crossentropy' in config.loss, 'model.standardize_targets', True,
+         "False with privacy.dp: the output layer would export the training "
+         "labels' exact mean and standard deviation, outside the DP "
+         'guarantee')
+  _check(config.report.ig_baseline != 'mean', 'report.ig_baseline', 'mean',
+         "zeros or auto with privacy.dp: the report would publish the "
+         "training split's exact means as the baseline")
+  _check(config.train.mixed_precision != 'mixed_float16',
+         'train.mixed_precision', config.train.mixed_precision,
+         'float32 or mixed_bfloat16 with privacy.dp (loss scaling would '
+         'scale the clipped per-example gradients)')
+
+
+_PUE = (lambda value: isinstance(value, float) and value >= 1,
+        'a number >= 1.0')
+_COUNTRY = (lambda value: isinstance(value, str) and (
+    value == '' or (len(value) == 3 and value.isalpha())),
+            "an ISO 3166 alpha-3 code such as 'FRA', or ''")
+
+_REPORT = (
+    ('report.attribution_examples', _POSITIVE),
+    ('report.ig_steps', _POSITIVE),
+    ('report.ig_baseline', _one_of(('auto', *(
+        name for names in IG_BASELINES.values() for name in names)))),
+    ('report.peak_flops_per_s', _NON_NEGATIVE_FLOAT),
+    ('report.energy_method', _one_of(ENERGY_METHODS)),
+    ('report.fairness_min_ratio', _between(0, 1, 'a ratio between 0 and 1',
+                                           inclusive=True)),
+    ('report.cpu_watts', _NON_NEGATIVE_FLOAT),
+    ('report.gpu_watts', _NON_NEGATIVE_FLOAT),
+    ('report.tpu_watts', _NON_NEGATIVE_FLOAT),
+    ('report.grid_gco2_per_kwh', _NON_NEGATIVE_FLOAT),
+    ('report.pue', _PUE),
+    ('report.country', _COUNTRY),
+)
+
+# Each section: its table of keys, then its cross-field rules, in order.
+_SECTIONS = (
+    (_DATA, (_data_leaves_rows_to_train, _data_has_the_sources_keys)),
+    (_MODEL, ()),
+    (_TRAIN, ()),
+    (_OPTIMIZER, (_rollback_keeps_a_constant_rate,)),
+    (_LOSS, (_loss_fits_the_labels,)),
+    (_PRIVACY, (_dp_publishes_nothing_exact,)),
+    (_REPORT, ()),
+)
