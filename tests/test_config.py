@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from conftest import REPO
 from tfpipeline import config
 from tfpipeline.errors import UserError
 
@@ -191,3 +192,15 @@ def test_steps_drop_each_epochs_partial_batch():
   assert config.total_steps(c, 309) == 450
   c.train.global_batch_size = 309
   assert config.total_steps(c, 309) == 50
+
+
+def test_config_and_its_checks_import_no_tensorflow():
+  import subprocess
+  import sys
+  code = ('import sys; from tfpipeline import config; '
+          'config.validate(config.get_config()); '
+          'print(sorted(m for m in ("tensorflow", "keras", '
+          '"tensorflow_datasets") if m in sys.modules))')
+  result = subprocess.run([sys.executable, '-c', code], cwd=REPO,
+                          capture_output=True, text=True, check=True)
+  assert result.stdout.strip() == '[]'

@@ -5,8 +5,8 @@ dataset): `synthetic`, `npz`, `table_file` (CSV and Parquet) and
 `tfds_dataset`. Each owns what is particular to it: the config keys it
 needs, reading its splits (`load`) and a trained model's input
 (`read_rows`), and how errors name it and its rows. Sources are imported
-when first asked for, so `tfpipeline.config` checks their keys without
-reading anything (and without TensorFlow).
+when first asked for; none imports TensorFlow at the top, so
+`tfpipeline.config_checks` asks them for their keys and losses.
 
 To add a source: a module here with a `Source` subclass and a `SOURCES`
 dict of its instances by data.source name, and its names in `_MODULES`.
@@ -35,7 +35,7 @@ ConfigCheck = Callable[[bool, str, object, str], None]
 RowNamer = Callable[[int], str]
 # `check_labels(labels, label_name, where)`: refuses labels (n, k) the
 # loss cannot take.
-LabelCheck = Callable[..., None]
+LabelCheck = Callable[[object, str, RowNamer], None]
 
 
 def get(name: str) -> 'Source':
