@@ -9,7 +9,7 @@ pixels.
     python -m tfpipeline.train --config=cifar10_cnn --model_dir=/tmp/runs/cifar10
 """
 
-from tfpipeline import config
+from tfpipeline import presets
 
 
 def _conv_block(filters: int, dropout: float) -> tuple:
@@ -20,15 +20,9 @@ def _conv_block(filters: int, dropout: float) -> tuple:
 
 
 def get_config():
-  c = config.get_config()
-  c.data.source = 'tfds'
-  c.data.name = 'cifar10'
-  c.data.train_split = 'train[:90%]'
-  c.data.validation_split = 'train[90%:]'
-  c.data.test_split = 'test'
-  c.data.features = ('image',)
-  c.data.label = 'label'
-  c.data.group = None
+  c = presets.tfds_classifier(
+      'cifar10', feature='image', classes=10, batch=256, epochs=100,
+      train_split='train[:90%]', validation_split='train[90%:]')
   c.data.augment = ('random_flip', 'random_crop')
   c.model.layers = (
       ('Rescaling', {'scale': 1 / 255}),
@@ -39,15 +33,9 @@ def get_config():
       ('BatchNormalization', {}),
       ('Dropout', {'rate': 0.5}),
   )
-  c.model.output_units = 10
-  c.model.normalize_inputs = False
-  c.model.standardize_targets = False
-  c.loss = 'sparse_categorical_crossentropy'
-  c.train.epochs = 100
-  c.train.global_batch_size = 256
   c.optimizer.name = 'sgd'
   c.optimizer.momentum = 0.9
   c.optimizer.learning_rate = 0.05
   c.optimizer.schedule = 'cosine_decay'
-  c.optimizer.decay_steps = 100 * 175  # epochs x steps per epoch (45,000 / 256)
+  c.optimizer.decay_epochs = c.train.epochs
   return c

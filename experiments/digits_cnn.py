@@ -8,16 +8,12 @@ convolutions, max pooling, dropout and a dense head, trained with adam.
     python -m tfpipeline.train --config=digits_cnn --model_dir=/tmp/runs/digits
 """
 
-from tfpipeline import config
+from tfpipeline import presets
 
 
 def get_config():
-  c = config.get_config()
-  c.data.source = 'tfds'
-  c.data.name = 'digits'
-  c.data.features = ('image',)
-  c.data.label = 'label'
-  c.data.group = 'parity'
+  c = presets.tfds_classifier('digits', feature='image', classes=10,
+                              batch=32, epochs=30, group='parity')
   c.model.layers = (
       ('Rescaling', {'scale': 1 / 255}),
       ('Conv2D', {'filters': 32, 'kernel_size': 3, 'padding': 'same',
@@ -30,10 +26,4 @@ def get_config():
       ('Dense', {'units': 128, 'activation': 'relu'}),
       ('Dropout', {'rate': 0.5}),
   )
-  c.model.output_units = 10
-  c.model.normalize_inputs = False
-  c.model.standardize_targets = False
-  c.loss = 'sparse_categorical_crossentropy'
-  c.train.epochs = 30
-  c.train.global_batch_size = 32
   return c

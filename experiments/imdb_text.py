@@ -11,19 +11,13 @@ TensorFlow tutorials; not measured here (imdb_reviews needs a download).
     python -m tfpipeline.train --config=imdb_text --config.data.data_dir=/data/tfds
 """
 
-from tfpipeline import config
+from tfpipeline import presets
 
 
 def get_config():
-  c = config.get_config()
-  c.data.source = 'tfds'
-  c.data.name = 'imdb_reviews'
-  c.data.train_split = 'train[:80%]'
-  c.data.validation_split = 'train[80%:]'
-  c.data.test_split = 'test'
-  c.data.features = ('text',)
-  c.data.label = 'label'
-  c.data.group = None
+  c = presets.tfds_classifier(
+      'imdb_reviews', feature='text', classes=1, batch=64, epochs=10,
+      train_split='train[:80%]', validation_split='train[80%:]')
   c.data.vocab_size = 20_000
   c.data.sequence_length = 200
   c.model.layers = (
@@ -33,10 +27,4 @@ def get_config():
       ('Dense', {'units': 64, 'activation': 'relu'}),
       ('Dropout', {'rate': 0.2}),
   )
-  c.model.output_units = 1
-  c.model.normalize_inputs = False
-  c.model.standardize_targets = False
-  c.loss = 'binary_crossentropy'
-  c.train.epochs = 10
-  c.train.global_batch_size = 64
   return c

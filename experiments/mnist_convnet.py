@@ -10,19 +10,13 @@ pixels; Rescaling makes them [0, 1].
     python -m tfpipeline.train --config=mnist_convnet --config.data.data_dir=/data/tfds
 """
 
-from tfpipeline import config
+from tfpipeline import presets
 
 
 def get_config():
-  c = config.get_config()
-  c.data.source = 'tfds'
-  c.data.name = 'mnist'
-  c.data.train_split = 'train[:90%]'
-  c.data.validation_split = 'train[90%:]'
-  c.data.test_split = 'test'
-  c.data.features = ('image',)
-  c.data.label = 'label'
-  c.data.group = None
+  c = presets.tfds_classifier(
+      'mnist', feature='image', classes=10, batch=128, epochs=15,
+      train_split='train[:90%]', validation_split='train[90%:]')
   c.model.layers = (
       ('Rescaling', {'scale': 1 / 255}),
       ('Conv2D', {'filters': 32, 'kernel_size': 3, 'activation': 'relu'}),
@@ -32,10 +26,4 @@ def get_config():
       ('Flatten', {}),
       ('Dropout', {'rate': 0.5}),
   )
-  c.model.output_units = 10
-  c.model.normalize_inputs = False
-  c.model.standardize_targets = False
-  c.loss = 'sparse_categorical_crossentropy'
-  c.train.epochs = 15
-  c.train.global_batch_size = 128
   return c

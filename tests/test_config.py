@@ -87,6 +87,7 @@ def test_unknown_experiment_lists_the_available_ones():
     ('train.seed', -1, 'train.seed=-1'),
     ('train.seed', 2**32, f'train.seed={2**32}'),
     ('data.split_seed', -3, 'data.split_seed=-3'),
+    ('optimizer.decay_epochs', -1.0, 'optimizer.decay_epochs=-1.0'),
 ])
 def test_invalid_values_name_their_key(key, value, fragment):
   c = config.get_config()
@@ -192,6 +193,20 @@ def test_steps_drop_each_epochs_partial_batch():
   assert config.total_steps(c, 309) == 450
   c.train.global_batch_size = 309
   assert config.total_steps(c, 309) == 50
+
+
+def test_decay_epochs_become_the_runs_decay_steps():
+  c = config.get_config()  # 9 steps an epoch on 309 rows
+  assert config.with_decay_epochs(c, 309) is c  # Unset: decay_steps stands.
+  c.optimizer.decay_epochs = 2.5
+  resolved = config.with_decay_epochs(c, 309)
+  assert resolved.optimizer.decay_steps == 22  # 22.5, rounded half to even
+  assert c.optimizer.decay_steps == 1000  # The caller's config is kept.
+  # The cifar10 experiment decays over its 100 epochs of 175 steps, which
+  # it had spelt out as 100 * 175.
+  cifar = config.load('cifar10_cnn')
+  assert config.with_decay_epochs(cifar, 45_000).optimizer.decay_steps == (
+      17_500)
 
 
 def test_config_and_its_checks_import_no_tensorflow():

@@ -42,3 +42,17 @@ def test_a_run_builds_its_model_once(tmp_path, monkeypatch):
   tfpipeline.run(c, tmp_path / 'run', strategy='cpu')
   assert len(built) == 1
   assert (tmp_path / 'run' / 'MANIFEST.json').is_file()
+
+
+def test_a_run_records_its_decay_epochs_as_steps(tmp_path):
+  import json
+  import tfpipeline
+  c = config.load('seed_keras_mlp')  # 100 training rows: 3 steps an epoch
+  c.train.epochs = 1
+  c.optimizer.schedule = 'cosine_decay'
+  c.optimizer.decay_epochs = 3.0
+  c.report.energy_method = 'estimate'
+  tfpipeline.run(c, tmp_path / 'run', strategy='cpu')
+  written = json.loads((tmp_path / 'run' / 'config.json').read_text())
+  assert written['optimizer']['decay_epochs'] == 3.0
+  assert written['optimizer']['decay_steps'] == 3 * (100 // 32)

@@ -106,6 +106,7 @@ def get_config() -> config_dict.ConfigDict:
   c.optimizer.learning_rate = 0.001
   c.optimizer.schedule = 'constant'  # constant | exponential_decay | cosine_decay
   c.optimizer.decay_steps = 1000
+  c.optimizer.decay_epochs = 0.0  # > 0: decay_steps = this many epochs' steps
   c.optimizer.decay_rate = 0.5  # exponential_decay: factor per decay_steps
   c.optimizer.momentum = 0.0  # sgd, rmsprop
   c.optimizer.weight_decay = 0.004  # adamw
@@ -258,6 +259,18 @@ def steps_per_epoch(config: config_dict.ConfigDict, train_rows: int) -> int:
 def total_steps(config: config_dict.ConfigDict, train_rows: int) -> int:
   """Training steps of the whole run."""
   return config.train.epochs * steps_per_epoch(config, train_rows)
+
+
+def with_decay_epochs(config: config_dict.ConfigDict,
+                      train_rows: int) -> config_dict.ConfigDict:
+  """`config` whose optimizer.decay_epochs, when set, is decay_steps: that
+  many epochs of `train_rows`' full batches (config.json records both)."""
+  if not config.optimizer.decay_epochs:
+    return config
+  config = config.copy_and_resolve_references()
+  config.optimizer.decay_steps = max(1, round(
+      config.optimizer.decay_epochs * steps_per_epoch(config, train_rows)))
+  return config
 
 
 def to_json(config: config_dict.ConfigDict) -> str:

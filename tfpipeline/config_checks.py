@@ -152,6 +152,7 @@ _OPTIMIZER = (
     ('optimizer.schedule', _one_of(SCHEDULES)),
     ('optimizer.learning_rate', _POSITIVE_FLOAT),
     ('optimizer.decay_steps', _POSITIVE),
+    ('optimizer.decay_epochs', _NON_NEGATIVE_FLOAT),
     ('optimizer.decay_rate', _POSITIVE_FLOAT),
     ('optimizer.momentum', _NON_NEGATIVE_FLOAT),
     ('optimizer.weight_decay', _NON_NEGATIVE_FLOAT),

@@ -103,6 +103,7 @@ def _run_checked(config, model_dir: pathlib.Path, strategy, *, tpu: str,
   inputs = pipeline.inputs(splits, config)
   _check_batch(config, len(splits.train), strategy.num_replicas_in_sync,
                per_replica_multiple=8 if strategy_lib.is_tpu(strategy) else 1)
+  config = config_lib.with_decay_epochs(config, len(splits.train))
   config = _calibrate_noise(config, len(splits.train))
   identity = run_identity.of(splits, engine)
   if chief:
