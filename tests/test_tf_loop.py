@@ -1,4 +1,4 @@
-"""tfpipeline.trainer: the own loop against Keras fit, XLA on and off."""
+"""tfpipeline.engines.tf_loop: the own loop against Keras fit, XLA on and off."""
 
 import keras
 import numpy as np
@@ -6,8 +6,9 @@ import pytest
 import tensorflow as tf
 
 from conftest import assert_weights_close
-from tfpipeline import config, models, trainer
+from tfpipeline import config, models
 from tfpipeline.data import pipeline, sources
+from tfpipeline.engines import tf_loop
 
 pytestmark = pytest.mark.smoke  # Also run on TF 2.20 in CI.
 
@@ -38,7 +39,7 @@ def _run_blocks(loop, dataset_fn):
 
 def _own_loop_losses(jit_compile):
   c, model, dataset_fn = _setup(steps_per_block=7)
-  loop = trainer.StepLoop(model, models.optimizer(c.optimizer), c.loss,
+  loop = tf_loop.StepLoop(model, models.optimizer(c.optimizer), c.loss,
                           tf.distribute.get_strategy(), global_batch_size=32,
                           jit_compile=jit_compile)
   return _run_blocks(loop, dataset_fn), model.get_weights()
@@ -88,7 +89,7 @@ def test_mixed_precision_computes_in_half_and_tracks_float32():
       optimizer = models.optimizer(c.optimizer, policy)
       assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer) == (
           policy == 'mixed_float16')
-      loop = trainer.StepLoop(model, optimizer, c.loss,
+      loop = tf_loop.StepLoop(model, optimizer, c.loss,
                               tf.distribute.get_strategy(),
                               global_batch_size=32, jit_compile=True)
       losses = _run_blocks(loop, dataset_fn)
@@ -102,7 +103,7 @@ def test_mixed_precision_computes_in_half_and_tracks_float32():
 def test_a_block_reports_non_finite_weights(jit_compile):
   """Checked on the device in the same call: one scalar comes back."""
   c, model, dataset_fn = _setup(steps_per_block=7)
-  loop = trainer.StepLoop(model, models.optimizer(c.optimizer), c.loss,
+  loop = tf_loop.StepLoop(model, models.optimizer(c.optimizer), c.loss,
                           tf.distribute.get_strategy(), global_batch_size=32,
                           jit_compile=jit_compile)
   iterator = iter(tf.distribute.get_strategy(
@@ -119,7 +120,7 @@ def test_one_trace_serves_epoch_ends_and_restarts(jit_compile):
   then a restart mid-epoch: one shape, so one trace (one XLA program)."""
   c, model, dataset_fn = _setup(steps_per_block=7)
   strategy = tf.distribute.get_strategy()
-  loop = trainer.StepLoop(model, models.optimizer(c.optimizer), c.loss,
+  loop = tf_loop.StepLoop(model, models.optimizer(c.optimizer), c.loss,
                           strategy, global_batch_size=32,
                           jit_compile=jit_compile)
   _run_blocks(loop, dataset_fn)
