@@ -41,8 +41,8 @@ class KerasFit(tf_engine.TfEngine):
           loss=None if self.dp else models.loss_fn(config.loss),
           jit_compile=bool(config.train.jit_compile and single),
           steps_per_execution=(
-              min(config.train.steps_per_loop, run.steps_per_epoch)
-              if single else 1))
+              _steps_per_execution(config.train.steps_per_loop,
+                                   run.steps_per_epoch) if single else 1))
 
   def preemption_watch(self):
     # Fit has no hook for TensorFlow's PreemptionCheckpointHandler: a
@@ -70,6 +70,15 @@ class KerasFit(tf_engine.TfEngine):
             bool(tf_engine.finite_weights(self._fitted))):
       return engine.BlockResult(steps, float('nan'), non_finite_at=steps)
     return engine.BlockResult(steps, watch.loss)
+
+
+def _steps_per_execution(steps_per_loop: int, steps_per_epoch: int) -> int:
+  """The most steps per device call, up to `steps_per_loop`, that divide an
+  epoch: fit runs whole calls, and a call past the epoch's end would take
+  steps of the next epoch's batches."""
+  return max(steps for steps in range(1, min(steps_per_loop,
+                                             steps_per_epoch) + 1)
+             if steps_per_epoch % steps == 0)
 
 
 class _NonFinite(Exception):
