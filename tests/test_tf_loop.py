@@ -1,4 +1,4 @@
-"""tfpipeline.engines.tf_loop: the own loop against Keras fit, XLA on and off."""
+"""engines.tf_loop: the own loop against Keras fit, XLA on and off."""
 
 import keras
 import numpy as np
