@@ -1,134 +1,127 @@
-"""tfpipeline.trainer: the own loop against Keras fit, XLA on and off."""
+"""tfpipeline.trainer: the loop over any engine, driven by a fake one."""
 
-import keras
-import numpy as np
+import contextlib
+import types
+
 import pytest
-import tensorflow as tf
 
-from conftest import assert_weights_close
-from tfpipeline import config, models, trainer
-from tfpipeline.data import pipeline, sources
-
-pytestmark = pytest.mark.smoke  # Also run on TF 2.20 in CI.
-
-STEPS = 20
+from tfpipeline import trainer
+from tfpipeline.engines import engine as engine_lib
 
 
-def _setup(steps_per_block=None):
-  """Seeds' model and data: 320 rows, so 10 steps of 32 per epoch."""
-  c = config.load('seed_keras_mlp')
-  c.data.num_examples = 320
-  splits = sources.load(c.data, loss=c.loss)
-  keras.utils.set_random_seed(0)
-  model = models.build(c, splits.train)
-  dataset_fn = pipeline.training_dataset_fn(splits.train, 32, seed=0,
-                                            steps_per_block=steps_per_block)
-  return c, model, dataset_fn
+class _Engine(engine_lib.Engine):
+  """Blocks of the given sizes; a size of -k is a block non-finite by
+  its k-th step. Restores go back to the last save."""
+
+  def __init__(self, blocks, every_block=False):
+    self.blocks, self.checkpoint_every_block = list(blocks), every_block
+    self.start_step = self._step = 0
+    self.saved, self.checks, self._rate = [], [], 1.0
+
+  def run_block(self, progress):
+    size = self.blocks.pop(0)
+    if size < 0:
+      return engine_lib.BlockResult(-size, float('nan'), non_finite_at=-size)
+    self._step += size
+    return engine_lib.BlockResult(size, 0.5, waited_s=0.0)
+
+  def save(self, step):
+    self.saved.append(step)
+
+  def restore(self):
+    self._step = self.saved[-1]
+    return self._step
+
+  def has_checkpoint(self):
+    return bool(self.saved)
+
+  @property
+  def learning_rate(self):
+    return self._rate
+
+  @learning_rate.setter
+  def learning_rate(self, rate):
+    self._rate = rate
+
+  @contextlib.contextmanager
+  def preemption_watch(self):
+    yield types.SimpleNamespace(
+        check=lambda save, step: self.checks.append(step))
+
+  def evaluator(self):
+    return types.SimpleNamespace(evaluate=lambda split: {'loss': 0.25})
 
 
-def _run_blocks(loop, dataset_fn):
-  """Blocks of 7 steps over 10-step epochs: calls of 7, 3, 7 and 3 steps."""
-  strategy = tf.distribute.get_strategy()
-  iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
-  calls = [loop.run(iterator) for _ in range(4)]
-  assert [len(call.losses) for call in calls] == [7, 3, 7, 3]
-  assert all(call.waited_s >= 0 and call.weights_finite for call in calls)
-  return np.concatenate([call.losses for call in calls])
+class _RunLog:
+
+  def __init__(self):
+    self.records, self.rollbacks = [], []
+
+  def record(self, **row):
+    self.records.append(row)
+
+  def rollback(self, step):
+    self.rollbacks.append(step)
+
+  def progress(self, **row):
+    pass
 
 
-def _own_loop_losses(jit_compile):
-  c, model, dataset_fn = _setup(steps_per_block=7)
-  loop = trainer.StepLoop(model, models.optimizer(c.optimizer), c.loss,
-                          tf.distribute.get_strategy(), global_batch_size=32,
-                          jit_compile=jit_compile)
-  return _run_blocks(loop, dataset_fn), model.get_weights()
+def _run(nan_policy='stop', every=8):
+  """10-step epochs, 20 steps, batch 4."""
+  train = types.SimpleNamespace(checkpoint_every_steps=every,
+                                global_batch_size=4, nan_policy=nan_policy)
+  return types.SimpleNamespace(
+      config=types.SimpleNamespace(train=train), steps_per_epoch=10,
+      total_steps=20, inputs=types.SimpleNamespace(validation=None))
 
 
-class _StepLosses(keras.callbacks.Callback):
-  """Per-step losses from fit's running epoch mean."""
-
-  def on_train_begin(self, logs=None):
-    self.means = []
-
-  def on_train_batch_end(self, batch, logs=None):
-    self.means.append(float(logs['loss']))
+def _train(engine, run):
+  run_log = _RunLog()
+  trainer.train(engine, run, run_log=run_log,
+                evaluator=engine.evaluator())
+  return run_log
 
 
-def test_own_loop_equals_keras_fit_step_by_step():
-  own_losses, own_weights = _own_loop_losses(jit_compile=True)
-  c, model, dataset_fn = _setup()
-  model.compile(optimizer=models.optimizer(c.optimizer),
-                loss=models.loss_fn(c.loss), jit_compile=True)
-  record = _StepLosses()
-  model.fit(dataset_fn(tf.distribute.InputContext()), epochs=1,
-            steps_per_epoch=STEPS, verbose=0, callbacks=[record])
-  means = np.array(record.means, np.float64)
-  counts = np.arange(1, STEPS + 1)
-  fit_losses = means * counts - np.concatenate([[0], means[:-1] * counts[:-1]])
-  np.testing.assert_allclose(own_losses, fit_losses, atol=1e-5)
-  assert_weights_close(own_weights, model.get_weights(), atol=1e-5)
-  assert own_losses[-5:].mean() < own_losses[:5].mean()
+def test_actions_log_save_by_cadence_and_check_preemption_after_blocks():
+  engine = _Engine([4, 4, 2, 4, 4, 2])
+  run_log = _train(engine, _run())
+  assert [r['step'] for r in run_log.records] == [4, 8, 10, 14, 18, 20]
+  assert [r['epoch'] for r in run_log.records] == [1, 1, 1, 2, 2, 2]
+  epoch_ends = [r for r in run_log.records if r['console']]
+  assert [r['step'] for r in epoch_ends] == [10, 20]
+  assert all(r['val_loss'] == 0.25 for r in epoch_ends)
+  assert engine.saved == [0, 8, 18, 20]  # The start, cadence, the end.
+  assert engine.checks == [4, 8, 10, 14, 18, 20]
 
 
-def test_xla_on_and_off_agree():
-  with_xla, _ = _own_loop_losses(jit_compile=True)
-  without_xla, _ = _own_loop_losses(jit_compile=False)
-  np.testing.assert_allclose(with_xla, without_xla, atol=1e-4)
+def test_an_engine_that_resumes_at_block_ends_saves_after_each():
+  engine = _Engine([10, 10], every_block=True)
+  _train(engine, _run(every=1000))
+  assert engine.saved == [0, 10, 20]
 
 
-def test_mixed_precision_computes_in_half_and_tracks_float32():
-  reference, _ = _own_loop_losses(jit_compile=True)
-  for policy, dtype in (('mixed_bfloat16', 'bfloat16'),
-                        ('mixed_float16', 'float16')):
-    keras.mixed_precision.set_global_policy(policy)
-    try:
-      c, model, dataset_fn = _setup(steps_per_block=7)
-      assert model.get_layer('hidden_0').compute_dtype == dtype
-      assert model.get_layer('output').compute_dtype == 'float32'
-      optimizer = models.optimizer(c.optimizer, policy)
-      assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer) == (
-          policy == 'mixed_float16')
-      loop = trainer.StepLoop(model, optimizer, c.loss,
-                              tf.distribute.get_strategy(),
-                              global_batch_size=32, jit_compile=True)
-      losses = _run_blocks(loop, dataset_fn)
-    finally:
-      keras.mixed_precision.set_global_policy('float32')
-    assert not np.allclose(losses, reference, rtol=1e-6, atol=0)
-    np.testing.assert_allclose(losses, reference, rtol=0.05)
+def test_a_non_finite_block_stops_with_its_step():
+  engine = _Engine([4, -3])
+  with pytest.raises(FloatingPointError, match='NaN or Inf by step 7;'):
+    _train(engine, _run())
+  assert engine.saved == [0]
 
 
-@pytest.mark.parametrize('jit_compile', [True, False])
-def test_a_block_reports_non_finite_weights(jit_compile):
-  """Checked on the device in the same call: one scalar comes back."""
-  c, model, dataset_fn = _setup(steps_per_block=7)
-  loop = trainer.StepLoop(model, models.optimizer(c.optimizer), c.loss,
-                          tf.distribute.get_strategy(), global_batch_size=32,
-                          jit_compile=jit_compile)
-  iterator = iter(tf.distribute.get_strategy(
-  ).distribute_datasets_from_function(dataset_fn))
-  assert loop.run(iterator).weights_finite
-  kernel = model.get_layer('output').kernel
-  kernel.assign(np.full(kernel.shape, np.inf, np.float32))
-  assert not loop.run(iterator).weights_finite
+def test_rollback_restores_at_half_the_rate_and_redoes_the_steps():
+  engine = _Engine([4, 4, -1, 2, 4, 4, 2])
+  run_log = _train(engine, _run(nan_policy='rollback'))
+  assert run_log.rollbacks == [8]
+  event = [r for r in run_log.records if r.get('event')]
+  assert event == [{'step': 8, 'epoch': 0, 'console': False,
+                    'event': 'rollback', 'learning_rate': 0.5}]
+  assert engine.learning_rate == 0.5
+  assert [r['step'] for r in run_log.records if 'loss' in r] == [
+      4, 8, 10, 14, 18, 20]
 
 
-@pytest.mark.parametrize('jit_compile', [True, False])
-def test_one_trace_serves_epoch_ends_and_restarts(jit_compile):
-  """Blocks of 7 over 10-step epochs (7 real steps, then 3 and 4 padding),
-  then a restart mid-epoch: one shape, so one trace (one XLA program)."""
-  c, model, dataset_fn = _setup(steps_per_block=7)
-  strategy = tf.distribute.get_strategy()
-  loop = trainer.StepLoop(model, models.optimizer(c.optimizer), c.loss,
-                          strategy, global_batch_size=32,
-                          jit_compile=jit_compile)
-  _run_blocks(loop, dataset_fn)
-  restarted = pipeline.training_dataset_fn(
-      sources.load(c.data, loss=c.loss).train, 32, seed=0, steps_per_block=7,
-      start_step=15)
-  iterator = iter(strategy.distribute_datasets_from_function(restarted))
-  assert [len(loop.run(iterator).losses) for _ in range(3)] == [5, 7, 3]
-  assert loop._loop.experimental_get_tracing_count() == 1
-  assert loop._next.experimental_get_tracing_count() == 1
-  if jit_compile:
-    assert loop._replica_block.experimental_get_tracing_count() == 1
+def test_rollback_gives_up_after_three():
+  engine = _Engine([4, -1, -1, -1, -1])
+  with pytest.raises(FloatingPointError, match='by step 1;'):
+    _train(engine, _run(nan_policy='rollback'))
+  assert engine.learning_rate == 0.125

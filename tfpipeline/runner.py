@@ -8,6 +8,8 @@ resumed from its newest readable checkpoint. Every attempt that writes to
 `model_dir` appends its outcome to the audit log.
 """
 
+import contextlib
+import dataclasses
 import json
 import pathlib
 import sys
@@ -19,15 +21,15 @@ from absl import logging
 from tfpipeline import artifacts
 from tfpipeline import cluster
 from tfpipeline import config as config_lib
+from tfpipeline import engines
 from tfpipeline import integrity
 from tfpipeline import run_identity
+from tfpipeline.run_context import RunContext
+from tfpipeline.run_context import Trained
 from tfpipeline.errors import Interrupted
 from tfpipeline.errors import Preempted
 from tfpipeline.errors import UserError
 from tfpipeline.errors import user_errors_through_tensorflow
-
-ENGINES = ('tfpipeline', 'keras_fit')
-
 
 def run(config=None, model_dir='/tmp/tfpipeline', *, strategy='auto',
         tpu: str = 'local', cpu_devices: int = 1, engine: str = 'tfpipeline',
@@ -58,12 +60,7 @@ def run(config=None, model_dir='/tmp/tfpipeline', *, strategy='auto',
   if config is None or isinstance(config, str):
     config = config_lib.load(config)
   config = config_lib.validate(config)
-  if engine not in ENGINES:
-    raise UserError(f'--engine={engine}: expected one of {", ".join(ENGINES)}')
-  if engine == 'keras_fit' and config.train.nan_policy == 'rollback':
-    raise UserError('train.nan_policy=rollback needs --engine=tfpipeline: '
-                    'Keras fit cannot restore a checkpoint mid-run; use '
-                    'nan_policy=stop with keras_fit')
+  engines.check(engine, config)
   chief = cluster.is_chief()
   model_dir = pathlib.Path(model_dir)
   meter = None
@@ -72,22 +69,29 @@ def run(config=None, model_dir='/tmp/tfpipeline', *, strategy='auto',
     from tfpipeline.report import compute  # pylint: disable=g-import-not-at-top
     compute.grid_intensity(config.report)  # A bad country is bad input.
     meter = compute.EnergyMeter(config.report)  # The run's time and energy.
-
   try:
-    return _run_checked(config, model_dir, strategy, tpu=tpu,
-                        cpu_devices=cpu_devices, engine=engine,
-                        allow_config_change=allow_config_change, meter=meter)
+    run_context = _prepared(config, model_dir, strategy, tpu=tpu,
+                            cpu_devices=cpu_devices, engine=engine,
+                            chief=chief,
+                            allow_config_change=allow_config_change)
+    model = _checked_model(run_context)
+    if not chief:
+      return _train_as_worker(run_context, model)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    with _audited(model_dir, run_context.config):
+      test_metrics = _train_and_export(run_context, model, meter)
+    logging.info('wrote %s', model_dir)
+    return test_metrics
   finally:
     if meter:
       meter.stop()  # Also on errors: codecarbon's tracker has a thread.
 
 
-def _run_checked(config, model_dir: pathlib.Path, strategy, *, tpu: str,
-                 cpu_devices: int, engine: str, allow_config_change: bool,
-                 meter) -> dict[str, float]:
-  """`run` after the cheap checks: device, data, then training (chief: with
-  the energy `meter`; other workers: None)."""
-  chief = meter is not None
+def _prepared(config, model_dir: pathlib.Path, strategy, *, tpu: str,
+              cpu_devices: int, engine: str, chief: bool,
+              allow_config_change: bool) -> RunContext:
+  """The run after the cheap checks: its device and data, checked (and, on
+  the chief, checked against the run in `model_dir`)."""
   # TensorFlow is imported only once the cheap checks have passed.
   from tfpipeline import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
   from tfpipeline.data import pipeline, sources  # pylint: disable=g-import-not-at-top
@@ -110,29 +114,26 @@ def _run_checked(config, model_dir: pathlib.Path, strategy, *, tpu: str,
     _check_resume(model_dir, config, allow_config_change, splits, inputs)
     run_identity.check(model_dir, identity,
                        allow_change=allow_config_change)
-  model = _checked_model(config, strategy, splits, inputs)
+  return RunContext(config=config, model_dir=model_dir, output_dir=model_dir,
+                    strategy=strategy, splits=splits, inputs=inputs,
+                    engine=engine, chief=chief, identity=identity)
 
-  checkpoints = model_dir / 'checkpoints'
-  if chief:
-    model_dir.mkdir(parents=True, exist_ok=True)
-    test_metrics = _audited(model_dir, config, lambda: _train_and_export(
-        config, model_dir, strategy, splits, inputs, model, engine,
-        checkpoints, meter=meter, identity=identity))
-    logging.info('wrote %s', model_dir)
-    return test_metrics
-  # Other workers take every step too, but write to a scratch directory (as
-  # TensorFlow Model Garden does); they resume from the chief's checkpoints.
+
+def _train_as_worker(run_context: RunContext, model) -> dict[str, float]:
+  """A non-chief worker takes every step too, but writes to a scratch
+  directory (as TensorFlow Model Garden does); it resumes from the chief's
+  checkpoints."""
   with tempfile.TemporaryDirectory(prefix='tfpipeline-worker-') as scratch:
-    test_metrics = _train_and_export(config, pathlib.Path(scratch), strategy,
-                                     splits, inputs, model, engine,
-                                     checkpoints, meter=None,
-                                     identity=identity)
-  logging.info('done; only the chief writes %s', model_dir)
+    test_metrics = _train_and_export(dataclasses.replace(
+        run_context, output_dir=pathlib.Path(scratch)), model, meter=None)
+  logging.info('done; only the chief writes %s', run_context.model_dir)
   return test_metrics
 
 
-def _audited(model_dir: pathlib.Path, config, train_and_export):
-  """Runs `train_and_export`, then writes MANIFEST.json; logs the outcome."""
+@contextlib.contextmanager
+def _audited(model_dir: pathlib.Path, config):
+  """Runs the body, then writes MANIFEST.json; appends the outcome
+  (completed, preempted or failed) to the audit log."""
   from tfpipeline.report import provenance  # pylint: disable=g-import-not-at-top
   entry = {'user': provenance.user(), 'host': provenance.host(),
            'command': sys.argv, 'config_sha256': integrity.sha256_text(
@@ -146,7 +147,7 @@ def _audited(model_dir: pathlib.Path, config, train_and_export):
       logging.error('cannot append to %s: %s', integrity.AUDIT_LOG, e)
 
   try:
-    test_metrics = train_and_export()
+    yield
     manifest_sha256 = integrity.write_manifest(model_dir)
   except (Preempted, Interrupted) as e:
     audit(outcome=f'preempted: {e}')
@@ -157,60 +158,41 @@ def _audited(model_dir: pathlib.Path, config, train_and_export):
   audit(outcome='completed', manifest_sha256=manifest_sha256)
   logging.info('MANIFEST.json sha256 %s (python -m tfpipeline.verify %s)',
                manifest_sha256, model_dir)
-  return test_metrics
 
 
 @user_errors_through_tensorflow()  # A streamed label the loss cannot take.
-def _train_and_export(config, model_dir: pathlib.Path, strategy, splits,
-                      inputs, model, engine: str, restore_from: pathlib.Path,
-                      *, meter, identity: dict) -> dict[str, float]:
-  """Restores `model` (`_checked_model`'s), trains, evaluates, saves and,
-  given the run's energy `meter` (the chief's), reports; writes under
-  `model_dir`, recording the run's `identity` (run_identity.of) from the
-  step it resumes at."""
-  from tfpipeline import checkpointing, dp_sgd, models, trainer  # pylint: disable=g-import-not-at-top
+def _train_and_export(run_context: RunContext, model,
+                      meter) -> dict[str, float]:
+  """Restores `model` (`_checked_model`'s) through the run's engine,
+  trains, evaluates, saves and, given the run's energy `meter` (the
+  chief's), reports; writes under `run_context.output_dir`, recording the
+  run's identity from the step it resumes at."""
+  from tfpipeline import trainer  # pylint: disable=g-import-not-at-top
   from tfpipeline.data import sources  # pylint: disable=g-import-not-at-top
-  from tfpipeline.evaluation import Evaluator  # pylint: disable=g-import-not-at-top
   from tfpipeline.run_log import RunLog  # pylint: disable=g-import-not-at-top
 
-  artifacts.write_text(model_dir / 'config.json', config_lib.to_json(config))
-  with strategy.scope():
-    optimizer = models.optimizer(config.optimizer,
-                                 config.train.mixed_precision)
-    optimizer.build(model.trainable_variables)
+  config, splits = run_context.config, run_context.splits
+  output_dir = run_context.output_dir
+  artifacts.write_text(output_dir / 'config.json', config_lib.to_json(config))
   logging.info('%s: %d training, %d validation, %d test examples; %d '
                'parameters', sources.title(config.data),
                len(splits.train), len(splits.validation), len(splits.test),
                model.count_params())
-  checkpoints = checkpointing.Checkpoints(
-      model_dir / 'checkpoints', model, optimizer,
-      keep=config.train.keep_checkpoints, restore_from=restore_from)
-  start_step = checkpoints.restore()
+  engine = engines.create(run_context, model)
+  start_step = engine.start_step
   if start_step:
     logging.info('resuming from the checkpoint at step %d', start_step)
-  run_identity.record(model_dir, identity, start_step)
-  dp = None
-  if config.privacy.dp:
-    dp = dp_sgd.DpSgd.from_config(config.privacy, dp_sgd.noise_key(
-        restore_from, model_dir / 'checkpoints'))
-
-  # One evaluator (one compiled predict function) for validation and test.
-  evaluator = Evaluator(
-      model, config.loss, batch_size=max(config.train.global_batch_size, 256),
-      jit_compile=config.train.jit_compile, strategy=strategy)
-  run_log = RunLog(model_dir, config.train.epochs, start_step=start_step)
+  run_identity.record(output_dir, run_context.identity, start_step)
+  evaluator = engine.evaluator()
+  run_log = RunLog(output_dir, config.train.epochs, start_step=start_step)
   train_start = time.perf_counter()
   try:
-    trainer.train(model, optimizer, inputs, config, strategy, run_log,
-                  checkpoints, evaluator, start_step=start_step,
-                  engine=engine, dp=dp)
+    trainer.train(engine, run_context, run_log=run_log, evaluator=evaluator)
   finally:
     run_log.close()
-  train_seconds = time.perf_counter() - train_start
+  trained = Trained(model, start_step, time.perf_counter() - train_start)
   try:
-    return _evaluate_export_report(
-        config, model_dir, strategy, splits, inputs, model, evaluator,
-        meter=meter, train_seconds=train_seconds, start_step=start_step)
+    return _evaluate_export_report(run_context, trained, evaluator, meter)
   except Interrupted as e:
     signal_name = str(e).split(':', 1)[0]
     raise Interrupted(f'{signal_name}: stopped after training, before the '
@@ -218,29 +200,26 @@ def _train_and_export(config, model_dir: pathlib.Path, strategy, splits,
                       f'command') from None
 
 
-def _evaluate_export_report(config, model_dir: pathlib.Path, strategy, splits,
-                            inputs, model, evaluator, *, meter,
-                            train_seconds: float,
-                            start_step: int) -> dict[str, float]:
+def _evaluate_export_report(run_context: RunContext, trained: Trained,
+                            evaluator, meter) -> dict[str, float]:
   """Writes metrics.json, model.keras, saved_model/ and (with the energy
   `meter`) the report."""
   from tfpipeline import export, models  # pylint: disable=g-import-not-at-top
-  test_evaluation = evaluator.run(inputs.test)
+  output_dir = run_context.output_dir
+  test_evaluation = evaluator.run(run_context.inputs.test)
   test_metrics = evaluator.metrics(test_evaluation)
-  artifacts.write_text(model_dir / 'metrics.json',
+  artifacts.write_text(output_dir / 'metrics.json',
                        json.dumps(test_metrics, indent=2) + '\n')
-  export.save(models.serving_model(model, inputs.vectorizer), model_dir)
+  export.save(models.serving_model(trained.model,
+                                   run_context.inputs.vectorizer), output_dir)
   logging.info('test: %s', '  '.join(f'{k} {v:.4g}'
                                      for k, v in test_metrics.items()))
   if meter:
     report_start = time.perf_counter()
     from tfpipeline import report as report_lib  # pylint: disable=g-import-not-at-top
-    report_lib.write(
-        model_dir, config=config, splits=splits, inputs=inputs, model=model,
-        strategy=strategy, test_evaluation=test_evaluation,
-        test_metrics=test_metrics, times=meter.stop(),
-        train_seconds=train_seconds, start_step=start_step)
-    logging.info('report: %s (%.2f s)', model_dir / 'report' / 'report.html',
+    report_lib.write(run_context, trained, test_evaluation, test_metrics,
+                     times=meter.stop())
+    logging.info('report: %s (%.2f s)', output_dir / 'report' / 'report.html',
                  time.perf_counter() - report_start)
   return test_metrics
 
@@ -257,11 +236,13 @@ def _with_columns(config, splits):
   return config
 
 
-def _checked_model(config, strategy, splits, inputs):
-  """The run's model, seeded and built under `strategy` and the config's
+def _checked_model(run_context: RunContext):
+  """The run's model, seeded and built under its strategy and the config's
   dtype policy before any write, so a bad model.* key, or a layer that
   DP-SGD or deterministic XLA refuses, fails without a trace (DP-SGD's
   check builds a model of its own)."""
+  config, strategy = run_context.config, run_context.strategy
+  splits, inputs = run_context.splits, run_context.inputs
   import keras  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tfpipeline import models  # pylint: disable=g-import-not-at-top

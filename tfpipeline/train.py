@@ -26,6 +26,7 @@ from ml_collections import config_flags
 
 from tfpipeline import config as config_lib
 from tfpipeline import console
+from tfpipeline import engines
 from tfpipeline import errors
 from tfpipeline.errors import CheckpointError
 from tfpipeline.errors import Preempted
@@ -66,7 +67,7 @@ _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
     'epochs, steps_per_loop, checkpointing or nan_policy is always allowed; '
     'changing --engine never is.')
 _ENGINE = flags.DEFINE_enum(
-    'engine', 'tfpipeline', ['tfpipeline', 'keras_fit'],
+    'engine', 'tfpipeline', list(engines.NAMES),
     "Training engine: tfpipeline's XLA multi-step loop, or Keras model.fit "
     '(the reference).')
 

@@ -25,7 +25,7 @@ _TIMED = (
     ('tfpipeline.models', 'build', 'model builds'),
     ('tfpipeline.checkpointing', 'Checkpoints.save', 'checkpoints'),
     ('tfpipeline.trainer', 'train', 'epochs: input pipeline, logging'),
-    ('tfpipeline.trainer', 'StepLoop.run', 'epochs: training blocks'),
+    ('tfpipeline.engines.tf_loop', 'StepLoop.run', 'epochs: training blocks'),
     ('tfpipeline.evaluation', 'Evaluator.run', 'evaluation'),
     ('tfpipeline.evaluation', 'Evaluator.metrics', 'evaluation'),
     ('tfpipeline.export', 'save', 'export'),

@@ -84,8 +84,9 @@ def measure(case_name: str, setting: dict, *, device: str,
   import keras  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tfpipeline import config, models, trainer  # pylint: disable=g-import-not-at-top
+  from tfpipeline import config, models  # pylint: disable=g-import-not-at-top
   from tfpipeline.data import pipeline, sources  # pylint: disable=g-import-not-at-top
+  from tfpipeline.engines import tf_loop  # pylint: disable=g-import-not-at-top
 
   if case.image:
     c, train = _convnet_data(case, data_dir,
@@ -106,7 +107,7 @@ def measure(case_name: str, setting: dict, *, device: str,
 
   unit_seconds, stall = [], []
   if setting['engine'] == 'tfpipeline':
-    loop = trainer.StepLoop(model, optimizer, c.loss, strategy,
+    loop = tf_loop.StepLoop(model, optimizer, c.loss, strategy,
                             global_batch_size=case.batch, jit_compile=jit)
     dataset_fn = pipeline.training_dataset_fn(
         train, case.batch, seed=0, steps_per_block=case.steps)

@@ -33,25 +33,23 @@ _TRAINED_ARTEFACTS = ('config.json', 'metrics.json', 'model.keras',
                       'saved_model/saved_model.pb')
 
 
-def write(model_dir: pathlib.Path, *, config, splits, inputs, model, strategy,
-          test_evaluation, test_metrics: dict, times: dict,
-          train_seconds: float, start_step: int) -> dict:
+def write(run, trained, test_evaluation, test_metrics: dict, *,
+          times: dict) -> dict:
   """Writes report/ (json, md, html, png, predictions.csv); returns the json.
 
   Args:
-    model_dir: the run directory, with config.json, metrics and the model.
-    config: the resolved config of the run.
-    splits: the data splits the model was trained and tested on.
-    inputs: the splits as model inputs (`pipeline.Inputs`).
-    model: the trained Keras model.
-    strategy: the tf.distribute strategy it trained under.
+    run: the `RunContext`: config, data, strategy; its `output_dir` holds
+      config.json, the metrics and the model.
+    trained: the trained model and how this process trained it
+      (`run_context.Trained`).
     test_evaluation: the model's outputs on the test split, with its labels
       and groups (an `evaluation.Evaluation`).
     test_metrics: as in metrics.json.
     times: `compute.EnergyMeter.stop()`'s result.
-    train_seconds: wall time of the training loop in this process.
-    start_step: the step this process resumed from (0 for a fresh run).
   """
+  config, splits, inputs = run.config, run.splits, run.inputs
+  model, strategy, start_step = trained.model, run.strategy, trained.start_step
+  model_dir = run.output_dir
   train, test = splits.train, test_evaluation
   report_dir = model_dir / 'report'
   report_dir.mkdir(exist_ok=True)
@@ -62,7 +60,7 @@ def write(model_dir: pathlib.Path, *, config, splits, inputs, model, strategy,
       'compute': compute.section(
           model, strategy, config.report, times,
           examples_seen=(total_steps - start_step) * batch,
-          train_seconds=train_seconds, resumed_from_step=start_step,
+          train_seconds=trained.seconds, resumed_from_step=start_step,
           mixed_precision=config.train.mixed_precision),
       'fairness': fairness.section(
           test.labels, test.predictions, test.groups,

@@ -1,0 +1,75 @@
+"""What the TensorFlow engines share: the state of a Keras model under a
+tf.distribute strategy.
+
+A Keras optimizer built under the strategy, `checkpointing.Checkpoints`
+(tf.train checkpoints), DP-SGD settings with the run's secret noise key,
+and an `evaluation.Evaluator` (a tf.function over the model). The engines
+add how a block of steps runs: `tf_loop` and `keras_fit`.
+"""
+
+import tensorflow as tf
+
+from tfpipeline import checkpointing
+from tfpipeline import dp_sgd
+from tfpipeline import models
+from tfpipeline.engines import engine
+from tfpipeline.evaluation import Evaluator
+
+
+class TfEngine(engine.Engine):
+  """Builds the optimizer, restores the newest checkpoint, reads (or draws)
+  the DP-SGD noise key; `dp` is None without privacy.dp."""
+
+  def __init__(self, run, model):
+    config = run.config
+    self.run, self.model = run, model
+    with run.strategy.scope():
+      self.optimizer = models.optimizer(config.optimizer,
+                                        config.train.mixed_precision)
+      self.optimizer.build(model.trainable_variables)
+    restore_from = run.model_dir / 'checkpoints'
+    self._checkpoints = checkpointing.Checkpoints(
+        run.output_dir / 'checkpoints', model, self.optimizer,
+        keep=config.train.keep_checkpoints, restore_from=restore_from)
+    self.start_step = self._step = self._checkpoints.restore()
+    self.dp = None
+    if config.privacy.dp:
+      self.dp = dp_sgd.DpSgd.from_config(config.privacy, dp_sgd.noise_key(
+          restore_from, run.output_dir / 'checkpoints'))
+
+  def save(self, step: int) -> None:
+    self._checkpoints.save(step)
+
+  def restore(self) -> int:
+    self._step = self._checkpoints.restore()
+    return self._step
+
+  def has_checkpoint(self) -> bool:
+    return bool(self._checkpoints.manager.checkpoints)
+
+  @property
+  def learning_rate(self) -> float:
+    return float(self.optimizer.learning_rate)
+
+  @learning_rate.setter
+  def learning_rate(self, rate: float) -> None:
+    self.optimizer.learning_rate.assign(rate)
+
+  def preemption_watch(self):
+    return checkpointing.preemption_watch(self.run.strategy,
+                                          self._checkpoints)
+
+  def evaluator(self) -> Evaluator:
+    """One evaluator (one compiled predict function) for validation and
+    test."""
+    config = self.run.config
+    return Evaluator(
+        self.model, config.loss,
+        batch_size=max(config.train.global_batch_size, 256),
+        jit_compile=config.train.jit_compile, strategy=self.run.strategy)
+
+
+def finite_weights(model) -> tf.Tensor:
+  """A boolean scalar: no trainable weight is NaN or Inf."""
+  return tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(v))
+                                 for v in model.trainable_variables]))

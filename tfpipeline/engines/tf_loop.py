@@ -1,0 +1,210 @@
+"""The own TensorFlow loop (--engine=tfpipeline): many steps per device call.
+
+The loop runs `train.steps_per_loop` steps in one `tf.function` call.
+On one replica with XLA the whole block of steps (forward, backward and the
+optimizer) is one XLA computation. With several replicas each step is a
+`strategy.run` inside a `tf.range` loop, with XLA on each replica's forward
+and backward pass and the optimizer (and its all-reduce) applied outside
+XLA. Losses are scaled by the global batch and gradients summed across
+replicas, so every strategy takes the same step. Measured on TF 2.21 (see
+BUILD_NOTES.md), this is what lets it beat `model.fit`, which under
+tf.distribute runs without XLA and one step per call.
+"""
+
+import dataclasses
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfpipeline import dp_sgd
+from tfpipeline import models
+from tfpipeline.data import pipeline
+from tfpipeline.engines import engine
+from tfpipeline.engines import tf_engine
+
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+  """One device call's outcome.
+
+  Attributes:
+    losses: the loss of each step.
+    weights_finite: no trainable weight is NaN or Inf after the block.
+    waited_s: seconds blocked on the input iterator (timed on the host:
+      `tf.timestamp` is refused under op determinism).
+  """
+  losses: np.ndarray
+  weights_finite: bool
+  waited_s: float
+
+
+class StepLoop:
+  """Compiled training steps of one model under one strategy.
+
+  Each call reads one block of k batches from the iterator (one input read
+  per device call, in its own small function so the wait is timed) and runs
+  its real steps (k, fewer in a padded block at an epoch's end): every block
+  has one shape, so the loop is traced and compiled once. With one replica
+  and XLA, the whole block (forward, backward and optimizer for every step)
+  is one XLA computation. With several replicas, each step is a
+  `strategy.run` with XLA on the forward and backward pass and the
+  optimizer, whose gradient all-reduce runs across devices, applied outside
+  XLA. With `dp`, the gradients are DP-SGD's (clipped per example, noised;
+  see `dp_sgd`).
+  """
+
+  def __init__(self, model: keras.Model, optimizer, loss: str,
+               strategy: tf.distribute.Strategy, *, global_batch_size: int,
+               jit_compile: bool, dp: dp_sgd.DpSgd | None = None):
+    self._model = model
+    self._optimizer = optimizer
+    self._loss_fn = models.loss_fn(loss)
+    self._strategy = strategy
+    self._global_batch_size = global_batch_size
+    self._dp = dp
+    # Slot variables made here, not lazily inside the compiled loop: creating
+    # variables in a tf.function under MirroredStrategy fails ("You must feed
+    # a value for placeholder tensor ... cond/Placeholder").
+    if not optimizer.built:
+      with strategy.scope():
+        optimizer.build(model.trainable_variables)
+    self._fused = jit_compile and strategy.num_replicas_in_sync == 1
+    if self._fused:
+      self._replica_block = tf.function(self._steps_of_block,
+                                        jit_compile=True)
+    else:
+      self._gradients = tf.function(self._replica_gradients,
+                                    jit_compile=jit_compile)
+    self._next = tf.function(lambda iterator: next(iterator))
+    self._loop = tf.function(self._call)
+
+  def _replica_gradients(self, features, labels):
+    if self._dp:
+      losses, penalty, gradients = dp_sgd.gradients(
+          self._model, self._loss_fn, features, labels, self._dp,
+          global_batch_size=self._global_batch_size,
+          step=self._optimizer.iterations)
+      return (tf.reduce_sum(losses) / self._global_batch_size +
+              tf.nn.scale_regularization_loss(penalty)), gradients
+    variables = self._model.trainable_variables
+    with tf.GradientTape() as tape:
+      predictions = self._model(features, training=True)
+      per_example = self._loss_fn(labels, predictions)
+      loss = tf.nn.compute_average_loss(
+          per_example, global_batch_size=self._global_batch_size)
+      if self._model.losses:
+        loss += tf.nn.scale_regularization_loss(tf.add_n(self._model.losses))
+      scaled = self._optimizer.scale_loss(loss)  # LossScaleOptimizer: x scale
+    return loss, tape.gradient(scaled, variables)
+
+  def _replica_step(self, features, labels):
+    loss, gradients = self._gradients(features, labels)
+    self._optimizer.apply_gradients(
+        zip(gradients, self._model.trainable_variables))
+    return loss
+
+  def _steps_of_block(self, features, labels, num_steps):
+    """The first `num_steps` steps of one replica's block (the rest is
+    padding); the loss of each step, zeros for the padding."""
+    losses = tf.zeros([tf.shape(features)[0]])
+    for i in tf.range(num_steps):
+      loss, gradients = self._replica_gradients(features[i], labels[i])
+      self._optimizer.apply_gradients(
+          zip(gradients, self._model.trainable_variables))
+      losses = tf.tensor_scatter_nd_update(losses, [[i]], [loss])
+    return losses
+
+  def _call(self, features, labels, steps):
+    """Runs the real steps of one block: the loss of each (padded to the
+    block's length), how many there were, and whether the weights are all
+    finite after them (one scalar, computed on the device)."""
+    num_steps = self._strategy.experimental_local_results(steps)[0]
+    if self._fused:
+      losses = self._strategy.experimental_local_results(self._strategy.run(
+          self._replica_block, (features, labels, steps)))[0]
+    else:
+      losses = self._replicated_block(features, labels, num_steps)
+    return losses, num_steps, tf_engine.finite_weights(self._model)
+
+  def _replicated_block(self, features, labels, num_steps):
+    """Each step a `strategy.run`; the losses summed across replicas once
+    per block: per step only over this worker's replicas (no collective),
+    then one all-reduce of the block's vector across workers."""
+    num_local = len(self._strategy.experimental_local_results(features))
+    losses = tf.TensorArray(tf.float32, size=num_steps)
+    for i in tf.range(num_steps):
+      per_replica = self._strategy.run(
+          lambda x, y: self._replica_step(x[i], y[i]), (features, labels))
+      losses = losses.write(i, tf.add_n(
+          self._strategy.experimental_local_results(per_replica)))
+    worker_sums = losses.stack()
+    # This worker's sums on its first replica, zeros on the others.
+    per_replica = self._strategy.experimental_distribute_values_from_function(
+        lambda context: worker_sums
+        if context.replica_id_in_sync_group % num_local == 0
+        else tf.zeros_like(worker_sums))
+    return self._strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica,
+                                 axis=None)
+
+  def run(self, iterator) -> Block:
+    """Reads the next block and runs its steps on the device.
+
+    Args:
+      iterator: over `strategy.distribute_datasets_from_function` of a
+        `pipeline.training_dataset_fn(..., steps_per_block=k)`.
+    """
+    start = time.perf_counter()
+    features, labels, steps = self._next(iterator)
+    waited = time.perf_counter() - start
+    losses, num_steps, finite = self._loop(features, labels, steps)
+    return Block(losses.numpy()[:int(num_steps)], bool(finite), waited)
+
+
+class TfLoop(tf_engine.TfEngine):
+  """The own loop's engine: a block is one `StepLoop` device call, whose
+  length `pipeline.steps_per_block` chooses (at most train.steps_per_loop,
+  ending at epoch ends)."""
+
+  def __init__(self, run, model):
+    super().__init__(run, model)
+    train = run.config.train
+    batch = train.global_batch_size
+    self._loop = StepLoop(model, self.optimizer, run.config.loss,
+                          run.strategy, global_batch_size=batch,
+                          jit_compile=train.jit_compile, dp=self.dp)
+    self._steps_per_block = pipeline.steps_per_block(
+        train.steps_per_loop, run.steps_per_epoch,
+        batch * run.inputs.bytes_per_example())
+    self._iterator = None  # Made at the first block, and after a restore.
+
+  def restore(self) -> int:
+    self._iterator = None
+    return super().restore()
+
+  def run_block(self, progress: engine.Progress) -> engine.BlockResult:
+    del progress  # A block is one device call: the loop logs each.
+    if self._iterator is None:
+      self._iterator = self._batches_from(self._step)
+    block = self._loop.run(self._iterator)
+    losses = block.losses
+    self._step += len(losses)
+    finite = np.isfinite(losses)
+    if not finite.all():
+      return engine.BlockResult(len(losses), float('nan'),
+                                non_finite_at=int(np.argmin(finite)) + 1)
+    if not block.weights_finite:
+      return engine.BlockResult(len(losses), float('nan'),
+                                non_finite_at=len(losses))
+    return engine.BlockResult(len(losses), float(np.mean(losses)),
+                              waited_s=block.waited_s)
+
+  def _batches_from(self, step: int):
+    """An iterator over the blocks of batches from global step `step`."""
+    run = self.run
+    train = run.config.train
+    dataset_fn = pipeline.training_dataset_fn(
+        run.inputs.train, train.global_batch_size, seed=train.seed,
+        steps_per_block=self._steps_per_block, start_step=step)
+    return iter(run.strategy.distribute_datasets_from_function(dataset_fn))

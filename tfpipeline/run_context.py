@@ -1,0 +1,61 @@
+"""What one run carries from loading its data to its report.
+
+`runner.run` builds one `RunContext` once the data is loaded and checked;
+training, export and the report read what they need from it instead of
+passing the config, directories, strategy and data along one by one.
+"""
+
+import dataclasses
+import pathlib
+from typing import Any
+
+from tfpipeline import config as config_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class RunContext:
+  """One run's fixed facts.
+
+  Attributes:
+    config: the resolved config (columns named, noise calibrated).
+    model_dir: the run's directory; checkpoints are read from it.
+    output_dir: where this process writes: `model_dir` for the chief, a
+      scratch directory for the other workers.
+    strategy: the tf.distribute strategy the run trains under.
+    splits: the loaded data splits.
+    inputs: the splits as model inputs (`pipeline.Inputs`).
+    engine: the --engine name (see `engines`).
+    chief: whether this process writes `model_dir` and the report.
+    identity: the run's data and engine identity (`run_identity.of`).
+  """
+  config: Any
+  model_dir: pathlib.Path
+  output_dir: pathlib.Path
+  strategy: Any
+  splits: Any
+  inputs: Any
+  engine: str
+  chief: bool
+  identity: dict
+
+  @property
+  def steps_per_epoch(self) -> int:
+    return config_lib.steps_per_epoch(self.config, len(self.splits.train))
+
+  @property
+  def total_steps(self) -> int:
+    return config_lib.total_steps(self.config, len(self.splits.train))
+
+
+@dataclasses.dataclass(frozen=True)
+class Trained:
+  """A trained model and how this process trained it.
+
+  Attributes:
+    model: the trained Keras model.
+    start_step: the step this process resumed from (0 for a fresh run).
+    seconds: wall time of the training loop in this process.
+  """
+  model: Any
+  start_step: int
+  seconds: float
