@@ -11,7 +11,7 @@ from conftest import REPO
 
 from tfpipeline.bench import phases
 from tfpipeline.bench import runs
-from tfpipeline.bench import tables
+from tfpipeline.bench import table_reading
 from tfpipeline.bench import training
 
 
@@ -121,13 +121,13 @@ def test_report_overhead_is_measured_against_a_run_without_the_report(
 def test_table_read_case_measures_every_reader(tmp_path):
   # 15,000 rows of 21 float32 columns: 1.2 MiB, over the 1 MiB budget the
   # cached readers get.
-  results = tables.table_case(str(tmp_path), rounds=1, rows=15_000)
-  assert [r['reader'] for r in results] == list(tables.READERS)
+  results = table_reading.table_case(str(tmp_path), rounds=1, rows=15_000)
+  assert [r['reader'] for r in results] == list(table_reading.READERS)
   for r in results:
     assert 'error' not in r, r
     assert r['seconds'] > 0 and r['rss_over_baseline_mib'] >= 0
     assert r['pass_seconds'] > 0 and r['rss_anon_mib'] > 0
-    assert r['cached'] == (r['reader'] in tables.CACHED), r
+    assert r['cached'] == (r['reader'] in table_reading.CACHED), r
     assert (r['batch_rows_per_s'] is None) == (r['reader'] == 'python_csv')
   assert results[0]['speedup_vs_python_csv'] == 1.0
   assert len(list((tmp_path / 'table_15000').glob('table.csv.*.table'))) == 1

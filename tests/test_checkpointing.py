@@ -424,7 +424,7 @@ def test_multi_worker_preemption_stops_every_worker_and_resumes(
 
 _KILLED_SWAP = '''
 import os, pathlib, sys
-from tfpipeline import artifacts
+from tfpipeline import atomic_files
 kill_at = int(sys.argv[2])
 real_replace, calls = os.replace, []
 def replace(source, destination):
@@ -433,7 +433,7 @@ def replace(source, destination):
     os._exit(9)  # Killed before this rename.
   real_replace(source, destination)
 os.replace = replace
-with artifacts.replacing(pathlib.Path(sys.argv[1])) as new:
+with atomic_files.replacing(pathlib.Path(sys.argv[1])) as new:
   new.mkdir()
   (new / 'saved_model.pb').write_text('new')
 '''

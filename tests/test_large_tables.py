@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_weights_close, read_jsonl, run_cli
-from tfpipeline import artifacts
+from tfpipeline import atomic_files
 from tfpipeline import config
 from tfpipeline.data import sources
 from tfpipeline.data import table_cache
@@ -121,7 +121,7 @@ def test_an_unwritable_cache_directory_is_named(tmp_path, monkeypatch):
   def refuse(**_):
     raise PermissionError(13, 'Permission denied')
 
-  monkeypatch.setattr(artifacts.tempfile, 'mkdtemp', refuse)
+  monkeypatch.setattr(atomic_files.tempfile, 'mkdtemp', refuse)
   with pytest.raises(UserError, match=rf'table.csv: its cache cannot be '
                      rf'written in {tmp_path} \(Permission denied\); make '
                      rf'that directory writable'):

@@ -185,10 +185,10 @@ def test_source_rows_number_rows_as_errors_do(tmp_path):
 
 
 def test_text_a_spreadsheet_would_run_is_made_inert():
-  from tfpipeline import tables
+  from tfpipeline.report import predictions_csv
   cases = {'=HYPERLINK("http://x","y")': '\'=HYPERLINK("http://x","y")',
            '+cmd': "'+cmd", '-2+3': "'-2+3", '@SUM(A1)': "'@SUM(A1)",
            '\tx': "'\tx", '\rx': "'\rx", '-': "'-",
            '-1': '-1', '+1.5': '+1.5', '-1.2e-05': '-1.2e-05', '.5': '.5',
            'a=b': 'a=b', '': ''}
-  assert {text: tables.inert(text) for text in cases} == cases
+  assert {text: predictions_csv.inert(text) for text in cases} == cases

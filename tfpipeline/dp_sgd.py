@@ -32,7 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfpipeline import artifacts
+from tfpipeline import atomic_files
 from tfpipeline.errors import UserError
 
 # Beside the checkpoints; as secret as they are (README, "Privacy").
@@ -84,7 +84,7 @@ def noise_key(read_from: pathlib.Path, write_to: pathlib.Path) -> tuple[int, int
     return _as_int64s(key)
   key = secrets.token_bytes(16)
   write_to.mkdir(parents=True, exist_ok=True)
-  with artifacts.replacing(write_to / NOISE_KEY_FILE) as tmp:
+  with atomic_files.replacing(write_to / NOISE_KEY_FILE) as tmp:
     descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, 'w') as f:
       f.write(key.hex() + '\n')

@@ -15,7 +15,7 @@ import json
 import os
 import pathlib
 
-from tfpipeline import artifacts
+from tfpipeline import atomic_files
 
 MANIFEST = 'MANIFEST.json'
 AUDIT_LOG = 'audit.jsonl'
@@ -49,7 +49,7 @@ def write_manifest(model_dir: pathlib.Path) -> str:
   """Writes MANIFEST.json for `model_dir`'s files; returns its sha256."""
   text = json.dumps({'algorithm': 'sha256', 'files': _files(model_dir),
                      'not_listed': sorted(_UNLISTED)}, indent=2) + '\n'
-  artifacts.write_text(model_dir / MANIFEST, text)
+  atomic_files.write_text(model_dir / MANIFEST, text)
   return sha256_text(text)
 
 

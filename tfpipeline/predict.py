@@ -35,7 +35,7 @@ from tfpipeline import commands
 from tfpipeline import console
 from tfpipeline import errors
 from tfpipeline import integrity
-from tfpipeline import tables
+from tfpipeline.report import predictions_csv
 from tfpipeline.errors import UserError
 
 _INPUT = flags.DEFINE_string(
@@ -144,7 +144,7 @@ def main(argv: list[str]) -> int:
     _changed(e)
   predictions, labels, groups = predict(model, split, data, _BATCH_SIZE.value)
   source_rows = split.source_rows()
-  tables.write_predictions(
+  predictions_csv.write_predictions(
       output, index=range(len(source_rows)), source_rows=source_rows,
       predictions=predictions, classifier='crossentropy' in run_config.loss,
       label_name=data.label, labels=labels, group_name=data.group,

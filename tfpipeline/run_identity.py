@@ -17,7 +17,7 @@ would drift.
 import json
 import pathlib
 
-from tfpipeline import artifacts
+from tfpipeline import atomic_files
 from tfpipeline import config as config_lib
 from tfpipeline.errors import UserError
 
@@ -68,7 +68,7 @@ def record(model_dir: pathlib.Path, identity: dict, start_step: int) -> None:
   if recorded and not _changes(recorded[-1], identity):
     return
   recorded.append({'from_step': start_step, **identity})
-  artifacts.write_text(model_dir / FILE, json.dumps(
+  atomic_files.write_text(model_dir / FILE, json.dumps(
       {'versions': recorded}, indent=2, sort_keys=True) + '\n')
 
 

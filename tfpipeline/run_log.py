@@ -8,7 +8,7 @@ import time
 from absl import logging
 import tensorflow as tf
 
-from tfpipeline import artifacts
+from tfpipeline import atomic_files
 
 
 # A console line at least this often within a long epoch.
@@ -44,7 +44,7 @@ class RunLog:
   def _truncate(self, step: int) -> None:
     """Keeps the records of steps up to `step`, in both logs."""
     if self._path.exists():
-      artifacts.write_text(self._path, ''.join(
+      atomic_files.write_text(self._path, ''.join(
           line + '\n' for line in self._path.read_text().splitlines()
           if _step_of(line) is not None and _step_of(line) <= step))
     _truncate_events(self._tensorboard, step)
@@ -114,7 +114,7 @@ def _truncate_events(directory: pathlib.Path, step: int) -> None:
           kept.append(record.numpy())
     except tf.errors.DataLossError:
       pass
-  with artifacts.replacing(files[0]) as tmp:
+  with atomic_files.replacing(files[0]) as tmp:
     with tf.io.TFRecordWriter(str(tmp)) as writer:
       for record in kept:
         writer.write(record)

@@ -18,7 +18,7 @@ import time
 
 from absl import logging
 
-from tfpipeline import artifacts
+from tfpipeline import atomic_files
 from tfpipeline import cluster
 from tfpipeline import config as config_lib
 from tfpipeline import engines
@@ -173,7 +173,7 @@ def _train_and_export(run_context: RunContext, model,
 
   config, splits = run_context.config, run_context.splits
   output_dir = run_context.output_dir
-  artifacts.write_text(output_dir / 'config.json', config_lib.to_json(config))
+  atomic_files.write_text(output_dir / 'config.json', config_lib.to_json(config))
   logging.info('%s: %d training, %d validation, %d test examples; %d '
                'parameters', sources.title(config.data),
                len(splits.train), len(splits.validation), len(splits.test),
@@ -208,7 +208,7 @@ def _evaluate_export_report(run_context: RunContext, trained: Trained,
   output_dir = run_context.output_dir
   test_evaluation = evaluator.run(run_context.inputs.test)
   test_metrics = evaluator.metrics(test_evaluation)
-  artifacts.write_text(output_dir / 'metrics.json',
+  atomic_files.write_text(output_dir / 'metrics.json',
                        json.dumps(test_metrics, indent=2) + '\n')
   export.save(models.serving_model(trained.model,
                                    run_context.inputs.vectorizer), output_dir)

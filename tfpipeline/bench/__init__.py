@@ -1,7 +1,7 @@
 """Benchmarks: `python -m tfpipeline.bench` (see `__main__`).
 
 One module per group of cases: `training` (the own loop against Keras fit),
-`input_pipeline` (images read, decoded and augmented; peak RSS), `tables`
+`input_pipeline` (images read, decoded and augmented; peak RSS), `table_reading`
 (reading a 1M-row table), `runs` (whole default runs: the report's cost, a
 small run beside a plain fit script), and `keras_fit` (a model alone under
 Keras fit on any Keras backend: `python -m tfpipeline.bench.keras_fit`).

@@ -14,7 +14,7 @@ invocation, and prints a table per group (and writes JSON):
 The training cases (own loop against Keras fit) are `training`'s; the input
 and memory cases `input_pipeline`'s; `table_read` (a 1M-row table read from
 CSV, CSV.gz and Parquet, and converted to and read from its memory-mapped
-cache) `tables`'; `report_overhead` and `small_run` (whole default runs)
+cache) `table_reading`'; `report_overhead` and `small_run` (whole default runs)
 `runs`'.
 """
 
@@ -28,7 +28,7 @@ from absl import flags
 
 from tfpipeline.bench import input_pipeline
 from tfpipeline.bench import runs
-from tfpipeline.bench import tables
+from tfpipeline.bench import table_reading
 from tfpipeline.bench import training
 
 _CASES = flags.DEFINE_list('cases', None, 'Cases to run (default: all).')
@@ -54,7 +54,7 @@ _BENCH_DATA_DIR = flags.DEFINE_string(
 _WORKER = flags.DEFINE_string('worker', None, 'Internal: run one setting '
                               '(JSON) in this process and print its result.')
 
-KNOWN = (*training.CASES, *input_pipeline.CASES, tables.TABLE_READ,
+KNOWN = (*training.CASES, *input_pipeline.CASES, table_reading.TABLE_READ,
          runs.REPORT_OVERHEAD, runs.SMALL_RUN)
 
 
@@ -107,9 +107,9 @@ def main(argv):
     rss = input_pipeline.rss_case(_BENCH_DATA_DIR.value)
     input_pipeline.print_rss(rss)
     results += rss
-  if tables.TABLE_READ in names:
-    table_results = tables.table_case(_BENCH_DATA_DIR.value)
-    tables.print_results(table_results)
+  if table_reading.TABLE_READ in names:
+    table_results = table_reading.table_case(_BENCH_DATA_DIR.value)
+    table_reading.print_results(table_results)
     results += table_results
   if runs.REPORT_OVERHEAD in names:
     overhead = runs.report_overhead(_REPORT_RUNS.value)

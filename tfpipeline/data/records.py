@@ -23,7 +23,7 @@ import shutil
 from absl import logging
 import numpy as np
 
-from tfpipeline import artifacts
+from tfpipeline import atomic_files
 from tfpipeline.errors import UserError
 from tfpipeline.errors import first_line
 
@@ -158,7 +158,7 @@ def _random_access(builder):
     return builder
   converted = source.with_name(source.name + CONVERTED_SUFFIX)
   if (converted / 'dataset_info.json').is_file():
-    artifacts.remove_stale(converted)  # Killed while another completed.
+    atomic_files.remove_stale(converted)  # Killed while another completed.
   else:
     _convert(source, converted)
   return tfds.builder_from_directory(str(converted))
@@ -171,11 +171,11 @@ def _convert(source: pathlib.Path, target: pathlib.Path) -> None:
   logging.info('converting %d TFRecord files in %s to ArrayRecord (random '
                'access), once, into %s', len(shards), source, target)
   try:
-    with artifacts.scratch(target) as scratch:
+    with atomic_files.scratch(target) as scratch:
       new = scratch / target.name
       new.mkdir()
       _write_array_records(source, new, shards)
-      artifacts.publish(new, target,
+      atomic_files.publish(new, target,
                         lambda d: (d / 'dataset_info.json').is_file())
   except OSError as e:
     raise UserError(f'{source}: the dataset is TFRecord only and its '

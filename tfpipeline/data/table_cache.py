@@ -23,7 +23,7 @@ import pathlib
 from absl import logging
 import numpy as np
 
-from tfpipeline import artifacts
+from tfpipeline import atomic_files
 from tfpipeline.data.table import Table
 from tfpipeline.errors import UserError
 
@@ -202,7 +202,7 @@ def build(directory: pathlib.Path, fill, *, rows_bound: int, width: int,
                'memory-mapped cache: %s', metadata['source'], size_mib,
                directory)
   try:
-    with artifacts.scratch(directory) as scratch:
+    with atomic_files.scratch(directory) as scratch:
       new = scratch / directory.name
       new.mkdir()
       writer = TableWriter(rows_bound, width, labelled=labelled,
@@ -212,7 +212,7 @@ def build(directory: pathlib.Path, fill, *, rows_bound: int, width: int,
         writer.finish(metadata)
       finally:
         writer.close()
-      if not artifacts.publish(
+      if not atomic_files.publish(
           new, directory, lambda d: open_cached(d) is not None):
         logging.info('another process converted %s first: reading its '
                      'cache', metadata['source'])

@@ -13,11 +13,11 @@ import pathlib
 
 import numpy as np
 
-from tfpipeline import artifacts
+from tfpipeline import atomic_files
 from tfpipeline import config as config_lib
 from tfpipeline import integrity
 from tfpipeline import run_identity
-from tfpipeline import tables
+from tfpipeline.report import predictions_csv
 from tfpipeline.data import sources
 from tfpipeline.report import attributions
 from tfpipeline.report import compute
@@ -83,7 +83,7 @@ def write(run, trained, test_evaluation, test_metrics: dict, *,
       config, report, test_metrics=test_metrics,
       model_summary=_summary(model))
 
-  artifacts.write_text(report_dir / 'report.json',
+  atomic_files.write_text(report_dir / 'report.json',
                        json.dumps(report, indent=2) + '\n')
   _write_predictions(report_dir / 'predictions.csv', splits, test_evaluation,
                      config.loss)
@@ -126,17 +126,17 @@ def _attributions(model, splits, inputs, config, report_dir,
       vocabulary=(inputs.vectorizer.get_vocabulary() if inputs.vectorizer
                   else None), strategy=strategy)
   if drawing:
-    with artifacts.replacing(report_dir / render.EXAMPLES_PNG) as tmp:
+    with atomic_files.replacing(report_dir / render.EXAMPLES_PNG) as tmp:
       tmp.write_bytes(render.attribution_examples_png(**drawing))
   return result
 
 
 def _write_predictions(path: pathlib.Path, splits, test, loss: str) -> None:
-  """The test split (`tables.write_predictions`), a table's features read
+  """The test split (`predictions_csv.write_predictions`), a table's features read
   chunk by chunk as the rows are written; images and text are identified
   by their rows alone."""
   table = splits.kind == sources.TABLE
-  tables.write_predictions(
+  predictions_csv.write_predictions(
       path, index=test.index, source_rows=splits.test.source_rows(test.index),
       predictions=test.predictions, classifier='crossentropy' in loss,
       label_name=splits.label_name, labels=test.labels,

@@ -7,7 +7,7 @@ For each metric: every group's value, the largest gap (max - min) and ratio
 
 import numpy as np
 
-from tfpipeline import tables
+from tfpipeline.report import predictions_csv
 
 # Fewer test examples than this in a group make its metrics anecdotal.
 SMALL_GROUP = 30
@@ -15,7 +15,7 @@ SMALL_GROUP = 30
 
 def group_names(groups: np.ndarray) -> np.ndarray:
   """Readable group labels: 1.0 -> '1', text stays text."""
-  return np.array([tables.cell(v) for v in groups])
+  return np.array([predictions_csv.cell(v) for v in groups])
 
 
 def predicted_labels(labels: np.ndarray, predictions: np.ndarray, loss: str):

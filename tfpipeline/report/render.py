@@ -15,7 +15,7 @@ import re
 
 import numpy as np
 
-from tfpipeline import artifacts
+from tfpipeline import atomic_files
 
 
 @dataclasses.dataclass
@@ -75,14 +75,14 @@ def render(model_dir: pathlib.Path) -> list[pathlib.Path]:
     images['attributions.png'] = _class_map_plot(attributions)
   written = []
   for name, png in images.items():
-    with artifacts.replacing(report_dir / name) as tmp:
+    with atomic_files.replacing(report_dir / name) as tmp:
       tmp.write_bytes(png)
     written.append(report_dir / name)
   if (report_dir / EXAMPLES_PNG).is_file():
     images[EXAMPLES_PNG] = (report_dir / EXAMPLES_PNG).read_bytes()
   blocks = _blocks(report, images)
-  artifacts.write_text(report_dir / 'report.md', _markdown(blocks))
-  artifacts.write_text(report_dir / 'report.html', _html(blocks, images,
+  atomic_files.write_text(report_dir / 'report.md', _markdown(blocks))
+  atomic_files.write_text(report_dir / 'report.html', _html(blocks, images,
                                                          report))
   return written + [report_dir / 'report.md', report_dir / 'report.html']
 

@@ -13,7 +13,7 @@ import pathlib
 from absl import logging
 import numpy as np
 
-from tfpipeline import artifacts
+from tfpipeline import atomic_files
 from tfpipeline import integrity
 from tfpipeline.data import checks
 from tfpipeline.data import files
@@ -124,7 +124,7 @@ class TableFile(core.FileSource):
     if table is not None:
       logging.info('reading %s from its memory-mapped cache %s', path,
                    directory)
-      artifacts.remove_stale(directory)  # Killed while another completed.
+      atomic_files.remove_stale(directory)  # Killed while another completed.
       return table, layout, origin
     return table_cache.build(directory, fill, **shape, metadata={
         'source': str(path), 'sha256': sha256, **selection}), layout, origin

@@ -158,7 +158,7 @@ def table_case(data_dir: str, rounds: int = 3, rows: int = ROWS) -> list:
                  'max_memory_mb': max(1, int(float32_mib / 5))
                                   if reader in CACHED else 0}
       completed = subprocess.run(
-          [sys.executable, '-m', 'tfpipeline.bench.tables',
+          [sys.executable, '-m', 'tfpipeline.bench.table_reading',
            json.dumps(setting)], capture_output=True, text=True, check=False)
       lines = completed.stdout.strip().splitlines()
       runs[reader].append(json.loads(lines[-1]) if completed.returncode == 0

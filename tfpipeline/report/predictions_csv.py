@@ -8,7 +8,7 @@ import re
 
 import numpy as np
 
-from tfpipeline import artifacts
+from tfpipeline import atomic_files
 from tfpipeline.data import table as table_lib
 
 # The group column's name: 'group:' and data.group. A group that is also a
@@ -55,7 +55,7 @@ def write_csv(path: pathlib.Path, header: list[str], rows) -> None:
   """`rows` (an iterable of lists of cells) under `header` (made `inert`),
   written to `path` as they come (a table of millions of rows is never one
   string), through a temporary file and a rename."""
-  with artifacts.replacing(path) as tmp, open(tmp, 'w', newline='') as f:
+  with atomic_files.replacing(path) as tmp, open(tmp, 'w', newline='') as f:
     writer = csv.writer(f, lineterminator='\n')
     writer.writerow([inert(name) for name in header])
     writer.writerows(rows)

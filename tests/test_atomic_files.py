@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from conftest import REPO
-from tfpipeline import artifacts
+from tfpipeline import atomic_files
 from tfpipeline.errors import Interrupted
 
 
@@ -32,9 +32,9 @@ def _swap_failing_at(path, monkeypatch, fail_at):
       raise Interrupted('SIGTERM: stopped')
     real_replace(source, destination)
 
-  monkeypatch.setattr(artifacts.os, 'replace', replace)
+  monkeypatch.setattr(atomic_files.os, 'replace', replace)
   with pytest.raises(Interrupted):
-    with artifacts.replacing(path) as new:
+    with atomic_files.replacing(path) as new:
       _saved_model(new, 'new')
       if not fail_at:
         raise Interrupted('SIGTERM: stopped')
@@ -53,13 +53,13 @@ def test_an_exception_at_any_point_of_a_directory_swap_keeps_the_old_copy(
 
 _KILLED_BETWEEN_THE_MOVES = '''
 import os, pathlib, sys
-from tfpipeline import artifacts
+from tfpipeline import atomic_files
 real_replace = os.replace
 def replace(source, destination):
   real_replace(source, destination)
   os._exit(9)  # Killed after moving the old copy aside.
 os.replace = replace
-with artifacts.replacing(pathlib.Path(sys.argv[1])) as new:
+with atomic_files.replacing(pathlib.Path(sys.argv[1])) as new:
   new.mkdir()
   (new / 'saved_model.pb').write_text('new')
 '''
@@ -80,7 +80,7 @@ def test_the_next_write_restores_a_copy_a_killed_swap_set_aside(
   # back first and removes the dead process's scratch directory.
   caplog.set_level(logging.WARNING)
   with pytest.raises(RuntimeError):
-    with artifacts.replacing(path):
+    with atomic_files.replacing(path):
       raise RuntimeError('the new copy failed')
   assert (path / 'saved_model.pb').read_text() == 'old'
   assert list(tmp_path.iterdir()) == [path]
@@ -101,7 +101,7 @@ def test_only_the_scratch_directories_of_dead_processes_here_are_removed(
     (tmp_path / f'.table.csv.scratch-{owner}-abcd_123').mkdir()
   other = f'.other.csv.scratch-{owners["dead"]}-abcd_123'  # Not its path.
   (tmp_path / other).mkdir()
-  with artifacts.scratch(path) as directory:
+  with atomic_files.scratch(path) as directory:
     assert directory.name.startswith(
         f'.table.csv.scratch-{os.getpid()}@{host}-')
   assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
@@ -123,8 +123,8 @@ def test_publish_keeps_the_first_complete_copy_and_replaces_a_damaged_one(
   complete = lambda d: (d / 'saved_model.pb').is_file()
 
   def publish(text, judge=complete):
-    with artifacts.scratch(path) as directory:
-      return artifacts.publish(_saved_model(directory / 'cache', text), path,
+    with atomic_files.scratch(path) as directory:
+      return atomic_files.publish(_saved_model(directory / 'cache', text), path,
                                judge)
 
   assert publish('first')
