@@ -145,7 +145,8 @@ def _own_loop_weights(jit_compile, dp=DP):
                           jit_compile=jit_compile, dp=dp)
   iterator = iter(tf.distribute.get_strategy().distribute_datasets_from_function(
       _batches(splits, steps_per_block=10)))
-  losses = np.concatenate([loop.run(iterator).losses for _ in range(2)])
+  losses = np.concatenate([loop.multi_step_on_iterator(iterator).losses
+                           for _ in range(2)])
   return losses, model.get_weights()
 
 

@@ -31,7 +31,7 @@ def _run_blocks(loop, dataset_fn):
   """Blocks of 7 steps over 10-step epochs: calls of 7, 3, 7 and 3 steps."""
   strategy = tf.distribute.get_strategy()
   iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
-  calls = [loop.run(iterator) for _ in range(4)]
+  calls = [loop.multi_step_on_iterator(iterator) for _ in range(4)]
   assert [len(call.losses) for call in calls] == [7, 3, 7, 3]
   assert all(call.waited_s >= 0 and call.weights_finite for call in calls)
   return np.concatenate([call.losses for call in calls])
@@ -108,10 +108,10 @@ def test_a_block_reports_non_finite_weights(jit_compile):
                           jit_compile=jit_compile)
   iterator = iter(tf.distribute.get_strategy(
   ).distribute_datasets_from_function(dataset_fn))
-  assert loop.run(iterator).weights_finite
+  assert loop.multi_step_on_iterator(iterator).weights_finite
   kernel = model.get_layer('output').kernel
   kernel.assign(np.full(kernel.shape, np.inf, np.float32))
-  assert not loop.run(iterator).weights_finite
+  assert not loop.multi_step_on_iterator(iterator).weights_finite
 
 
 @pytest.mark.parametrize('jit_compile', [True, False])
@@ -128,8 +128,9 @@ def test_one_trace_serves_epoch_ends_and_restarts(jit_compile):
       sources.load(c.data, loss=c.loss).train, 32, seed=0, steps_per_block=7,
       start_step=15)
   iterator = iter(strategy.distribute_datasets_from_function(restarted))
-  assert [len(loop.run(iterator).losses) for _ in range(3)] == [5, 7, 3]
-  assert loop._loop.experimental_get_tracing_count() == 1
+  assert [len(loop.multi_step_on_iterator(iterator).losses)
+          for _ in range(3)] == [5, 7, 3]
+  assert loop._compiled_block.experimental_get_tracing_count() == 1
   assert loop._next.experimental_get_tracing_count() == 1
   if jit_compile:
-    assert loop._replica_block.experimental_get_tracing_count() == 1
+    assert loop._compiled_fused_steps.experimental_get_tracing_count() == 1

@@ -25,15 +25,17 @@ _TIMED = (
     ('tfpipeline.models', 'build', 'model builds'),
     ('tfpipeline.checkpointing', 'Checkpoints.save', 'checkpoints'),
     ('tfpipeline.trainer', 'train', 'epochs: input pipeline, logging'),
-    ('tfpipeline.engines.tf_loop', 'StepLoop.run', 'epochs: training blocks'),
+    ('tfpipeline.engines.tf_loop', 'StepLoop.multi_step_on_iterator',
+     'epochs: training blocks'),
     ('tfpipeline.evaluation', 'Evaluator.run', 'evaluation'),
     ('tfpipeline.evaluation', 'Evaluator.metrics', 'evaluation'),
     ('tfpipeline.export', 'save', 'export'),
     ('tfpipeline.report', 'write', 'report'),
     ('tfpipeline.integrity', 'write_manifest', 'manifest'),
 )
-_FIRST_CALLS = {'StepLoop.run': 'compiling: first training block',
-                'Evaluator.run': 'compiling: first evaluation'}
+_FIRST_CALLS = {
+    'StepLoop.multi_step_on_iterator': 'compiling: first training block',
+    'Evaluator.run': 'compiling: first evaluation'}
 
 
 class _Clock:

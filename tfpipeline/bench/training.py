@@ -114,7 +114,7 @@ def measure(case_name: str, setting: dict, *, device: str,
     iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
     for _ in range(units + 1):
       start = time.perf_counter()
-      waited = loop.run(iterator).waited_s
+      waited = loop.multi_step_on_iterator(iterator).waited_s
       unit_seconds.append(time.perf_counter() - start)
       stall.append(100.0 * waited / unit_seconds[-1])
   else:

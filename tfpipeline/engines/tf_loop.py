@@ -72,15 +72,15 @@ class StepLoop:
         optimizer.build(model.trainable_variables)
     self._fused = jit_compile and strategy.num_replicas_in_sync == 1
     if self._fused:
-      self._replica_block = tf.function(self._steps_of_block,
-                                        jit_compile=True)
+      self._compiled_fused_steps = tf.function(self._fused_steps_on_block,
+                                               jit_compile=True)
     else:
-      self._gradients = tf.function(self._replica_gradients,
-                                    jit_compile=jit_compile)
+      self._compiled_gradients = tf.function(
+          self._loss_and_gradients_on_data, jit_compile=jit_compile)
     self._next = tf.function(lambda iterator: next(iterator))
-    self._loop = tf.function(self._call)
+    self._compiled_block = tf.function(self._multi_step_on_block)
 
-  def _replica_gradients(self, features, labels):
+  def _loss_and_gradients_on_data(self, features, labels):
     if self._dp:
       losses, penalty, gradients = dp_sgd.gradients(
           self._model, self._loss_fn, features, labels, self._dp,
@@ -99,36 +99,37 @@ class StepLoop:
       scaled = self._optimizer.scale_loss(loss)  # LossScaleOptimizer: x scale
     return loss, tape.gradient(scaled, variables)
 
-  def _replica_step(self, features, labels):
-    loss, gradients = self._gradients(features, labels)
+  def _one_step_on_data(self, features, labels):
+    loss, gradients = self._compiled_gradients(features, labels)
     self._optimizer.apply_gradients(
         zip(gradients, self._model.trainable_variables))
     return loss
 
-  def _steps_of_block(self, features, labels, num_steps):
+  def _fused_steps_on_block(self, features, labels, num_steps):
     """The first `num_steps` steps of one replica's block (the rest is
     padding); the loss of each step, zeros for the padding."""
     losses = tf.zeros([tf.shape(features)[0]])
     for i in tf.range(num_steps):
-      loss, gradients = self._replica_gradients(features[i], labels[i])
+      loss, gradients = self._loss_and_gradients_on_data(features[i],
+                                                         labels[i])
       self._optimizer.apply_gradients(
           zip(gradients, self._model.trainable_variables))
       losses = tf.tensor_scatter_nd_update(losses, [[i]], [loss])
     return losses
 
-  def _call(self, features, labels, steps):
+  def _multi_step_on_block(self, features, labels, steps):
     """Runs the real steps of one block: the loss of each (padded to the
     block's length), how many there were, and whether the weights are all
     finite after them (one scalar, computed on the device)."""
     num_steps = self._strategy.experimental_local_results(steps)[0]
     if self._fused:
       losses = self._strategy.experimental_local_results(self._strategy.run(
-          self._replica_block, (features, labels, steps)))[0]
+          self._compiled_fused_steps, (features, labels, steps)))[0]
     else:
-      losses = self._replicated_block(features, labels, num_steps)
+      losses = self._mirrored_steps_on_block(features, labels, num_steps)
     return losses, num_steps, tf_engine.finite_weights(self._model)
 
-  def _replicated_block(self, features, labels, num_steps):
+  def _mirrored_steps_on_block(self, features, labels, num_steps):
     """Each step a `strategy.run`; the losses summed across replicas once
     per block: per step only over this worker's replicas (no collective),
     then one all-reduce of the block's vector across workers."""
@@ -136,7 +137,7 @@ class StepLoop:
     losses = tf.TensorArray(tf.float32, size=num_steps)
     for i in tf.range(num_steps):
       per_replica = self._strategy.run(
-          lambda x, y: self._replica_step(x[i], y[i]), (features, labels))
+          lambda x, y: self._one_step_on_data(x[i], y[i]), (features, labels))
       losses = losses.write(i, tf.add_n(
           self._strategy.experimental_local_results(per_replica)))
     worker_sums = losses.stack()
@@ -148,7 +149,7 @@ class StepLoop:
     return self._strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica,
                                  axis=None)
 
-  def run(self, iterator) -> Block:
+  def multi_step_on_iterator(self, iterator) -> Block:
     """Reads the next block and runs its steps on the device.
 
     Args:
@@ -158,7 +159,7 @@ class StepLoop:
     start = time.perf_counter()
     features, labels, steps = self._next(iterator)
     waited = time.perf_counter() - start
-    losses, num_steps, finite = self._loop(features, labels, steps)
+    losses, num_steps, finite = self._compiled_block(features, labels, steps)
     return Block(losses.numpy()[:int(num_steps)], bool(finite), waited)
 
 
@@ -187,7 +188,7 @@ class TfLoop(tf_engine.TfEngine):
     del progress  # A block is one device call: the loop logs each.
     if self._iterator is None:
       self._iterator = self._batches_from(self._step)
-    block = self._loop.run(self._iterator)
+    block = self._loop.multi_step_on_iterator(self._iterator)
     losses = block.losses
     self._step += len(losses)
     finite = np.isfinite(losses)
