@@ -324,12 +324,12 @@ def test_markdown_shows_names_from_the_data_literally():
 
 
 def test_plots_show_names_from_the_data_as_text():
-  from tfpipeline.report import render
+  from tfpipeline.report import plots
   name = r'$\notacommand$'  # Mathtext that matplotlib cannot parse.
   metrics = {'count': 3.0, 'mse': 1.0}
-  plots = [render._group_plot({
+  pngs = [plots.group_plot({
       'group': name, 'by_group': {name: metrics, 'b': {**metrics, 'mse': 2.0}},
-      'gaps': {'mse': {}}, 'min_ratio': 0.8}), render._attribution_plot({
+      'gaps': {'mse': {}}, 'min_ratio': 0.8}), plots.attribution_plot({
           'ranking': [{'feature': name, 'mean_abs_attribution': 1.0}],
           'examples': 3})]
-  assert all(png.startswith(b'\x89PNG\r\n\x1a\n') for png in plots)
+  assert all(png.startswith(b'\x89PNG\r\n\x1a\n') for png in pngs)

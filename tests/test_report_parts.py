@@ -14,7 +14,7 @@ import pytest
 from tfpipeline import accelerators, config, integrity
 from tfpipeline.report import attributions, compute, fairness, privacy
 from tfpipeline.report import integrated_gradients as ig
-from tfpipeline.report import render
+from tfpipeline.report import plots, render
 
 from conftest import REPO
 
@@ -116,7 +116,7 @@ def test_image_attributions_from_black_are_complete_and_zero_on_black():
   assert drawing['images'].dtype == np.uint8
   assert drawing['maps'].shape == (len(drawing['images']), 8, 8)
   assert np.all(drawing['maps'][:, :, :2] == 0)
-  png = render.attribution_examples_png(**drawing)
+  png = plots.attribution_examples_png(**drawing)
   assert png.startswith(b'\x89PNG')
 
 

@@ -17,12 +17,13 @@ from tfpipeline import atomic_files
 from tfpipeline import config as config_lib
 from tfpipeline import integrity
 from tfpipeline import run_identity
-from tfpipeline.report import predictions_csv
 from tfpipeline.data import sources
 from tfpipeline.report import attributions
 from tfpipeline.report import compute
 from tfpipeline.report import fairness
 from tfpipeline.report import model_card
+from tfpipeline.report import plots
+from tfpipeline.report import predictions_csv
 from tfpipeline.report import privacy
 from tfpipeline.report import provenance
 from tfpipeline.report import render
@@ -127,7 +128,7 @@ def _attributions(model, splits, inputs, config, report_dir,
                   else None), strategy=strategy)
   if drawing:
     with atomic_files.replacing(report_dir / render.EXAMPLES_PNG) as tmp:
-      tmp.write_bytes(render.attribution_examples_png(**drawing))
+      tmp.write_bytes(plots.attribution_examples_png(**drawing))
   return result
 
 
