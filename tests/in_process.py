@@ -32,7 +32,7 @@ def run_main(*args: str, command: str = 'train') -> CliResult:
   module = importlib.import_module(f'tfpipeline.{command}')
   _check_own_flags(module.__name__, args)
   stdout, stderr = io.StringIO(), io.StringIO()
-  with _isolated(stderr):
+  with _isolated(stderr), _tensorflow_settings_restored():
     sys.argv = [module.__file__, *args]
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(
         stderr):
@@ -116,3 +116,28 @@ def _reset_flags() -> None:
   for name in [name for name in FLAGS if name.startswith('config.')]:
     delattr(FLAGS, name)
   FLAGS.unparse_flags()
+
+
+@contextlib.contextmanager
+def _tensorflow_settings_restored():
+  """The process-wide settings a run makes before it fails (Keras's dtype
+  policy, op determinism) as they were, for the tests that run here next."""
+  policy = (sys.modules['keras'].mixed_precision.global_policy().name
+            if 'keras' in sys.modules else 'float32')
+  deterministic = _tf_config() and _tf_config().is_op_determinism_enabled()
+  try:
+    yield
+  finally:
+    if 'keras' in sys.modules:
+      sys.modules['keras'].mixed_precision.set_global_policy(policy)
+    if _tf_config() and not deterministic:
+      _tf_config().disable_op_determinism()
+
+
+def _tf_config():
+  """TensorFlow's config module once TensorFlow is imported (its public API
+  can turn op determinism on, not read or reset it)."""
+  if 'tensorflow' not in sys.modules:
+    return None
+  from tensorflow.python.framework import config  # pylint: disable=g-import-not-at-top
+  return config
