@@ -1,10 +1,11 @@
 """`python -m tfpipeline.COMMAND ARGS` run in the test's own process.
 
-For the cases whose new process proves nothing more (bad flags, config or
-data: exit 2 and its one line). Each costs a fraction of a second here, not
-a process's TensorFlow start-up (~7 s on CI's two cores). Whatever the
-console, signals or start-up decide stays with `conftest.run_cli`: this
-result has no TensorFlow C++ line and no stderr filter.
+For the cases whose new process proves nothing more: bad flags, config or
+data (exit 2 and its one line), and predict scoring a trained run. Each
+costs a fraction of a second here, not a process's TensorFlow start-up (~7 s
+on CI's two cores). Whatever the console, signals or start-up decide stays
+with `conftest.run_cli`: this result has no TensorFlow C++ line and no
+stderr filter, and training runs keep their own process.
 """
 
 import contextlib

@@ -19,10 +19,6 @@ from conftest import REPO, assert_weights_close, read_jsonl, run_cli
 from conftest import with_noise_key_of
 from in_process import run_main
 
-# The module's reference runs (module fixtures) are made once: `--dist
-# loadgroup` keeps its tests on one pytest-xdist worker.
-pytestmark = pytest.mark.xdist_group('checkpointing')
-
 # seeds' model, 3,200 rows: 100 steps an epoch, 6 epochs, a device call
 # every 10 steps (one metrics.jsonl record each) and a checkpoint every 20.
 RUN = ('--config=seed_keras_mlp', '--config.data.num_examples=3200',

@@ -18,10 +18,6 @@ from tfpipeline.data import pipeline, sources
 from tfpipeline.errors import UserError
 from tfpipeline.report import privacy
 
-# The module's reference runs (module fixtures) are made once: `--dist
-# loadgroup` keeps its tests on one pytest-xdist worker.
-pytestmark = pytest.mark.xdist_group('dp_sgd')
-
 STEPS = 20
 DP = dp_sgd.DpSgd(l2_norm_clip=0.5, noise_multiplier=1.1, noise_key=(3, -5))
 

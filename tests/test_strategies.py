@@ -11,10 +11,6 @@ import pytest
 
 from conftest import REPO, assert_weights_close, read_jsonl, run_cli
 
-# The module's reference runs (module fixtures) are made once: `--dist
-# loadgroup` keeps its tests on one pytest-xdist worker.
-pytestmark = pytest.mark.xdist_group('strategies')
-
 EPOCHS = 3  # 27 steps of the diabetes default
 
 

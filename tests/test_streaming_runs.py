@@ -102,8 +102,8 @@ def test_digits_run_streams_images_and_writes_everything(tmp_path,
                              recorded, atol=1e-5)
   # tfpipeline.predict streams the same split through the model.
   output = tmp_path / 'scored.csv'
-  scored = run_cli(str(model_dir), '--input=tfds:test', f'--output={output}',
-                   command='predict')
+  scored = run_main(str(model_dir), '--input=tfds:test', f'--output={output}',
+                    command='predict')
   assert scored.returncode == 0, scored.stderr[-3000:]
   with open(output) as f:
     scored_rows = list(csv.reader(f))
@@ -213,8 +213,8 @@ def test_text_run_exports_a_model_of_raw_strings(tmp_path, text_dir):
   # Raw strings from a file score like the TFDS split's.
   np.savez(tmp_path / 'reviews.npz', text=np.array(
       ['Great superb lovely film!', 'Awful, boring, bad.']))
-  scored = run_cli(str(model_dir), f'--input={tmp_path / "reviews.npz"}',
-                   f'--output={tmp_path / "scored.csv"}', command='predict')
+  scored = run_main(str(model_dir), f'--input={tmp_path / "reviews.npz"}',
+                    f'--output={tmp_path / "scored.csv"}', command='predict')
   assert scored.returncode == 0, scored.stderr[-3000:]
   with open(tmp_path / 'scored.csv') as f:
     assert [float(r['prediction']) for r in csv.DictReader(f)] == (

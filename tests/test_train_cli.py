@@ -327,8 +327,8 @@ def test_table_classification_end_to_end(tmp_path, loss, units, label):
 
   # The trained model scores the file's rows: probabilities, and the class.
   output = tmp_path / 'scored.csv'
-  result = run_cli(str(model_dir), f'--input={path}', f'--output={output}',
-                   command='predict')
+  result = run_main(str(model_dir), f'--input={path}', f'--output={output}',
+                    command='predict')
   assert result.returncode == 0, result.stderr[-3000:]
   with open(output) as f:
     rows = list(csv.DictReader(f))
