@@ -7,11 +7,18 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+if 'TFDS_DATA_DIR' not in os.environ:
+  # TFDS's default data_dir, read when TFDS is imported: one per test
+  # process (pytest-xdist runs several), removed at its exit, so that no two
+  # prepare the diabetes data of a run without data.data_dir in one place.
+  _TFDS_DEFAULT_DIR = tempfile.TemporaryDirectory(prefix='tfds-default-')
+  os.environ['TFDS_DATA_DIR'] = _TFDS_DEFAULT_DIR.name
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 

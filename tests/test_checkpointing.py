@@ -5,6 +5,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 
 from conftest import REPO, assert_weights_close, read_jsonl, run_cli
 from conftest import with_noise_key_of
+from in_process import run_main
 
 # seeds' model, 3,200 rows: 100 steps an epoch, 6 epochs, a device call
 # every 10 steps (one metrics.jsonl record each) and a checkpoint every 20.
@@ -174,11 +176,20 @@ def test_a_signal_before_training_exits_3_and_writes_nothing(tmp_path,
   assert not model_dir.exists()
 
 
-def _interrupted_run(tmp_path):
-  model_dir = tmp_path / 'run'
+@pytest.fixture(scope='module')
+def interrupted_once(tmp_path_factory):
+  """The cpu run stopped by SIGTERM after 15 records, run once."""
+  model_dir = tmp_path_factory.mktemp('interrupted') / 'run'
   returncode, stderr = _stop_after(_start(model_dir, '--strategy=cpu'),
                                    model_dir, 15, signal.SIGTERM)
   assert returncode == 3, stderr[-3000:]
+  return model_dir
+
+
+def _interrupted_run(tmp_path, interrupted_once):
+  """A copy of the interrupted run, for a test to resume or change."""
+  model_dir = tmp_path / 'run'
+  shutil.copytree(interrupted_once, model_dir)
   return model_dir
 
 
@@ -188,11 +199,12 @@ def _snapshot(directory):
           if p.is_file()}
 
 
-def test_result_changing_config_is_refused_and_nothing_changes(tmp_path):
-  model_dir = _interrupted_run(tmp_path)
+def test_result_changing_config_is_refused_and_nothing_changes(
+    tmp_path, interrupted_once):
+  model_dir = _interrupted_run(tmp_path, interrupted_once)
   before = _snapshot(model_dir)
-  result = run_cli(f'--model_dir={model_dir}', *RUN,
-                   '--config.model.hidden_units=(32,)')
+  result = run_main(f'--model_dir={model_dir}', *RUN,
+                    '--config.model.hidden_units=(32,)')
   assert result.returncode == 2
   assert 'holds a run with model.hidden_units=[64], now [32]' in (
       result.last_line)
@@ -202,7 +214,8 @@ def test_result_changing_config_is_refused_and_nothing_changes(tmp_path):
   step = max(int(p.name[5:-6]) for p in
              (model_dir / 'checkpoints').glob('ckpt-*.index'))
   assert step > 100
-  result = run_cli(f'--model_dir={model_dir}', *RUN, '--config.train.epochs=1')
+  result = run_main(f'--model_dir={model_dir}', *RUN,
+                    '--config.train.epochs=1')
   assert result.returncode == 2
   assert result.last_line == (
       f'error: train.epochs=1 ends at step 100, but --model_dir={model_dir} '
@@ -211,15 +224,16 @@ def test_result_changing_config_is_refused_and_nothing_changes(tmp_path):
   assert _snapshot(model_dir) == before
 
 
-def test_checkpoint_that_does_not_fit_the_model_is_refused(tmp_path):
+def test_checkpoint_that_does_not_fit_the_model_is_refused(
+    tmp_path, interrupted_once):
   """A model change passed with --allow_config_change: exit 2 naming the
   shapes, not a silent restart from step 0 as if the checkpoint were
   corrupt."""
-  model_dir = _interrupted_run(tmp_path)
+  model_dir = _interrupted_run(tmp_path, interrupted_once)
   before = _snapshot(model_dir)
-  result = run_cli(f'--model_dir={model_dir}', *RUN,
-                   '--config.model.hidden_units=(32,)',
-                   '--allow_config_change')
+  result = run_main(f'--model_dir={model_dir}', *RUN,
+                    '--config.model.hidden_units=(32,)',
+                    '--allow_config_change')
   assert result.returncode == 2, result.stderr[-3000:]
   assert re.match(r'error: checkpoint .*/checkpoints/ckpt-\d+ does not fit '
                   r'the model \(.*incompatible tensor with shape .*64.*32',
@@ -228,10 +242,10 @@ def test_checkpoint_that_does_not_fit_the_model_is_refused(tmp_path):
   assert _snapshot(model_dir) == before
 
 
-def test_harmless_changes_resume_without_asking(tmp_path):
+def test_harmless_changes_resume_without_asking(tmp_path, interrupted_once):
   """Epochs, loop and checkpoint settings and report keys change what is
   run or reported, not what a step computes."""
-  model_dir = _interrupted_run(tmp_path)
+  model_dir = _interrupted_run(tmp_path, interrupted_once)
   result = run_cli(f'--model_dir={model_dir}', *RUN, '--strategy=cpu',
                    '--config.train.epochs=7', '--config.train.steps_per_loop=20',
                    '--config.report.fairness_min_ratio=0.5')
@@ -242,8 +256,8 @@ def test_harmless_changes_resume_without_asking(tmp_path):
           written['report']['fairness_min_ratio']) == (7, 20, 0.5)
 
 
-def test_harmless_and_allowed_changes_resume(tmp_path):
-  model_dir = _interrupted_run(tmp_path)
+def test_harmless_and_allowed_changes_resume(tmp_path, interrupted_once):
+  model_dir = _interrupted_run(tmp_path, interrupted_once)
   result = run_cli(f'--model_dir={model_dir}', *RUN,
                    '--config.train.epochs=7', '--config.loss=mae',
                    '--allow_config_change')
@@ -254,9 +268,10 @@ def test_harmless_and_allowed_changes_resume(tmp_path):
   assert read_jsonl(model_dir / 'metrics.jsonl')[-1]['step'] == 700
 
 
-def test_corrupt_latest_checkpoint_is_skipped(tmp_path, uninterrupted):
+def test_corrupt_latest_checkpoint_is_skipped(tmp_path, uninterrupted,
+                                              interrupted_once):
   reference = uninterrupted('cpu')
-  model_dir = _interrupted_run(tmp_path)
+  model_dir = _interrupted_run(tmp_path, interrupted_once)
   checkpoints = model_dir / 'checkpoints'
   steps = sorted(int(p.name[5:-6]) for p in checkpoints.glob('ckpt-*.index'))
   data = next(checkpoints.glob(f'ckpt-{steps[-1]}.data-*'))
@@ -271,8 +286,8 @@ def test_corrupt_latest_checkpoint_is_skipped(tmp_path, uninterrupted):
 
 
 def test_checkpoint_write_failure_is_one_line_and_keeps_earlier_ones(
-    tmp_path):
-  model_dir = _interrupted_run(tmp_path)
+    tmp_path, interrupted_once):
+  model_dir = _interrupted_run(tmp_path, interrupted_once)
   before = {name: digest for name, digest in _snapshot(model_dir).items()
             if name.startswith('checkpoints/ckpt-')}
   limit = min((model_dir / 'checkpoints' / name[len('checkpoints/'):]).stat(

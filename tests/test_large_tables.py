@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_weights_close, read_jsonl, run_cli
+from in_process import run_main
 from tfpipeline import atomic_files
 from tfpipeline import config
 from tfpipeline.data import sources
@@ -342,8 +343,8 @@ def test_a_cached_table_trains_resumes_and_mirrors_as_in_memory(
 
   # predict scores the file through the same cache.
   output = tmp_path / 'scores.csv'
-  result = run_cli(str(mirrored), f'--input={large_csv}',
-                   f'--output={output}', command='predict')
+  result = run_main(str(mirrored), f'--input={large_csv}',
+                    f'--output={output}', command='predict')
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'converting' not in result.stderr
   header = output.read_text().split('\n', 1)[0].split(',')

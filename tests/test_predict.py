@@ -7,11 +7,17 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
+from in_process import run_main
 
 DIABETES = ('age', 'sex', 'bmi', 'bp', 's1', 's2', 's3', 's4', 's5', 's6')
 
 
 def _predict(*args):
+  """The command in this process: it shows no console of its own here."""
+  return run_main(*args, command='predict')
+
+
+def _predict_in_a_process(*args):
   return run_cli(*args, command='predict')
 
 
@@ -58,8 +64,9 @@ def test_a_csv_without_label_is_predicted_row_by_row(diabetes_run, tmp_path):
   model_dir, _ = diabetes_run
   features, _ = _diabetes_csv(tmp_path / 'new.csv', 25, label=False)
   output = tmp_path / 'out.csv'
-  result = _predict(str(model_dir), f'--input={tmp_path / "new.csv"}',
-                    f'--output={output}', '--batch_size=7')
+  result = _predict_in_a_process(
+      str(model_dir), f'--input={tmp_path / "new.csv"}', f'--output={output}',
+      '--batch_size=7')
   assert result.returncode == 0, result.stderr[-3000:]
   rows = _read(output)
   assert list(rows[0]) == ['index', 'source_row', 'group:sex', 'prediction']

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, assert_weights_close, read_jsonl, run_cli
+from in_process import run_main
 
 # 1,257 training digits, batch 64: 19 steps an epoch; a device call every
 # 5 steps and a checkpoint every 10. (Flips would not suit digits; the
@@ -101,8 +102,8 @@ def test_digits_run_streams_images_and_writes_everything(tmp_path,
                              recorded, atol=1e-5)
   # tfpipeline.predict streams the same split through the model.
   output = tmp_path / 'scored.csv'
-  scored = run_cli(str(model_dir), '--input=tfds:test', f'--output={output}',
-                   command='predict')
+  scored = run_main(str(model_dir), '--input=tfds:test', f'--output={output}',
+                    command='predict')
   assert scored.returncode == 0, scored.stderr[-3000:]
   with open(output) as f:
     scored_rows = list(csv.reader(f))
@@ -212,8 +213,8 @@ def test_text_run_exports_a_model_of_raw_strings(tmp_path, text_dir):
   # Raw strings from a file score like the TFDS split's.
   np.savez(tmp_path / 'reviews.npz', text=np.array(
       ['Great superb lovely film!', 'Awful, boring, bad.']))
-  scored = run_cli(str(model_dir), f'--input={tmp_path / "reviews.npz"}',
-                   f'--output={tmp_path / "scored.csv"}', command='predict')
+  scored = run_main(str(model_dir), f'--input={tmp_path / "reviews.npz"}',
+                    f'--output={tmp_path / "scored.csv"}', command='predict')
   assert scored.returncode == 0, scored.stderr[-3000:]
   with open(tmp_path / 'scored.csv') as f:
     assert [float(r['prediction']) for r in csv.DictReader(f)] == (
@@ -262,8 +263,8 @@ def test_bad_streamed_input_exits_2_and_writes_nothing(
   data_dir = (text_dir if 'tiny_reviews' in ''.join(args) else
               digits_array_record_dir)
   model_dir = tmp_path / 'run'
-  result = run_cli(f'--model_dir={model_dir}', '--config=digits_cnn',
-                   f'--config.data.data_dir={data_dir}', *args)
+  result = run_main(f'--model_dir={model_dir}', '--config=digits_cnn',
+                    f'--config.data.data_dir={data_dir}', *args)
   assert result.returncode == 2, result.stderr[-2000:]
   assert 'Traceback' not in result.stderr
   assert re.search(message, result.last_line), result.last_line
@@ -275,8 +276,8 @@ def test_truncated_record_file_exits_2_naming_it(tmp_path):
   tfds_fixtures.prepare('digits', tmp_path / 'data', 'array_record')
   shard = next((tmp_path / 'data' / 'digits' / '1.0.0').glob('*test*'))
   shard.write_bytes(shard.read_bytes()[:1000])
-  result = run_cli(f'--model_dir={tmp_path / "run"}', '--config=digits_cnn',
-                   f'--config.data.data_dir={tmp_path / "data"}')
+  result = run_main(f'--model_dir={tmp_path / "run"}', '--config=digits_cnn',
+                    f'--config.data.data_dir={tmp_path / "data"}')
   assert result.returncode == 2 and 'Traceback' not in result.stderr
   assert shard.name in result.last_line
   assert not (tmp_path / 'run').exists()

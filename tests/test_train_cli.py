@@ -1,4 +1,5 @@
-"""End to end: `python -m tfpipeline.train` in a subprocess, artefacts checked."""
+"""End to end: `python -m tfpipeline.train` in a subprocess, artefacts checked;
+bad input through the command's own cli() in this process."""
 
 import csv
 import json
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, read_jsonl, run_cli
+from in_process import run_main
 
 pytestmark = pytest.mark.smoke  # Also run on TF 2.20 in CI.
 
@@ -275,8 +277,8 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
   monkeypatch.delenv('TF_CONFIG', raising=False)
   make_args, fragment = BAD_INPUTS[case]
   model_dir = tmp_path / 'run'
-  result = run_cli(f'--model_dir={model_dir}', *make_args(tmp_path,
-                                                          regression_csv))
+  result = run_main(f'--model_dir={model_dir}', *make_args(tmp_path,
+                                                           regression_csv))
   assert result.returncode == 2, result.stderr[-3000:]
   assert result.last_line.startswith('error: ')
   assert fragment in result.last_line
@@ -325,8 +327,8 @@ def test_table_classification_end_to_end(tmp_path, loss, units, label):
 
   # The trained model scores the file's rows: probabilities, and the class.
   output = tmp_path / 'scored.csv'
-  result = run_cli(str(model_dir), f'--input={path}', f'--output={output}',
-                   command='predict')
+  result = run_main(str(model_dir), f'--input={path}', f'--output={output}',
+                    command='predict')
   assert result.returncode == 0, result.stderr[-3000:]
   with open(output) as f:
     rows = list(csv.DictReader(f))
@@ -352,7 +354,7 @@ def test_existing_run_is_left_untouched(tmp_path):
   model_dir = tmp_path / 'run'
   model_dir.mkdir()
   (model_dir / 'metrics.json').write_text('{"r2": 0.5}')
-  result = run_cli('--config=seed_keras_mlp', f'--model_dir={model_dir}')
+  result = run_main('--config=seed_keras_mlp', f'--model_dir={model_dir}')
   assert result.returncode == 2
   assert 'holds files but no run' in result.last_line
   assert [p.name for p in model_dir.iterdir()] == ['metrics.json']
