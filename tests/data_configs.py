@@ -1,5 +1,5 @@
-"""Data configs for the source tests: the embedded default's data section
-with some keys changed."""
+"""Config sections for the tests: the embedded default's data or report
+section with some keys changed."""
 
 from tfpipeline import config
 
@@ -14,3 +14,9 @@ def csv_config(path, **values):
   return data_config(**{'source': 'csv', 'path': str(path),
                         'features': ('a', 'b'), 'label': 'y',
                         'group': 'group', **values})
+
+
+def report_config(**overrides):
+  c = config.get_config().report
+  c.update(overrides)
+  return c

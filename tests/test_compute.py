@@ -1,0 +1,226 @@
+"""report.compute: MFU, FLOP counts against the graph's, energy and
+CO2e (estimate, codecarbon, devices, workers)."""
+
+import keras
+import numpy as np
+import pytest
+
+from tfpipeline import config
+from tfpipeline.report import compute
+
+from data_configs import report_config
+
+
+def test_mfu_is_achieved_over_the_peak():
+  cpu = {'kind': 'CPU', 'model': 'x', 'replicas': 2}
+  unknown = compute.utilisation(report_config(), cpu, 'float32', 5e9)
+  assert unknown['mfu'] is None and unknown['precision'] == 'float32'
+  given = compute.utilisation(report_config(peak_flops_per_s=2e11), cpu,
+                              'mixed_bfloat16', 5e9)
+  assert given['mfu'] == 5e9 / 2e11 and given['precision'] == 'bfloat16'
+  assert given['peak_source'] == 'report.peak_flops_per_s'
+  gpu = {'kind': 'GPU', 'model': 'NVIDIA H100 80GB HBM3', 'replicas': 2}
+  h100 = compute.utilisation(report_config(), gpu, 'mixed_bfloat16', 1e14)
+  assert h100['mfu'] == 1e14 / (2 * 989.4e12)
+
+
+def test_graph_flops_agree_with_the_dense_formula():
+  model = keras.Sequential([
+      keras.Input((10,)),
+      keras.layers.Normalization(mean=np.zeros(10), variance=np.ones(10)),
+      keras.layers.Dense(64, 'relu'), keras.layers.Dense(1)])
+  flops = compute.forward_flops(model)
+  assert flops['graph_matmul'] == flops['analytic_matmul'] == (
+      2 * (10 * 64 + 64 * 1))
+  assert flops['analytic'] == 2 * (10 * 64 + 64) + 64 + 1
+  assert flops['matmul_agrees']
+  # Dense plus the normalisation's few element-wise ops, nothing more.
+  assert flops['analytic'] <= flops['graph_total'] <= (
+      flops['analytic'] + 3 * 10)
+
+
+def test_graph_flops_agree_with_the_conv_formula():
+  model = keras.Sequential([
+      keras.Input((8, 8, 1), dtype='uint8'),
+      keras.layers.Rescaling(1 / 255),
+      keras.layers.Conv2D(4, 3, padding='same', activation='relu'),
+      keras.layers.MaxPooling2D(2),
+      keras.layers.Conv2D(6, 3),
+      keras.layers.Flatten(), keras.layers.Dense(10)])
+  flops = compute.forward_flops(model)
+  conv = 2 * 8 * 8 * 9 * 1 * 4 + 2 * 2 * 2 * 9 * 4 * 6
+  dense = 2 * 24 * 10
+  assert flops['graph_matmul'] == flops['analytic_matmul'] == conv + dense
+  pooling = 4 * 4 * 4 * 4  # outputs x window
+  assert flops['analytic'] == conv + dense + 8 * 8 * 4 + 2 * 2 * 6 + 10 + (
+      pooling)
+  assert flops['matmul_agrees']
+  assert flops['graph_pooling'] == flops['analytic_pooling'] == pooling
+
+
+def test_graph_flops_agree_with_the_pooling_formula():
+  model = keras.Sequential([
+      keras.Input((12,), dtype='int64'), keras.layers.Embedding(50, 4),
+      keras.layers.MaxPooling1D(2), keras.layers.AveragePooling1D(3),
+      keras.layers.LayerNormalization(),  # Its Mean ops are not pooling.
+      keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(2)])
+  flops = compute.forward_flops(model)
+  windowed = 6 * 4 * 2 + 2 * 4 * 3
+  assert flops['graph_pooling'] == windowed and flops['pooling_agrees']
+  assert flops['analytic_pooling'] == windowed + 2 * 4  # + global average
+  assert flops['analytic_matmul'] == 2 * 4 * 2  # The Embedding: none.
+
+
+def test_dense_flops_count_every_position_of_its_input():
+  model = keras.Sequential([
+      keras.Input((5,), dtype='int32'), keras.layers.Embedding(20, 8),
+      keras.layers.Dense(16), keras.layers.Flatten(), keras.layers.Dense(1)])
+  flops = compute.forward_flops(model)
+  matmul = 2 * 5 * 8 * 16 + 2 * 80 * 1  # 5 tokens x (8 -> 16), then 80 -> 1
+  assert flops['analytic_matmul'] == flops['graph_matmul'] == matmul
+  assert flops['matmul_agrees']
+  assert flops['analytic'] == matmul + 5 * 16 + 1
+
+
+def test_depthwise_and_separable_convolutions_are_counted_and_checked():
+  model = keras.Sequential([
+      keras.Input((8, 8, 3)),
+      keras.layers.DepthwiseConv2D(3, depth_multiplier=2),  # -> 6x6x6
+      keras.layers.SeparableConv2D(4, 3, padding='same'),   # -> 6x6x4
+      keras.layers.Reshape((36, 4)),
+      keras.layers.Conv1D(5, 3),                            # -> 34x5
+      keras.layers.SeparableConv1D(2, 3, strides=2),        # -> 16x2
+      keras.layers.DepthwiseConv1D(3),                      # -> 14x2
+      keras.layers.Flatten(), keras.layers.Dense(1)])
+  flops = compute.forward_flops(model)
+  matmul = (2 * 36 * 9 * 3 * 2 +                  # depthwise 3x3, 3 x 2
+            2 * 36 * (9 * 6 + 6 * 4) +             # depthwise, pointwise
+            2 * 34 * 3 * 4 * 5 +                   # Conv1D
+            2 * 16 * (3 * 5 + 5 * 2) +             # SeparableConv1D
+            2 * 14 * 3 * 2 +                       # DepthwiseConv1D
+            2 * 28)                                # Dense
+  assert flops['analytic_matmul'] == flops['graph_matmul'] == matmul
+  assert flops['matmul_agrees']
+  biases = 36 * 6 + 36 * 4 + 34 * 5 + 16 * 2 + 14 * 2 + 1
+  assert flops['analytic'] == matmul + biases
+  assert compute.analytic_flops(model) == {
+      'multiply_adds': matmul, 'biases': biases, 'pooling': 0,
+      'checked_pooling': 0}
+
+
+def test_energy_estimate_is_power_times_utilisation_times_time():
+  report_config = config.get_config().report
+  report_config.cpu_watts = 100.0
+  report_config.pue = 1.5
+  device = {'kind': 'CPU', 'count': 2}
+  import os
+  threads = os.cpu_count()
+  times = {'wall_s': 36.0, 'process_cpu_s': 36.0 * threads / 2}
+  energy = compute._energy(report_config, device, times)
+  assert energy['method'] == 'estimate'
+  assert energy['detail']['cpu_utilisation'] == pytest.approx(0.5)
+  assert energy['kwh'] == pytest.approx(100 * 0.5 * 36 * 1.5 / 3.6e6)
+  report_config.gpu_watts = 300.0
+  gpus = compute._energy(report_config, {'kind': 'GPU', 'count': 4}, times)
+  assert gpus['kwh'] == pytest.approx((50 + 1200) * 36 * 1.5 / 3.6e6)
+
+
+def test_country_grid_intensity_comes_from_codecarbon_and_bad_codes_fail():
+  from tfpipeline.errors import UserError
+  report_config = config.get_config().report
+  assert compute.grid_intensity(report_config)['g_per_kwh'] == 475.0
+  report_config.country = 'FRA'
+  france = compute.grid_intensity(report_config)
+  assert 0 < france['g_per_kwh'] < 475 and 'France' in france['source']
+  report_config.country = 'XYZ'
+  with pytest.raises(UserError, match="report.country='XYZ'"):
+    compute.grid_intensity(report_config)
+
+
+def test_energy_meter_falls_back_to_the_estimate_when_codecarbon_fails(
+    monkeypatch):
+  import codecarbon
+
+  def broken_tracker(**kwargs):
+    raise OSError('no hardware access')
+
+  monkeypatch.setattr(codecarbon, 'OfflineEmissionsTracker', broken_tracker)
+  report_config = config.get_config().report
+  report_config.energy_method = 'codecarbon'
+  times = compute.EnergyMeter(report_config).stop()
+  assert 'codecarbon' not in times
+  assert times['codecarbon_error'] == 'OSError: no hardware access'
+  energy = compute._energy(report_config, {'kind': 'CPU', 'count': 2}, times)
+  assert energy['method'] == 'estimate'
+  assert energy['codecarbon_error'] == times['codecarbon_error']
+
+
+def test_energy_meter_with_codecarbon_records_its_measurement():
+  report_config = config.get_config().report
+  report_config.energy_method = 'codecarbon'
+  times = compute.EnergyMeter(report_config).stop()
+  measured = times['codecarbon']
+  assert measured['tracking_mode'] == 'process'
+  assert measured['energy_kwh']['total'] > 0
+  assert times['wall_s'] > 0 and times['process_cpu_s'] > 0
+
+
+class _Strategy:
+  """What `compute.devices` reads of a tf.distribute strategy."""
+
+  def __init__(self, kind, used, workers=1):
+    self.extended = type('Extended', (), {'worker_devices': tuple(
+        f'/job:worker/replica:0/task:0/device:{kind}:{i}'
+        for i in range(used))})()
+    self.num_replicas_in_sync = used * workers
+
+
+def test_energy_counts_the_devices_used_and_tpu_chips(monkeypatch):
+  import tensorflow as tf
+  monkeypatch.setattr(tf.config, 'list_physical_devices',
+                      lambda kind=None: [f'{kind}:{i}' for i in range(4)])
+  monkeypatch.setattr(tf.config.experimental, 'get_device_details',
+                      lambda device: {'device_name': 'NVIDIA H100 80GB HBM3'})
+  gpu = compute.devices(_Strategy('GPU', 1))  # One of the host's four.
+  assert (gpu['kind'], gpu['count'], gpu['replicas']) == ('GPU', 1, 1)
+  times = {'wall_s': 10.0, 'process_cpu_s': 0.0}
+  estimate = compute._energy(report_config(), gpu, times)
+  assert estimate['detail']['accelerators'] == 1
+  assert estimate['kwh'] == pytest.approx(10 * 300 / 3.6e6)
+  monkeypatch.setenv('TPU_ACCELERATOR_TYPE', 'v3-8')
+  tpu = compute.devices(_Strategy('TPU', 8))  # 8 cores, 4 chips
+  assert (tpu['model'], tpu['count'], tpu['replicas']) == ('TPU v3', 4, 8)
+  monkeypatch.setenv('TPU_ACCELERATOR_TYPE', 'v5litepod-8')
+  assert compute.devices(_Strategy('TPU', 8))['count'] == 8
+
+
+def test_multi_worker_energy_and_co2e_cover_every_worker(monkeypatch):
+  import tensorflow as tf
+  monkeypatch.setattr(tf.config, 'list_physical_devices',
+                      lambda kind=None: [f'{kind}:{i}' for i in range(2)])
+  monkeypatch.setattr(tf.config.experimental, 'get_device_details',
+                      lambda device: {'device_name': 'NVIDIA H100 80GB HBM3'})
+  times = {'wall_s': 100.0, 'process_cpu_s': 0.0}
+  settings = report_config(gpu_watts=300.0, pue=1.0, grid_gco2_per_kwh=400.0)
+  model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(16, 'relu'),
+                            keras.layers.Dense(1)])
+  one = compute.section(model, _Strategy('GPU', 2), settings,
+                        times, examples_seen=1000, train_seconds=50.0,
+                        resumed_from_step=0, mixed_precision='float32')
+  three = compute.section(model, _Strategy('GPU', 2, workers=3),
+                          settings, times, examples_seen=1000,
+                          train_seconds=50.0, resumed_from_step=0,
+                          mixed_precision='float32')
+  chief_kwh = 100 * 2 * 300 / 3.6e6  # Two GPUs, idle CPU.
+  assert one['energy']['kwh'] == pytest.approx(chief_kwh)
+  assert (one['devices']['workers'], one['energy']['workers']) == (1, 1)
+  assert one['energy']['scope'] == 'this process, the only worker'
+  assert three['devices']['workers'] == three['energy']['workers'] == 3
+  assert three['devices']['replicas'] == 6
+  assert three['energy']['chief_kwh'] == pytest.approx(chief_kwh)
+  assert three['energy']['kwh'] == pytest.approx(3 * chief_kwh)
+  assert three['energy']['co2e_kg'] == pytest.approx(3 * chief_kwh * 0.4)
+  assert "3 x the chief's estimate" in three['energy']['scope']
+  assert three['energy']['scope'] in three['scope']
+  # Examples and FLOPs were global already: the same in both.
+  assert three['training_flops'] == one['training_flops']
