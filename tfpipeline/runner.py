@@ -111,7 +111,8 @@ def _prepared(config, model_dir: pathlib.Path, strategy, *, tpu: str,
   config = _calibrate_noise(config, len(splits.train))
   identity = run_identity.of(splits, engine)
   if chief:
-    _check_resume(model_dir, config, allow_config_change, splits, inputs)
+    _check_resume(model_dir, config, allow_config_change, splits, inputs,
+                  engine)
     run_identity.check(model_dir, identity,
                        allow_change=allow_config_change)
   return RunContext(config=config, model_dir=model_dir, output_dir=model_dir,
@@ -305,7 +306,7 @@ def _check_model_dir(model_dir: pathlib.Path) -> None:
 
 
 def _check_resume(model_dir: pathlib.Path, config, allow_config_change: bool,
-                  splits, inputs) -> None:
+                  splits, inputs, engine: str) -> None:
   """A run in `model_dir` may be resumed only by a compatible config whose
   model its checkpoints fit, and only forward: its checkpoints must not be
   past the config's last step (the report's examples, FLOPs and epsilon
@@ -321,10 +322,8 @@ def _check_resume(model_dir: pathlib.Path, config, allow_config_change: bool,
     raise UserError(f'--model_dir={model_dir} holds a run with {key}={was!r}, '
                     f'now {now!r}{more}; use a new --model_dir, or pass '
                     f'--allow_config_change to resume anyway')
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  state = tf.train.get_checkpoint_state(str(model_dir / 'checkpoints'))
-  steps = [int(path.rsplit('-', 1)[-1])
-           for path in (state.all_model_checkpoint_paths if state else ())]
+  engine_class = engines.engine_class(engine)
+  steps = engine_class.saved_steps(model_dir / 'checkpoints')
   total = config_lib.total_steps(config, train_rows)
   if steps and max(steps) > total:
     per_epoch = config_lib.steps_per_epoch(config, train_rows)
@@ -334,43 +333,8 @@ def _check_resume(model_dir: pathlib.Path, config, allow_config_change: bool,
         f'(epoch {-(-max(steps) // per_epoch)}); set --config.train.epochs '
         f'to at least that, or use a new --model_dir')
   if steps:
-    _check_checkpoints_fit(model_dir / 'checkpoints', config, splits, inputs)
-
-
-def _check_checkpoints_fit(directory: pathlib.Path, config, splits,
-                           inputs) -> None:
-  """Restores the newest readable checkpoint into a throwaway model and
-  optimizer; raises UserError if it does not fit them."""
-  import gc  # pylint: disable=g-import-not-at-top
-  import logging as python_logging  # pylint: disable=g-import-not-at-top
-  from tfpipeline import checkpointing, models  # pylint: disable=g-import-not-at-top
-
-  def mismatch() -> str | None:
-    model = models.build(config, splits.train, input_shape=inputs.shape,
-                         input_dtype=inputs.dtype)
-    optimizer = models.optimizer(config.optimizer,
-                                 config.train.mixed_precision)
-    optimizer.build(model.trainable_variables)
-    try:
-      checkpointing.Checkpoints(directory, model, optimizer,
-                                keep=config.train.keep_checkpoints).restore()
-    except UserError as e:
-      return str(e)
-    return None
-
-  # A failed restore leaves values pending on the throwaway objects, which
-  # TensorFlow lists as warnings when they are collected: collect them now,
-  # with those warnings off, so the error stays the last line.
-  tf_logger = python_logging.getLogger('tensorflow')
-  level = tf_logger.level
-  tf_logger.setLevel(python_logging.ERROR)
-  try:
-    error = mismatch()
-    gc.collect()
-  finally:
-    tf_logger.setLevel(level)
-  if error:
-    raise UserError(error)
+    engine_class.check_checkpoint_fits(model_dir / 'checkpoints', config,
+                                       splits, inputs)
 
 
 def _check_batch(config, train_rows: int, replicas: int, *,

@@ -5,7 +5,7 @@
     keras_fit  Keras `model.fit`, the reference (--engine=keras_fit)
 
 `check` imports nothing heavy, so bad flags fail before TensorFlow loads;
-`create` imports the engine's module.
+`engine_class` and `create` import the engine's module.
 """
 
 import importlib
@@ -28,8 +28,12 @@ def check(name: str, config) -> None:
                     f'{_NO_ROLLBACK[name]}; use nan_policy=stop with {name}')
 
 
+def engine_class(name: str):
+  """The class of engine `name` (one of NAMES); imports its module."""
+  module, cls = _CLASSES[name].rsplit('.', 1)
+  return getattr(importlib.import_module(f'{__name__}.{module}'), cls)
+
+
 def create(run, model):
   """The run's engine (`run.engine`) over `model`, its state restored."""
-  module, cls = _CLASSES[run.engine].rsplit('.', 1)
-  return getattr(importlib.import_module(f'{__name__}.{module}'), cls)(
-      run, model)
+  return engine_class(run.engine)(run, model)

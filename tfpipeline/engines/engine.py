@@ -10,6 +10,7 @@ another backend (JAX: `stateless_call` under `jax.jit`) is one new module.
 
 import abc
 import dataclasses
+import pathlib
 from typing import Callable
 
 # Called within a long block: (global step, loss so far).
@@ -45,6 +46,20 @@ class Engine(abc.ABC):
   # engine that can resume only at its blocks' ends (Keras fit: epochs).
   checkpoint_every_block = False
   start_step: int
+
+  # Before a resume writes anything, the runner asks the engine's class about
+  # the checkpoints it left (their format is the engine's business).
+  @classmethod
+  @abc.abstractmethod
+  def saved_steps(cls, directory: pathlib.Path) -> list[int]:
+    """The steps of the checkpoints in `directory` ([] if none)."""
+
+  @classmethod
+  @abc.abstractmethod
+  def check_checkpoint_fits(cls, directory: pathlib.Path, config, splits,
+                            inputs) -> None:
+    """Raises UserError unless the newest readable checkpoint in
+    `directory` fits the model and optimizer `config` builds."""
 
   @abc.abstractmethod
   def run_block(self, progress: Progress) -> BlockResult:

@@ -7,12 +7,17 @@ and an `evaluation.Evaluator` (a tf.function over the model). The engines
 add how a block of steps runs: `tf_loop` and `keras_fit`.
 """
 
+import gc
+import logging as python_logging
+import pathlib
+
 import tensorflow as tf
 
 from tfpipeline import checkpointing
 from tfpipeline import dp_sgd
 from tfpipeline import models
 from tfpipeline.engines import engine
+from tfpipeline.errors import UserError
 from tfpipeline.evaluation import Evaluator
 
 
@@ -36,6 +41,45 @@ class TfEngine(engine.Engine):
     if config.privacy.dp:
       self.dp = dp_sgd.DpSgd.from_config(config.privacy, dp_sgd.noise_key(
           restore_from, run.output_dir / 'checkpoints'))
+
+  @classmethod
+  def saved_steps(cls, directory: pathlib.Path) -> list[int]:
+    state = tf.train.get_checkpoint_state(str(directory))
+    return [int(path.rsplit('-', 1)[-1])
+            for path in (state.all_model_checkpoint_paths if state else ())]
+
+  @classmethod
+  def check_checkpoint_fits(cls, directory: pathlib.Path, config, splits,
+                            inputs) -> None:
+    """Restores the newest readable checkpoint into a throwaway model and
+    optimizer."""
+
+    def mismatch() -> str | None:
+      model = models.build(config, splits.train, input_shape=inputs.shape,
+                           input_dtype=inputs.dtype)
+      optimizer = models.optimizer(config.optimizer,
+                                   config.train.mixed_precision)
+      optimizer.build(model.trainable_variables)
+      try:
+        checkpointing.Checkpoints(directory, model, optimizer,
+                                  keep=config.train.keep_checkpoints).restore()
+      except UserError as e:
+        return str(e)
+      return None
+
+    # A failed restore leaves values pending on the throwaway objects, which
+    # TensorFlow lists as warnings when they are collected: collect them
+    # now, with those warnings off, so the error stays the last line.
+    tf_logger = python_logging.getLogger('tensorflow')
+    level = tf_logger.level
+    tf_logger.setLevel(python_logging.ERROR)
+    try:
+      error = mismatch()
+      gc.collect()
+    finally:
+      tf_logger.setLevel(level)
+    if error:
+      raise UserError(error)
 
   def save(self, step: int) -> None:
     self._checkpoints.save(step)
