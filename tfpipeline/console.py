@@ -57,8 +57,15 @@ _HELD_BACK_LINE = re.compile(
 # command's last line gives the error.
 _USER_ERROR_ECHO = re.compile(_cpp_log_prefix(b'EW') + rb'.*\bUserError: ')
 _ECHO_CONTINUED = re.compile(rb'(\s|$|Traceback \(most recent call last\):|'
-                             rb'tfpipeline\.errors\.UserError: )')
+                             rb'[A-Za-z_][\w.]*(Error|Exception): )')
+# The first frame of a traceback TF prints for an error raised in a
+# tf.numpy_function or tf.py_function.
+_TF_CALLBACK_FRAME = re.compile(
+    rb'\s+File ".*[/\\]tensorflow[/\\]python[/\\]ops[/\\]script_ops\.py", '
+    rb'line \d+, in __call__')
 _quiet = False
+_filtering = False  # fd 2 goes through the child that filters it.
+_said_last_line = False
 
 
 class _OwnInfoOnly(python_logging.Filter):
@@ -106,6 +113,29 @@ def library_chatter_held_back():
     logging.set_verbosity(verbosity)
 
 
+def last_line(text: str) -> None:
+  """Prints the command's last line (its error) to stderr. Where stderr
+  goes through the filter, in one write (a C++ line cannot land inside it),
+  and what library threads still log as the process ends (tf.data's echo of
+  the error, a reader failing at interpreter shutdown) then goes nowhere, so
+  the line stays the last."""
+  global _said_last_line
+  if not _filtering:
+    print(text, file=sys.stderr, flush=True)
+    return
+  sys.stderr.flush()
+  os.write(2, f'{text}\n'.encode(sys.stderr.encoding or 'utf-8',
+                                  'backslashreplace'))
+  _said_last_line = True
+  _point_stderr_at(os.devnull)
+
+
+def _point_stderr_at(path: str) -> None:
+  descriptor = os.open(path, os.O_WRONLY)
+  os.dup2(descriptor, 2)
+  os.close(descriptor)
+
+
 def _filter_stderr() -> None:
   """For the rest of the process, file descriptor 2 (C++ and Python writes
   alike) goes through a pipe to a child process that passes every line to the
@@ -118,6 +148,7 @@ def _filter_stderr() -> None:
   session, so Ctrl-C stops the command, not its stderr. At exit the command
   waits for it, keeping its own later lines in order.
   """
+  global _filtering
   sys.stderr.flush()
   read_end, write_end = os.pipe()
   package_parent = str(pathlib.Path(_PACKAGE).parent)
@@ -128,10 +159,16 @@ def _filter_stderr() -> None:
   real = os.dup(2)
   os.dup2(write_end, 2)
   os.close(write_end)
+  _filtering = True
 
   def drain():
     sys.stderr.flush()
-    os.dup2(real, 2)  # The pipe's last writer closes: the child sees EOF.
+    # The pipe's last writer closes: the child sees EOF. After the command's
+    # last line, threads still logging keep writing nowhere.
+    if _said_last_line:
+      _point_stderr_at(os.devnull)
+    else:
+      os.dup2(real, 2)
     with contextlib.suppress(subprocess.TimeoutExpired):
       forwarder.wait(timeout=5)
 
@@ -139,14 +176,36 @@ def _filter_stderr() -> None:
 
 
 def _forward_lines() -> None:
-  """Standard input to standard error but the lines held back, to its end."""
-  echo = False
+  """Standard input to standard error but the lines held back, to its end.
+
+  A Python traceback whose first frame is TensorFlow's py_function caller is
+  TF echoing an error raised in tf.data: held back, however its first log
+  line got separated from it (another thread's line, the command's own
+  error line, written in between).
+  """
+  echo, traceback = False, []
   for line in sys.stdin.buffer:
-    echo = bool(_USER_ERROR_ECHO.match(line) or
-                echo and _ECHO_CONTINUED.match(line))
-    if not (echo or _HELD_BACK_LINE.match(line)):
-      with contextlib.suppress(OSError):  # A closed terminal: drain anyway.
-        os.write(2, line)
+    if traceback:  # Held until its first frame says whose it is.
+      traceback.append(line)
+      if not line.strip():
+        continue
+      echo = bool(_TF_CALLBACK_FRAME.match(line))
+      shown, traceback = ([] if echo else traceback), []
+    elif not echo and line == b'Traceback (most recent call last):\n':
+      traceback = [line]
+      continue
+    else:
+      echo = bool(_USER_ERROR_ECHO.match(line) or
+                  echo and _ECHO_CONTINUED.match(line))
+      shown = [] if echo or _HELD_BACK_LINE.match(line) else [line]
+    _write(shown)
+  _write(traceback)
+
+
+def _write(lines: list[bytes]) -> None:
+  for line in lines:
+    with contextlib.suppress(OSError):  # A closed terminal: drain anyway.
+      os.write(2, line)
 
 
 if __name__ == '__main__':

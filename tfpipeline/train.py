@@ -111,7 +111,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 
 def _exit_bad_input(message: str) -> None:
-  print(f'error: {message}', file=sys.stderr)
+  console.last_line(f'error: {message}')
   sys.exit(2)
 
 
@@ -128,10 +128,10 @@ def main(argv: list[str]) -> None:
   except UserError as e:
     _exit_bad_input(str(e))
   except Preempted as e:
-    print(f'preempted: {e}', file=sys.stderr)
+    console.last_line(f'preempted: {e}')
     sys.exit(3)
   except (FloatingPointError, CheckpointError) as e:
-    print(f'error: {e}', file=sys.stderr)
+    console.last_line(f'error: {e}')
     sys.exit(1)
 
 
