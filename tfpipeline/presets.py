@@ -19,7 +19,7 @@ def tfds_classifier(name: str, *, feature: str, classes: int,
                     group: str | None = None) -> config_dict.ConfigDict:
   """A TFDS dataset's `feature` ('image', 'text') classified by its
   `label` into `classes` classes (1: binary, with binary cross-entropy)."""
-  c = config_lib.get_config()
+  c = _raw_values(batch=batch, epochs=epochs)
   c.data.source = 'tfds'
   c.data.name = name
   c.data.train_split = train_split
@@ -29,12 +29,8 @@ def tfds_classifier(name: str, *, feature: str, classes: int,
   c.data.label = 'label'
   c.data.group = group
   c.model.output_units = classes
-  c.model.normalize_inputs = False
-  c.model.standardize_targets = False
   c.loss = ('binary_crossentropy' if classes == 1 else
             'sparse_categorical_crossentropy')
-  c.train.epochs = epochs
-  c.train.global_batch_size = batch
   return c
 
 
@@ -42,7 +38,7 @@ def synthetic_regression(name: str, *, examples: int, eval_examples: int,
                          features: int, targets: int, batch: int,
                          epochs: int) -> config_dict.ConfigDict:
   """Random inputs and targets (data.distribution), mse, raw values."""
-  c = config_lib.get_config()
+  c = _raw_values(batch=batch, epochs=epochs)
   c.data.source = 'synthetic'
   c.data.name = name
   c.data.num_examples = examples
@@ -53,9 +49,15 @@ def synthetic_regression(name: str, *, examples: int, eval_examples: int,
   c.data.label = 'y'
   c.data.group = None
   c.model.output_units = targets
+  c.loss = 'mse'
+  return c
+
+
+def _raw_values(*, batch: int, epochs: int) -> config_dict.ConfigDict:
+  """The default config training on unscaled inputs and targets."""
+  c = config_lib.get_config()
   c.model.normalize_inputs = False
   c.model.standardize_targets = False
-  c.loss = 'mse'
   c.train.epochs = epochs
   c.train.global_batch_size = batch
   return c
