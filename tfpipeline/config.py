@@ -88,6 +88,7 @@ def get_config() -> config_dict.ConfigDict:
   c.model.standardize_targets = True  # regression: learn on standardised labels
 
   c.train = config_dict.ConfigDict()
+  c.train.backend = 'tensorflow'  # tensorflow | jax: Keras's backend (README, "Backends")
   c.train.epochs = 50
   c.train.global_batch_size = 32
   c.train.steps_per_loop = 0  # steps per device call; 0: 100, 1000 on a TPU

@@ -9,6 +9,7 @@ DP-SGD must not publish. A failed check raises UserError naming the key,
 its value and what is expected. No TensorFlow is imported.
 """
 
+from tfpipeline.backend import BACKENDS
 from tfpipeline.data.sources import core as sources
 from tfpipeline.errors import UserError
 
@@ -134,6 +135,7 @@ _MODEL = (
 )
 
 _TRAIN = (
+    ('train.backend', _one_of(BACKENDS)),
     ('train.epochs', _POSITIVE),
     ('train.global_batch_size', _POSITIVE),
     ('train.checkpoint_every_steps', _POSITIVE),
@@ -164,6 +166,15 @@ def _rollback_keeps_a_constant_rate(config) -> None:
     _check(config.optimizer.schedule == 'constant', 'optimizer.schedule',
            config.optimizer.schedule, "'constant' with train.nan_policy="
            "rollback (it halves the learning rate)")
+
+
+def _jax_trains_without_loss_scaling(config) -> None:
+  if config.train.backend == 'jax':
+    _check(config.train.mixed_precision != 'mixed_float16',
+           'train.mixed_precision', config.train.mixed_precision,
+           "float32, mixed_bfloat16 or auto with train.backend='jax' (the "
+           'JAX engine has no loss scaling, which float16 needs; bfloat16, '
+           'what TPUs and recent GPUs use, needs none)')
 
 
 _LOSS = (('loss', _one_of(LOSSES)),)
@@ -241,7 +252,7 @@ _REPORT = (
 _SECTIONS = (
     (_DATA, (_data_leaves_rows_to_train, _data_has_the_sources_keys)),
     (_MODEL, ()),
-    (_TRAIN, ()),
+    (_TRAIN, (_jax_trains_without_loss_scaling,)),
     (_OPTIMIZER, (_rollback_keeps_a_constant_rate,)),
     (_LOSS, (_loss_fits_the_labels,)),
     (_PRIVACY, (_dp_publishes_nothing_exact,)),

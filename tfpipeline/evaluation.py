@@ -1,6 +1,7 @@
 """Predictions and metrics on a whole split, streamed batch by batch."""
 
 import dataclasses
+from typing import Callable
 
 import keras
 import numpy as np
@@ -29,20 +30,24 @@ class Evaluation:
 class Evaluator:
   """Computes loss and the task's metrics of `model` on a split.
 
-  Predictions run in a compiled function (XLA when `jit_compile`) over the
-  model's current weights, batch by batch as the split is read; metrics are
+  Predictions run in a compiled function over the model's current weights,
+  batch by batch as the split is read: `predict`, an engine's own (the JAX
+  engine's), or else a `tf.function` (XLA when `jit_compile`). Metrics are
   Keras metrics over all predictions. Under a strategy with several
   replicas, each batch is spread over this worker's replicas with
   `strategy.run` (on a TPU: its cores, not the host).
   """
 
   def __init__(self, model: keras.Model, loss: str, *, batch_size: int,
-               jit_compile: bool, strategy: tf.distribute.Strategy | None = None):
+               jit_compile: bool = True,
+               strategy: tf.distribute.Strategy | None = None,
+               predict: Callable | None = None):
     self._loss_fn = models.loss_fn(loss)
     self._metrics = models.metrics(loss, model.output_shape[-1])
     self._batch_size = batch_size
-    self._predict = tf.function(lambda x: model(x, training=False),
-                                jit_compile=jit_compile, reduce_retracing=True)
+    self._predict = predict or tf.function(
+        lambda x: model(x, training=False), jit_compile=jit_compile,
+        reduce_retracing=True)
     self._strategy = strategy
     self._replicated = None
     if strategy is not None and strategy.num_replicas_in_sync > 1:
@@ -61,7 +66,7 @@ class Evaluator:
       for key in ('labels', 'groups', 'index', 'valid'):
         if key in batch:
           parts[key] += batch[key]
-    arrays = {key: np.concatenate([v.numpy() for v in values])
+    arrays = {key: np.concatenate([np.asarray(v) for v in values])
               if values else None for key, values in parts.items()}
     valid = arrays.pop('valid')
     if valid is not None:  # Drop the padding of the last batch.

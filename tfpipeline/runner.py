@@ -19,6 +19,7 @@ import time
 from absl import logging
 
 from tfpipeline import atomic_files
+from tfpipeline import backend as backend_lib
 from tfpipeline import cluster
 from tfpipeline import config as config_lib
 from tfpipeline import engines
@@ -33,6 +34,7 @@ from tfpipeline.errors import user_errors_through_tensorflow
 
 def run(config=None, model_dir='/tmp/tfpipeline', *, strategy='auto',
         tpu: str = 'local', cpu_devices: int = 1, engine: str = 'tfpipeline',
+        backend: str | None = None,
         allow_config_change: bool = False) -> dict[str, float]:
   """Trains, evaluates, exports and reports one experiment.
 
@@ -41,10 +43,14 @@ def run(config=None, model_dir='/tmp/tfpipeline', *, strategy='auto',
       for the embedded default (diabetes).
     model_dir: where every output goes (see README, "model_dir layout").
     strategy: a tf.distribute.Strategy, or one of tfpipeline.strategy's
-      names ('auto', 'cpu', 'gpu', 'mirrored', 'multi_worker', 'tpu').
+      names ('auto', 'cpu', 'gpu', 'mirrored', 'multi_worker', 'tpu'); on
+      the JAX backend, a name (see `jax_devices`).
     tpu: TPU address for strategy='tpu'.
     cpu_devices: logical CPU devices (mirrored on a CPU-only machine).
     engine: 'tfpipeline' (own XLA multi-step loop) or 'keras_fit'.
+    backend: Keras's backend, 'tensorflow' or 'jax'; None: the config's
+      train.backend. Keras takes one backend per process, chosen before it
+      is first imported (see `backend`).
     allow_config_change: resume a run even if the config changes what its
       steps compute (model, data, optimizer...), or its data changed (see
       run_identity); see config.RESUMABLE_CHANGES for the changes that are
@@ -59,8 +65,12 @@ def run(config=None, model_dir='/tmp/tfpipeline', *, strategy='auto',
   """
   if config is None or isinstance(config, str):
     config = config_lib.load(config)
+  if backend is not None:
+    config = config.copy_and_resolve_references()
+    config.train.backend = backend
   config = config_lib.validate(config)
   engines.check(engine, config)
+  backend_lib.select(config.train.backend)
   chief = cluster.is_chief()
   model_dir = pathlib.Path(model_dir)
   meter = None
@@ -92,12 +102,21 @@ def _prepared(config, model_dir: pathlib.Path, strategy, *, tpu: str,
               allow_config_change: bool) -> RunContext:
   """The run after the cheap checks: its device and data, checked (and, on
   the chief, checked against the run in `model_dir`)."""
-  # TensorFlow is imported only once the cheap checks have passed.
-  from tfpipeline import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
+  # TensorFlow (and JAX) are imported only once the cheap checks have passed.
+  on_jax = config.train.backend == 'jax'
+  if on_jax:
+    from tfpipeline import jax_devices as strategy_lib  # pylint: disable=g-import-not-at-top
+  else:
+    from tfpipeline import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
   from tfpipeline.data import pipeline, sources  # pylint: disable=g-import-not-at-top
 
   if isinstance(strategy, str):
-    strategy = strategy_lib.create(strategy, tpu=tpu, cpu_devices=cpu_devices)
+    strategy = strategy_lib.create(
+        strategy, tpu=tpu, cpu_devices=cpu_devices,
+        **({'deterministic': config.train.deterministic} if on_jax else {}))
+  elif on_jax:
+    raise UserError('backend jax: pass the strategy by name (auto, cpu, gpu, '
+                    'tpu, mirrored), not a tf.distribute.Strategy')
   config = config_lib.resolve_for_device(
       config, on_tpu=strategy_lib.is_tpu(strategy),
       on_cpu=strategy_lib.is_cpu(strategy))
@@ -191,7 +210,8 @@ def _train_and_export(run_context: RunContext, model,
     trainer.train(engine, run_context, run_log=run_log, evaluator=evaluator)
   finally:
     run_log.close()
-  trained = Trained(model, start_step, time.perf_counter() - train_start)
+  trained = Trained(engine.trained_model(), start_step,
+                    time.perf_counter() - train_start)
   try:
     return _evaluate_export_report(run_context, trained, evaluator, meter)
   except Interrupted as e:
@@ -266,7 +286,8 @@ def _checked_model(run_context: RunContext):
   with strategy.scope():
     model = models.build(config, splits.train, input_shape=inputs.shape,
                          input_dtype=inputs.dtype)
-  if config.train.deterministic and config.train.jit_compile:
+  if (config.train.deterministic and config.train.jit_compile and
+      config.train.backend == 'tensorflow'):
     pooling = models.nondeterministic_under_xla(model)
     if pooling:
       raise UserError(
@@ -315,6 +336,13 @@ def _check_resume(model_dir: pathlib.Path, config, allow_config_change: bool,
   saved = model_dir / 'config.json'
   if not saved.is_file():
     return
+  saved_config = json.loads(saved.read_text())
+  was = saved_config.get('train', {}).get('backend', 'tensorflow')
+  if was != config.train.backend:
+    raise UserError(f'--model_dir={model_dir} holds a run trained on the '
+                    f'{was} backend; resume it with --backend={was} (the '
+                    f'backends checkpoint in different formats), or use a new '
+                    f'--model_dir')
   changes = config_lib.result_changes(saved.read_text(), config)
   if changes and not allow_config_change:
     key, was, now = changes[0]
@@ -322,7 +350,7 @@ def _check_resume(model_dir: pathlib.Path, config, allow_config_change: bool,
     raise UserError(f'--model_dir={model_dir} holds a run with {key}={was!r}, '
                     f'now {now!r}{more}; use a new --model_dir, or pass '
                     f'--allow_config_change to resume anyway')
-  engine_class = engines.engine_class(engine)
+  engine_class = engines.engine_class(engine, config.train.backend)
   steps = engine_class.saved_steps(model_dir / 'checkpoints')
   total = config_lib.total_steps(config, train_rows)
   if steps and max(steps) > total:

@@ -24,6 +24,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from tfpipeline import backend
 from tfpipeline import config as config_lib
 from tfpipeline import console
 from tfpipeline import engines
@@ -66,6 +67,12 @@ _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
     'file, another TFDS version: identity.json then lists both). Changing '
     'epochs, steps_per_loop, checkpointing or nan_policy is always allowed; '
     'changing --engine never is.')
+_BACKEND = flags.DEFINE_enum(
+    'backend', None, list(backend.BACKENDS),
+    "Keras's backend (default: the config's train.backend, 'tensorflow'). "
+    'jax: the own loop as jitted JAX programs, the path TPUs (TPU VMs, Colab '
+    "TPUs) and GPU images with JAX take; needs pip install 'tfpipeline[jax]'."
+    ' tf.data feeds both. A run resumes on the backend it started on.')
 _ENGINE = flags.DEFINE_enum(
     'engine', 'tfpipeline', list(engines.NAMES),
     "Training engine: tfpipeline's XLA multi-step loop, or Keras model.fit "
@@ -124,6 +131,7 @@ def main(argv: list[str]) -> None:
   try:
     run(_CONFIG.value, _MODEL_DIR.value, strategy=_STRATEGY.value,
         tpu=_TPU.value, cpu_devices=_CPU_DEVICES.value, engine=_ENGINE.value,
+        backend=_BACKEND.value,
         allow_config_change=_ALLOW_CONFIG_CHANGE.value)
   except UserError as e:
     _exit_bad_input(str(e))

@@ -46,6 +46,7 @@ class Engine(abc.ABC):
   # engine that can resume only at its blocks' ends (Keras fit: epochs).
   checkpoint_every_block = False
   start_step: int
+  model: object  # The Keras model it trains.
 
   # Before a resume writes anything, the runner asks the engine's class about
   # the checkpoints it left (their format is the engine's business).
@@ -77,6 +78,11 @@ class Engine(abc.ABC):
   @abc.abstractmethod
   def has_checkpoint(self) -> bool:
     """Whether there is a checkpoint to restore."""
+
+  def trained_model(self):
+    """The Keras model holding the state's weights (an engine that trains a
+    copy of them writes them back)."""
+    return self.model
 
   @property
   @abc.abstractmethod

@@ -1,0 +1,229 @@
+"""The own loop on Keras's JAX backend (train.backend='jax').
+
+A block of k steps is one `jax.jit`-compiled XLA program: `lax.fori_loop`
+over the block's real steps, each `jax.value_and_grad` of
+`model.stateless_call` then `optimizer.stateless_apply`, so forward,
+backward and optimizer for the whole block run without returning to
+Python, as the TensorFlow engine's fused block does. The state (trainable,
+non-trainable and optimizer variables, `orbax_checkpoints.KEYS`) is held as
+JAX arrays outside the Keras objects, replicated over the run's mesh
+(`jax_devices`), and donated to each block, which returns the next one.
+Blocks come from the same index pipeline as the TensorFlow engines
+(tf.data on the host: the examples of step s are a pure function of
+(seed, s)), whole global batches, split over the mesh along the batch axis;
+the next block is read while the device runs the current one.
+"""
+
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfpipeline import checkpointing
+from tfpipeline import models
+from tfpipeline.data import pipeline
+from tfpipeline.engines import engine
+from tfpipeline.engines import orbax_checkpoints
+from tfpipeline.evaluation import Evaluator
+
+
+class JaxLoop(engine.Engine):
+  """Builds the optimizer and the state, restores the newest checkpoint."""
+
+  def __init__(self, run, model):
+    config = run.config
+    self.run, self.model = run, model
+    self._devices = run.strategy
+    self._global_batch_size = config.train.global_batch_size
+    self._loss_fn = models.loss_fn(config.loss)
+    self.optimizer = models.optimizer(config.optimizer,
+                                      config.train.mixed_precision)
+    self.optimizer.build(model.trainable_variables)
+    self._checkpoints = orbax_checkpoints.Checkpoints(
+        run.output_dir / 'checkpoints', keep=config.train.keep_checkpoints,
+        restore_from=run.model_dir / 'checkpoints')
+    self._state = self._placed(_state_of(model, self.optimizer))
+    self.start_step = self._step = self.restore()
+    self._steps_per_block = pipeline.steps_per_block(
+        config.train.steps_per_loop, run.steps_per_epoch,
+        self._global_batch_size * run.inputs.bytes_per_example())
+    self._compiled_block = jax.jit(self._steps_on_block, donate_argnums=0)
+    self._blocks = None  # Made at the first block, and after a restore.
+    self._read_ahead = None  # The next block, read while one runs.
+
+  @classmethod
+  def saved_steps(cls, directory: pathlib.Path) -> list[int]:
+    return orbax_checkpoints.saved_steps(directory)
+
+  @classmethod
+  def check_checkpoint_fits(cls, directory: pathlib.Path, config, splits,
+                            inputs) -> None:
+    model = models.build(config, splits.train, input_shape=inputs.shape,
+                         input_dtype=inputs.dtype)
+    optimizer = models.optimizer(config.optimizer,
+                                 config.train.mixed_precision)
+    optimizer.build(model.trainable_variables)
+    orbax_checkpoints.check_fits(directory, orbax_checkpoints.abstract(
+        _state_of(model, optimizer), None))
+
+  def _placed(self, state: dict) -> dict:
+    """`state` as fresh arrays replicated on every device (never the Keras
+    variables' own buffers, which a donated block would delete)."""
+    return jax.device_put(jax.tree.map(jnp.array, state),
+                          self._devices.replicated())
+
+  # Training.
+
+  def _loss_and_updates(self, trainable, non_trainable, features, labels):
+    """The step's loss (mean over the global batch, plus the layers'
+    regularization losses) and the model's new non-trainable state."""
+    predictions, non_trainable, losses = self.model.stateless_call(
+        trainable, non_trainable, features, training=True, return_losses=True)
+    per_example = self._loss_fn(labels, predictions)
+    loss = jnp.sum(per_example.astype('float32')) / self._global_batch_size
+    for penalty in losses:
+      loss += penalty.astype('float32')
+    return loss, non_trainable
+
+  def _step_on_batch(self, state: dict, features, labels):
+    """One step: the next state and the step's loss."""
+    gradients_of = jax.value_and_grad(self._loss_and_updates, has_aux=True)
+    (loss, non_trainable), gradients = gradients_of(
+        state['trainable'], state['non_trainable'], features, labels)
+    trainable, optimizer = self.optimizer.stateless_apply(
+        state['optimizer'], gradients, state['trainable'])
+    return {'trainable': trainable, 'non_trainable': non_trainable,
+            'optimizer': optimizer}, loss
+
+  def _steps_on_block(self, state: dict, features, labels, num_steps):
+    """The first `num_steps` steps of a block (the rest is padding): the
+    state after them, each step's loss (zeros for the padding) and whether
+    every trainable weight is finite."""
+
+    def body(i, carry):
+      state, losses = carry
+      state, loss = self._step_on_batch(state, features[i], labels[i])
+      return state, losses.at[i].set(loss)
+
+    losses = jnp.zeros(features.shape[0], jnp.float32)
+    state, losses = jax.lax.fori_loop(0, num_steps, body, (state, losses))
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(weights))
+                                for weights in state['trainable']]))
+    return state, losses, finite
+
+  def run_block(self, progress: engine.Progress) -> engine.BlockResult:
+    del progress  # A block is one device call: the loop logs each.
+    if self._blocks is None:
+      self._blocks = self._blocks_from(self._step)
+      self._read_ahead = self._next_block()
+    (features, labels, steps), waited = self._read_ahead
+    self._state, losses, finite = self._compiled_block(
+        self._state, features, labels, steps)
+    self._read_ahead = self._next_block()  # While the device computes.
+    losses = np.asarray(losses)[:steps]
+    self._step += steps
+    if not np.isfinite(losses).all():
+      return engine.BlockResult(steps, float('nan'), non_finite_at=int(
+          np.argmin(np.isfinite(losses))) + 1)
+    if not bool(finite):
+      return engine.BlockResult(steps, float('nan'), non_finite_at=steps)
+    return engine.BlockResult(steps, float(np.mean(losses)), waited_s=waited)
+
+  def _blocks_from(self, step: int):
+    """The blocks of batches from global step `step`, as NumPy arrays: one
+    input pipeline reading whole global batches."""
+    run = self.run
+    train = run.config.train
+    dataset_fn = pipeline.training_dataset_fn(
+        run.inputs.train, train.global_batch_size, seed=train.seed,
+        steps_per_block=self._steps_per_block, start_step=step)
+    return dataset_fn(tf.distribute.InputContext()).as_numpy_iterator()
+
+  def _next_block(self):
+    """((features, labels, steps), seconds waited): the next block, its
+    batches split over the devices."""
+    start = time.perf_counter()
+    features, labels, steps = next(self._blocks)
+    waited = time.perf_counter() - start
+    split = self._devices.split_batches()
+    return (jax.device_put(features, split), jax.device_put(labels, split),
+            int(steps)), waited
+
+  # State.
+
+  def save(self, step: int) -> None:
+    self._checkpoints.save(step, self._state)
+
+  def restore(self) -> int:
+    step, state = self._checkpoints.restore(orbax_checkpoints.abstract(
+        self._state, self._devices.replicated()))
+    if state is not None:
+      self._state = state
+    self._step = step
+    self._blocks = self._read_ahead = None
+    return step
+
+  def has_checkpoint(self) -> bool:
+    return bool(self._checkpoints.steps())
+
+  def trained_model(self) -> keras.Model:
+    """The model holding the trained weights; the optimizer its state."""
+    for key, variables in (('trainable', self.model.trainable_variables),
+                           ('non_trainable',
+                            self.model.non_trainable_variables),
+                           ('optimizer', self.optimizer.variables)):
+      for variable, value in zip(variables, self._state[key]):
+        variable.assign(np.asarray(value))
+    return self.model
+
+  @property
+  def learning_rate(self) -> float:
+    return float(self._state['optimizer'][self._rate_index()])
+
+  @learning_rate.setter
+  def learning_rate(self, rate: float) -> None:
+    state = dict(self._state)
+    index = self._rate_index()
+    state['optimizer'] = list(state['optimizer'])
+    state['optimizer'][index] = jax.device_put(
+        jnp.asarray(rate, state['optimizer'][index].dtype),
+        self._devices.replicated())
+    self._state = state
+
+  def _rate_index(self) -> int:
+    """The learning rate's place among the optimizer's variables (a
+    constant rate is one: train.nan_policy=rollback requires it)."""
+    rate = self.optimizer.learning_rate
+    for index, variable in enumerate(self.optimizer.variables):
+      if variable is rate:
+        return index
+    raise ValueError('the learning rate follows a schedule: no variable')
+
+  def preemption_watch(self):
+    return checkpointing.PreemptionWatch()
+
+  def evaluator(self) -> Evaluator:
+    """Predictions by a jitted `stateless_call` on the current state."""
+    config = self.run.config
+    forward = jax.jit(lambda trainable, non_trainable, features:
+                      self.model.stateless_call(trainable, non_trainable,
+                                                features, training=False)[0])
+
+    def predict(features):
+      return forward(self._state['trainable'], self._state['non_trainable'],
+                     np.asarray(features))
+
+    return Evaluator(self.model, config.loss,
+                     batch_size=max(config.train.global_batch_size, 256),
+                     predict=predict)
+
+
+def _state_of(model: keras.Model, optimizer) -> dict:
+  """The current values of the model's and optimizer's variables."""
+  return {'trainable': [v.value for v in model.trainable_variables],
+          'non_trainable': [v.value for v in model.non_trainable_variables],
+          'optimizer': [v.value for v in optimizer.variables]}
