@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 import pytest
@@ -107,6 +108,29 @@ def run_cli(*args: str, cwd=REPO, command='train') -> CliResult:
       [sys.executable, '-m', f'tfpipeline.{command}', *args], cwd=cwd,
       capture_output=True, text=True, timeout=600, env=cli_env())
   return CliResult(completed)
+
+
+def start_cli(*args: str) -> subprocess.Popen:
+  """Starts `python -m tfpipeline.train ARGS`; stderr is piped."""
+  return subprocess.Popen(
+      [sys.executable, '-m', 'tfpipeline.train', *args], cwd=REPO,
+      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+      env={**os.environ, 'PYTHONPATH': str(REPO)})
+
+
+def signal_after(process: subprocess.Popen, model_dir: pathlib.Path,
+                 records: int, signum: int) -> tuple[int, str]:
+  """Sends `signum` once the run's metrics.jsonl holds `records` lines;
+  returns the process's exit code and stderr."""
+  log = model_dir / 'metrics.jsonl'
+  deadline = time.monotonic() + 300
+  while time.monotonic() < deadline and process.poll() is None:
+    if log.exists() and len(log.read_text().splitlines()) >= records:
+      process.send_signal(signum)
+      break
+    time.sleep(0.02)
+  _, stderr = process.communicate(timeout=300)
+  return process.returncode, stderr
 
 
 def cli_env() -> dict[str, str]:

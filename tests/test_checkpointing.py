@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, assert_weights_close, read_jsonl, run_cli
+from conftest import signal_after, start_cli
 from conftest import with_noise_key_of
 from in_process import run_main
 
@@ -32,24 +33,7 @@ DP = ('--strategy=cpu', '--config.privacy.dp=True')
 
 
 def _start(model_dir, *args):
-  return subprocess.Popen(
-      [sys.executable, '-m', 'tfpipeline.train', f'--model_dir={model_dir}',
-       *RUN, *args], cwd=REPO, stdout=subprocess.DEVNULL,
-      stderr=subprocess.PIPE, text=True,
-      env={**os.environ, 'PYTHONPATH': str(REPO)})
-
-
-def _stop_after(process, model_dir, records, signum):
-  """Sends `signum` once metrics.jsonl holds `records` lines."""
-  log = model_dir / 'metrics.jsonl'
-  deadline = time.monotonic() + 300
-  while time.monotonic() < deadline and process.poll() is None:
-    if log.exists() and len(log.read_text().splitlines()) >= records:
-      process.send_signal(signum)
-      break
-    time.sleep(0.02)
-  _, stderr = process.communicate(timeout=300)
-  return process.returncode, stderr
+  return start_cli(f'--model_dir={model_dir}', *RUN, *args)
 
 
 def _weights(model_dir):
@@ -87,7 +71,7 @@ def test_sigkill_then_rerun_is_bit_identical(tmp_path, uninterrupted,
                                              strategy, records):
   reference = uninterrupted(strategy)
   model_dir = tmp_path / 'run'
-  returncode, _ = _stop_after(_start(model_dir, *STRATEGIES[strategy]),
+  returncode, _ = signal_after(_start(model_dir, *STRATEGIES[strategy]),
                               model_dir, records, signal.SIGKILL)
   assert returncode == -signal.SIGKILL
   assert not (model_dir / 'model.keras').exists()
@@ -110,7 +94,7 @@ def test_killed_dp_run_resumes_to_the_uninterrupted_run_with_its_key(
   reference = uninterrupted('dp')
   model_dir = tmp_path / 'run'
   with_noise_key_of(reference, model_dir)
-  returncode, _ = _stop_after(_start(model_dir, *DP), model_dir, 22,
+  returncode, _ = signal_after(_start(model_dir, *DP), model_dir, 22,
                               signal.SIGKILL)
   assert returncode == -signal.SIGKILL
   result = run_cli(f'--model_dir={model_dir}', *RUN, *DP)
@@ -124,7 +108,7 @@ def test_preemption_saves_exits_3_and_resumes(tmp_path, uninterrupted,
                                               signum):
   reference = uninterrupted('cpu')
   model_dir = tmp_path / 'run'
-  returncode, stderr = _stop_after(_start(model_dir, '--strategy=cpu'),
+  returncode, stderr = signal_after(_start(model_dir, '--strategy=cpu'),
                                    model_dir, 10, signum)
   assert returncode == 3, stderr[-3000:]
   last = stderr.strip().splitlines()[-1]
@@ -180,7 +164,7 @@ def test_a_signal_before_training_exits_3_and_writes_nothing(tmp_path,
 def interrupted_once(tmp_path_factory):
   """The cpu run stopped by SIGTERM after 15 records, run once."""
   model_dir = tmp_path_factory.mktemp('interrupted') / 'run'
-  returncode, stderr = _stop_after(_start(model_dir, '--strategy=cpu'),
+  returncode, stderr = signal_after(_start(model_dir, '--strategy=cpu'),
                                    model_dir, 15, signal.SIGTERM)
   assert returncode == 3, stderr[-3000:]
   return model_dir
@@ -389,7 +373,7 @@ def test_keras_fit_preemption_saves_at_the_epoch_end_and_resumes(tmp_path):
   result = run_cli(f'--model_dir={reference}', *RUN, *fit)
   assert result.returncode == 0, result.stderr[-3000:]
   model_dir = tmp_path / 'run'
-  returncode, stderr = _stop_after(_start(model_dir, *fit), model_dir, 2,
+  returncode, stderr = signal_after(_start(model_dir, *fit), model_dir, 2,
                                    signal.SIGTERM)
   assert returncode == 3, stderr[-3000:]
   assert 'SIGTERM at step' in stderr.strip().splitlines()[-1]
@@ -423,7 +407,7 @@ def test_multi_worker_preemption_stops_every_worker_and_resumes(
             for index in range(2)]
 
   chief, other = start_workers()
-  other_code, other_stderr = _stop_after(other, model_dir, 12, signal.SIGTERM)
+  other_code, other_stderr = signal_after(other, model_dir, 12, signal.SIGTERM)
   _, chief_stderr = chief.communicate(timeout=300)
   assert (chief.returncode, other_code) == (3, 3), (chief_stderr[-3000:],
                                                     other_stderr[-3000:])

@@ -41,12 +41,14 @@ def saved_steps(directory: pathlib.Path) -> list[int]:
 def check_fits(directory: pathlib.Path, target: dict) -> None:
   """Raises UserError unless the newest readable checkpoint's arrays have
   `target`'s structure, shapes and dtypes (jax.ShapeDtypeStruct leaves)."""
-  for step in reversed(saved_steps(directory)):
+  steps = saved_steps(directory)
+  reader = _manager(directory, read_only=True) if steps else None
+  for step in reversed(steps):
     try:
-      metadata = _checkpointer().metadata(directory / str(step)).item_metadata
+      saved = dict(reader.item_metadata(step).tree)
     except Exception:  # pylint: disable=broad-except  # Unreadable: older.
       continue
-    mismatch = _mismatch(dict(metadata.tree), target)
+    mismatch = _mismatch(saved, target)
     if mismatch:
       raise UserError(
           f'checkpoint {directory / str(step)} does not fit the model '
@@ -83,11 +85,12 @@ class Checkpoints:
     """
     check_fits(self._restore_from, target)
     steps = self.steps()
+    reader = _manager(self._restore_from, read_only=True) if steps else None
     for index in reversed(range(len(steps))):
       path = self._restore_from / str(steps[index])
       try:
-        state = _checkpointer().restore(
-            path, args=ocp.args.StandardRestore(target))
+        state = reader.restore(steps[index],
+                               args=ocp.args.StandardRestore(target))
       except Exception as e:  # pylint: disable=broad-except  # Damaged files.
         logging.warning('checkpoint %s is unreadable (%s); trying the one '
                         'before it', path, first_line(e)[:200])
@@ -119,10 +122,7 @@ class Checkpoints:
     """Saves at `step`; raises CheckpointError, earlier ones left intact."""
     try:
       if self._manager is None:
-        self._manager = ocp.CheckpointManager(
-            self._directory, options=ocp.CheckpointManagerOptions(
-                max_to_keep=self._keep, create=True,
-                enable_async_checkpointing=False))
+        self._manager = _manager(self._directory, keep=self._keep)
       if step in self._manager.all_steps():  # A rollback's re-save.
         self._manager.delete(step)
       self._manager.save(step, args=ocp.args.StandardSave(state))
@@ -142,8 +142,15 @@ def abstract(state: dict, sharding) -> dict:
                                         sharding=sharding), state)
 
 
-def _checkpointer() -> ocp.StandardCheckpointer:
-  return ocp.StandardCheckpointer()
+def _manager(directory: pathlib.Path, *, keep: int | None = None,
+             read_only: bool = False) -> ocp.CheckpointManager:
+  """Orbax's manager of one state item per step, written synchronously
+  (the loop saves at block ends; a save returns once it is complete)."""
+  return ocp.CheckpointManager(
+      directory, item_handlers=ocp.StandardCheckpointHandler(),
+      options=ocp.CheckpointManagerOptions(
+          max_to_keep=keep, create=not read_only, read_only=read_only,
+          enable_async_checkpointing=False))
 
 
 def _mismatch(saved: dict, target: dict) -> str | None:

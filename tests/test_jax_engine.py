@@ -1,0 +1,162 @@
+"""The JAX engine (train.backend='jax'): equal steps to the TensorFlow
+engine's, one device equal to two, exact resume, checkpoints and errors.
+
+Keras takes one backend per process and this one runs on TensorFlow, so
+every JAX run is a subprocess: the CLI, or tests/engine_steps.py.
+"""
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import REPO, assert_weights_close, cli_env, read_jsonl, run_cli
+from conftest import signal_after, start_cli
+
+# The seeds' model, 3,200 rows: 100 steps an epoch, 6 epochs, a device call
+# every 10 steps (one metrics.jsonl record each), a checkpoint every 20.
+RUN = ('--config=seed_keras_mlp', '--config.data.num_examples=3200',
+       '--config.train.epochs=6', '--config.train.steps_per_loop=10',
+       '--config.train.checkpoint_every_steps=20',
+       '--config.train.deterministic=True', '--backend=jax', '--strategy=cpu')
+LAST_STEP = 600
+
+
+def _weights(model_dir):
+  import tfpipeline
+  return tfpipeline.load_model(model_dir).get_weights()
+
+
+@pytest.fixture(scope='module')
+def jax_run(tmp_path_factory):
+  """RUN, uninterrupted, on one JAX CPU device."""
+  model_dir = tmp_path_factory.mktemp('jax') / 'run'
+  result = run_cli(f'--model_dir={model_dir}', *RUN)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return model_dir
+
+
+def _engine_steps(backend, experiment, data_dir, init, out) -> int:
+  completed = subprocess.run(
+      [sys.executable, str(REPO / 'tests' / 'engine_steps.py'), experiment,
+       str(data_dir), '50', str(init), str(out)], capture_output=True,
+      text=True, timeout=600, env={**cli_env(), 'KERAS_BACKEND': backend})
+  assert completed.returncode == 0, completed.stderr[-3000:]
+  return int(completed.stdout.split()[-1])
+
+
+@pytest.mark.parametrize('experiment', ['seed_keras_mlp', 'digits_cnn'])
+def test_jax_steps_equal_the_tensorflow_engines(tmp_path, experiment,
+                                                digits_array_record_dir):
+  """From the same initial weights and batches, 50 SGD steps (and the rest
+  of the last block) on each backend's own engine."""
+  init = tmp_path / 'init.npz'
+  steps = {backend: _engine_steps(backend, experiment,
+                                  digits_array_record_dir, init,
+                                  tmp_path / f'{backend}.npz')
+           for backend in ('tensorflow', 'jax')}
+  assert steps['tensorflow'] == steps['jax'] >= 50
+  with np.load(tmp_path / 'tensorflow.npz') as tf_weights, np.load(
+      tmp_path / 'jax.npz') as jax_weights, np.load(init) as initial:
+    assert tf_weights.files == jax_weights.files
+    for key in tf_weights.files:
+      np.testing.assert_allclose(jax_weights[key], tf_weights[key], rtol=0,
+                                 atol=1e-4)
+    # Training moved the weights far beyond that tolerance.
+    assert max(np.abs(tf_weights[k] - initial[k]).max()
+               for k in initial.files) > 1e-3
+
+
+def test_two_cpu_devices_equal_one(tmp_path, jax_run):
+  model_dir = tmp_path / 'run'
+  result = run_cli(f'--model_dir={model_dir}', *RUN, '--cpu_devices=2')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'JAX devices: 2 CPU' in result.stderr
+  assert_weights_close(_weights(model_dir), _weights(jax_run), atol=1e-5)
+
+
+@pytest.mark.parametrize('records', [3, 41])
+def test_sigkill_then_rerun_is_bit_identical(tmp_path, jax_run, records):
+  model_dir = tmp_path / 'run'
+  returncode, _ = signal_after(
+      start_cli(f'--model_dir={model_dir}', *RUN), model_dir, records,
+      signal.SIGKILL)
+  assert returncode == -signal.SIGKILL
+  assert not (model_dir / 'model.keras').exists()
+  result = run_cli(f'--model_dir={model_dir}', *RUN)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'resuming from the checkpoint at step' in result.stderr
+  assert_weights_close(_weights(model_dir), _weights(jax_run))
+  steps = [record['step'] for record in read_jsonl(model_dir / 'metrics.jsonl')]
+  assert steps == sorted(set(steps)) and steps[-1] == LAST_STEP
+
+
+def test_sigterm_saves_exits_3_and_resumes(tmp_path, jax_run):
+  model_dir = tmp_path / 'run'
+  returncode, stderr = signal_after(
+      start_cli(f'--model_dir={model_dir}', *RUN), model_dir, 12,
+      signal.SIGTERM)
+  assert returncode == 3, stderr[-3000:]
+  last_line = stderr.strip().splitlines()[-1]
+  assert last_line.startswith('preempted: SIGTERM at step ')
+  saved = int(last_line.split('at step ')[1].split(':')[0])
+  assert saved in [int(path.name)
+                   for path in (model_dir / 'checkpoints').iterdir()]
+  result = run_cli(f'--model_dir={model_dir}', *RUN)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f'resuming from the checkpoint at step {saved}' in result.stderr
+  assert_weights_close(_weights(model_dir), _weights(jax_run))
+
+
+def test_keeps_the_newest_checkpoints_and_skips_a_corrupt_one(tmp_path,
+                                                              jax_run):
+  checkpoints = jax_run / 'checkpoints'
+  assert sorted(int(path.name) for path in checkpoints.iterdir()) == [
+      560, 580, 600]  # train.keep_checkpoints=3
+  model_dir = tmp_path / 'run'
+  shutil.copytree(jax_run, model_dir)
+  for path in (model_dir / 'checkpoints' / '600').rglob('*'):
+    if path.is_file():
+      path.write_bytes(b'\0garbage')
+  result = run_cli(f'--model_dir={model_dir}', *RUN)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'resuming from the checkpoint at step 580' in result.stderr
+  assert (model_dir / 'checkpoints' / 'corrupt' / '600').is_dir()
+  assert_weights_close(_weights(model_dir), _weights(jax_run))
+
+
+def test_a_run_resumes_only_on_its_backend(tmp_path, jax_run):
+  model_dir = tmp_path / 'run'
+  shutil.copytree(jax_run, model_dir)
+  before = sorted((path, path.stat().st_mtime_ns)
+                  for path in model_dir.rglob('*'))
+  result = run_cli(f'--model_dir={model_dir}',
+                   *(arg for arg in RUN if arg != '--backend=jax'))
+  assert result.returncode == 2
+  assert result.last_line == (
+      f'error: --model_dir={model_dir} holds a run trained on the jax '
+      f'backend; resume it with --backend=jax (the backends checkpoint in '
+      f'different formats), or use a new --model_dir')
+  assert sorted((path, path.stat().st_mtime_ns)
+                for path in model_dir.rglob('*')) == before
+
+
+def test_the_model_from_a_jax_run_predicts_the_same_on_tensorflow(jax_run):
+  """model.keras loads on the TensorFlow backend (this process) and its
+  predictions equal the JAX run's own and its SavedModel's (jax2tf)."""
+  import tensorflow as tf
+  assert keras.backend.backend() == 'tensorflow'
+  config = json.loads((jax_run / 'config.json').read_text())
+  assert config['train']['backend'] == 'jax'
+  model = keras.saving.load_model(jax_run / 'model.keras')
+  features = np.random.default_rng(0).random((16, 10), np.float32)
+  served = tf.saved_model.load(str(jax_run / 'saved_model'))
+  np.testing.assert_allclose(
+      served.signatures['serving_default'](features=tf.constant(features))[
+          'output_0'].numpy(), model.predict(features, verbose=0), rtol=0,
+      atol=1e-5)
