@@ -225,14 +225,13 @@ def _evaluate_export_report(run_context: RunContext, trained: Trained,
                             evaluator, meter) -> dict[str, float]:
   """Writes metrics.json, model.keras, saved_model/ and (with the energy
   `meter`) the report."""
-  from tfpipeline import export, models  # pylint: disable=g-import-not-at-top
+  from tfpipeline import export  # pylint: disable=g-import-not-at-top
   output_dir = run_context.output_dir
   test_evaluation = evaluator.run(run_context.inputs.test)
   test_metrics = evaluator.metrics(test_evaluation)
   atomic_files.write_text(output_dir / 'metrics.json',
                        json.dumps(test_metrics, indent=2) + '\n')
-  export.save(models.serving_model(trained.model,
-                                   run_context.inputs.vectorizer), output_dir)
+  export.save(trained.model, output_dir, run_context.inputs.vectorizer)
   logging.info('test: %s', '  '.join(f'{k} {v:.4g}'
                                      for k, v in test_metrics.items()))
   if meter:
