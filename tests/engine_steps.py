@@ -3,13 +3,15 @@ given initial weights: the cross-backend equality's helper. Keras takes one
 backend per process, so the test runs this once per backend:
 
     KERAS_BACKEND=jax python tests/engine_steps.py CONFIG DATA_DIR STEPS \
-        INIT.npz OUT.npz
+        INIT.npz OUT.npz [dp]
 
 If INIT.npz does not exist, the model's own initial weights are written to
 it first. Writes the weights after the steps to OUT.npz and prints the
 number of steps taken. The optimizer is plain SGD, whose steps differ
 between backends by float32 rounding only (Adam amplifies it), and Dropout
-is removed: each backend draws its own masks.
+is removed: each backend draws its own masks. With `dp`, the steps are
+DP-SGD's with clipping at 0.5 and noise 1e-9: the backends draw different
+noise from one key, so only the clipping is compared.
 """
 
 import pathlib
@@ -27,7 +29,7 @@ from tfpipeline.data import sources
 from tfpipeline.run_context import RunContext
 
 
-def main(name, data_dir, steps, init, out):
+def main(name, data_dir, steps, init, out, dp=False):
   config = config_lib.load(name)
   config.data.data_dir = data_dir
   config.model.layers = tuple(layer for layer in config.model.layers
@@ -36,6 +38,10 @@ def main(name, data_dir, steps, init, out):
   config.optimizer.learning_rate = 0.01
   config.train.steps_per_loop = 10
   config.train.backend = keras.backend.backend()
+  if dp:
+    config.privacy.dp = True
+    config.privacy.l2_norm_clip = 0.5
+    config.privacy.noise_multiplier = 1e-9
   config = config_lib.validate(config)
   if config.train.backend == 'jax':
     from tfpipeline import jax_devices as devices  # pylint: disable=g-import-not-at-top
@@ -67,4 +73,5 @@ def main(name, data_dir, steps, init, out):
 
 
 if __name__ == '__main__':
-  main(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5])
+  main(*sys.argv[1:3], int(sys.argv[3]), *sys.argv[4:6],
+       dp=sys.argv[6:] == ['dp'])

@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 
 from conftest import REPO, assert_weights_close, cli_env, read_jsonl, run_cli
-from conftest import signal_after, start_cli
+from conftest import signal_after, start_cli, with_noise_key_of
+
+from tfpipeline import dp_sgd
 
 # The seeds' model, 3,200 rows: 100 steps an epoch, 6 epochs, a device call
 # every 10 steps (one metrics.jsonl record each), a checkpoint every 20.
@@ -41,24 +43,27 @@ def jax_run(tmp_path_factory):
   return model_dir
 
 
-def _engine_steps(backend, experiment, data_dir, init, out) -> int:
+def _engine_steps(backend, experiment, data_dir, init, out, dp) -> int:
   completed = subprocess.run(
       [sys.executable, str(REPO / 'tests' / 'engine_steps.py'), experiment,
-       str(data_dir), '50', str(init), str(out)], capture_output=True,
+       str(data_dir), '50', str(init), str(out), *(['dp'] if dp else [])],
+      capture_output=True,
       text=True, timeout=600, env={**cli_env(), 'KERAS_BACKEND': backend})
   assert completed.returncode == 0, completed.stderr[-3000:]
   return int(completed.stdout.split()[-1])
 
 
-@pytest.mark.parametrize('experiment', ['seed_keras_mlp', 'digits_cnn'])
-def test_jax_steps_equal_the_tensorflow_engines(tmp_path, experiment,
+@pytest.mark.parametrize('experiment, dp', [
+    ('seed_keras_mlp', False), ('digits_cnn', False), ('seed_keras_mlp', True)])
+def test_jax_steps_equal_the_tensorflow_engines(tmp_path, experiment, dp,
                                                 digits_array_record_dir):
   """From the same initial weights and batches, 50 SGD steps (and the rest
-  of the last block) on each backend's own engine."""
+  of the last block) on each backend's own engine; with `dp`, DP-SGD's
+  per-example clipping (its noise made negligible: see engine_steps.py)."""
   init = tmp_path / 'init.npz'
   steps = {backend: _engine_steps(backend, experiment,
                                   digits_array_record_dir, init,
-                                  tmp_path / f'{backend}.npz')
+                                  tmp_path / f'{backend}.npz', dp)
            for backend in ('tensorflow', 'jax')}
   assert steps['tensorflow'] == steps['jax'] >= 50
   with np.load(tmp_path / 'tensorflow.npz') as tf_weights, np.load(
@@ -70,6 +75,26 @@ def test_jax_steps_equal_the_tensorflow_engines(tmp_path, experiment,
     # Training moved the weights far beyond that tolerance.
     assert max(np.abs(tf_weights[k] - initial[k]).max()
                for k in initial.files) > 1e-3
+
+
+def test_dp_noise_follows_the_secret_key_not_the_seed(tmp_path):
+  """Two DP runs with one seed differ; a run given the first's key (as a
+  resumed run reads it) equals it; the key is in no published file."""
+  run = (*RUN, '--config.train.epochs=1', '--config.privacy.dp=True')
+  first, second, same_key = (tmp_path / name
+                             for name in ('first', 'second', 'same_key'))
+  for model_dir in (first, second, same_key):
+    if model_dir == same_key:
+      with_noise_key_of(first, model_dir)
+    result = run_cli(f'--model_dir={model_dir}', *run)
+    assert result.returncode == 0, result.stderr[-3000:]
+  assert_weights_close(_weights(same_key), _weights(first))
+  assert max(np.abs(a - b).max() for a, b in zip(
+      _weights(second), _weights(first))) > 1e-3
+  key = (first / 'checkpoints' / dp_sgd.NOISE_KEY_FILE).read_text().strip()
+  for path in first.rglob('*'):
+    if path.is_file() and 'checkpoints' not in path.parts:
+      assert key.encode() not in path.read_bytes(), path
 
 
 def test_two_cpu_devices_equal_one(tmp_path, jax_run):

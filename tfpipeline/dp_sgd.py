@@ -88,7 +88,7 @@ def noise_key(read_from: pathlib.Path, write_to: pathlib.Path) -> tuple[int, int
     descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, 'w') as f:
       f.write(key.hex() + '\n')
-  if any(write_to.glob('ckpt-*.index')):
+  if any(path.name != NOISE_KEY_FILE for path in write_to.iterdir()):
     logging.warning('%s had checkpoints but no %s: the resumed steps draw '
                     'new noise (the privacy guarantee holds; the run will '
                     'not equal an uninterrupted one)', write_to,

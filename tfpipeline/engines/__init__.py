@@ -35,9 +35,6 @@ def check(name: str, config) -> None:
   if name in _NO_ROLLBACK and config.train.nan_policy == 'rollback':
     raise UserError(f'train.nan_policy=rollback needs --engine=tfpipeline: '
                     f'{_NO_ROLLBACK[name]}; use nan_policy=stop with {name}')
-  if backend == 'jax' and config.privacy.dp:
-    raise UserError('privacy.dp=True with --backend=jax is not supported yet; '
-                    'use --backend=tensorflow for DP-SGD')
 
 
 def engine_class(name: str, backend: str = 'tensorflow'):

@@ -24,6 +24,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfpipeline import checkpointing
+from tfpipeline import dp_sgd
+from tfpipeline import dp_sgd_jax
 from tfpipeline import models
 from tfpipeline.data import pipeline
 from tfpipeline.engines import engine
@@ -46,6 +48,12 @@ class JaxLoop(engine.Engine):
     self._checkpoints = orbax_checkpoints.Checkpoints(
         run.output_dir / 'checkpoints', keep=config.train.keep_checkpoints,
         restore_from=run.model_dir / 'checkpoints')
+    self.dp = None
+    if config.privacy.dp:
+      self.dp = dp_sgd.DpSgd.from_config(config.privacy, dp_sgd.noise_key(
+          run.model_dir / 'checkpoints', run.output_dir / 'checkpoints'))
+    self._iterations_index = _index_of(self.optimizer.iterations,
+                                       self.optimizer.variables)
     self._state = self._placed(_state_of(model, self.optimizer))
     self.start_step = self._step = self.restore()
     self._steps_per_block = pipeline.steps_per_block(
@@ -90,10 +98,17 @@ class JaxLoop(engine.Engine):
     return loss, non_trainable
 
   def _step_on_batch(self, state: dict, features, labels):
-    """One step: the next state and the step's loss."""
-    gradients_of = jax.value_and_grad(self._loss_and_updates, has_aux=True)
-    (loss, non_trainable), gradients = gradients_of(
-        state['trainable'], state['non_trainable'], features, labels)
+    """One step: the next state and the step's loss (with `dp`, DP-SGD's
+    gradients: clipped per example, noised; see `dp_sgd_jax`)."""
+    if self.dp:
+      loss, non_trainable, gradients = dp_sgd_jax.gradients(
+          self.model, self._loss_fn, state['trainable'],
+          state['non_trainable'], features, labels, self.dp,
+          step=state['optimizer'][self._iterations_index])
+    else:
+      gradients_of = jax.value_and_grad(self._loss_and_updates, has_aux=True)
+      (loss, non_trainable), gradients = gradients_of(
+          state['trainable'], state['non_trainable'], features, labels)
     trainable, optimizer = self.optimizer.stateless_apply(
         state['optimizer'], gradients, state['trainable'])
     return {'trainable': trainable, 'non_trainable': non_trainable,
@@ -197,11 +212,7 @@ class JaxLoop(engine.Engine):
   def _rate_index(self) -> int:
     """The learning rate's place among the optimizer's variables (a
     constant rate is one: train.nan_policy=rollback requires it)."""
-    rate = self.optimizer.learning_rate
-    for index, variable in enumerate(self.optimizer.variables):
-      if variable is rate:
-        return index
-    raise ValueError('the learning rate follows a schedule: no variable')
+    return _index_of(self.optimizer.learning_rate, self.optimizer.variables)
 
   def preemption_watch(self):
     return checkpointing.PreemptionWatch()
@@ -220,6 +231,14 @@ class JaxLoop(engine.Engine):
     return Evaluator(self.model, config.loss,
                      batch_size=max(config.train.global_batch_size, 256),
                      predict=predict)
+
+
+def _index_of(variable, variables) -> int:
+  """The position of `variable` (by identity) in `variables`."""
+  for index, candidate in enumerate(variables):
+    if candidate is variable:
+      return index
+  raise ValueError(f'{variable} is not among the variables')
 
 
 def _state_of(model: keras.Model, optimizer) -> dict:
