@@ -185,3 +185,66 @@ def test_the_model_from_a_jax_run_predicts_the_same_on_tensorflow(jax_run):
       served.signatures['serving_default'](features=tf.constant(features))[
           'output_0'].numpy(), model.predict(features, verbose=0), rtol=0,
       atol=1e-5)
+
+
+def _diverging(model_dir, *args):
+  """The seeds' model under SGD at a rate that makes the loss NaN."""
+  return run_cli('--config=seed_keras_mlp', f'--model_dir={model_dir}',
+                 '--config.optimizer.name=sgd',
+                 '--config.optimizer.learning_rate=3.0',
+                 '--config.train.epochs=20', '--backend=jax', *args)
+
+
+def test_nan_stops_with_the_step_and_saves_no_nan_weights(tmp_path):
+  import orbax.checkpoint as ocp
+  model_dir = tmp_path / 'run'
+  result = _diverging(model_dir)
+  assert result.returncode == 1
+  assert 'NaN or Inf by step' in result.last_line
+  assert 'Traceback' not in result.stderr
+  assert not (model_dir / 'model.keras').exists()
+  reader = ocp.CheckpointManager(
+      model_dir / 'checkpoints', item_handlers=ocp.StandardCheckpointHandler(),
+      options=ocp.CheckpointManagerOptions(read_only=True))
+  assert reader.all_steps()
+  for step in reader.all_steps():
+    for array in jax_leaves(reader.restore(step)):
+      assert np.all(np.isfinite(array)), step
+
+
+def jax_leaves(tree):
+  import jax
+  return [np.asarray(leaf) for leaf in jax.tree.leaves(tree)
+          if np.issubdtype(np.asarray(leaf).dtype, np.floating)]
+
+
+def test_nan_rollback_halves_the_rate_and_finishes(tmp_path):
+  model_dir = tmp_path / 'run'
+  result = _diverging(model_dir, '--config.train.nan_policy=rollback')
+  assert result.returncode == 0, result.stderr[-3000:]
+  rates = [r['learning_rate'] for r in read_jsonl(model_dir / 'metrics.jsonl')
+           if r.get('event') == 'rollback']
+  assert rates and rates == [3.0 / 2 ** (i + 1) for i in range(len(rates))]
+  assert np.isfinite(json.loads((model_dir / 'metrics.json').read_text())[
+      'loss'])
+  steps = [r['step'] for r in read_jsonl(model_dir / 'metrics.jsonl')
+           if 'loss' in r]
+  assert steps == sorted(set(steps)) and steps[-1] == 20 * 3
+
+
+def test_mixed_bfloat16_trains_hidden_layers_in_bfloat16(
+    tmp_path):
+  model_dir = tmp_path / 'run'
+  result = run_cli(f'--model_dir={model_dir}', '--backend=jax',
+                   '--config.train.epochs=2',
+                   '--config.train.mixed_precision=mixed_bfloat16')
+  assert result.returncode == 0, result.stderr[-3000:]
+  model = keras.saving.load_model(model_dir / 'model.keras')
+  # The hidden layer computes in bfloat16; preprocessing and the output
+  # layers (as models.build makes them) in float32.
+  assert {layer.name: layer.dtype_policy.name for layer in model.layers} == {
+      'normalize': 'float32', 'hidden_0': 'mixed_bfloat16',
+      'output': 'float32', 'unstandardize': 'float32'}
+  assert all(weight.dtype == 'float32' for weight in model.weights)
+  assert np.isfinite(json.loads((model_dir / 'metrics.json').read_text())[
+      'loss'])
