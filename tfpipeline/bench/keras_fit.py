@@ -45,7 +45,7 @@ import numpy as np
 
 from tfpipeline import accelerators
 from tfpipeline import config as config_lib
-from tfpipeline.report import compute
+from tfpipeline.report import flops
 
 _CONFIG = flags.DEFINE_string('config', 'cifar10_cnn',
                               'Experiment name or path (--case=experiment).')
@@ -180,7 +180,7 @@ def _measure(keras, case: dict, batch: int, policy: str) -> dict:
   steady = statistics.median(seconds[1:])
   step_s = steady / steps
   train_examples = len(x) - int(len(x) * case['validation_split'])
-  forward = compute.analytic_flops(model)['multiply_adds']
+  forward = flops.analytic_flops(model)['multiply_adds']
   result = {
       'case': case['name'], 'precision': policy, 'batch': batch,
       'steps_per_epoch': steps, 'train_examples_per_epoch': train_examples,

@@ -67,8 +67,8 @@ def settings(case: Case, device: str = 'cpu') -> list[dict]:
 def flops_per_example(model) -> int:
   """Training FLOPs per example: 3 x the report's forward multiply-adds
   (2 each) of the model's Dense and convolution layers."""
-  from tfpipeline.report import compute  # pylint: disable=g-import-not-at-top
-  return 3 * compute.analytic_flops(model)['multiply_adds']
+  from tfpipeline.report import flops  # pylint: disable=g-import-not-at-top
+  return 3 * flops.analytic_flops(model)['multiply_adds']
 
 
 def measure(case_name: str, setting: dict, *, device: str,
