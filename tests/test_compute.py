@@ -1,11 +1,15 @@
 """report.compute: MFU, energy and CO2e (estimate, codecarbon, devices,
 workers)."""
 
+import os
+import types
+
 import keras
 import numpy as np
 import pytest
 
 from tfpipeline import config
+from tfpipeline import jax_devices
 from tfpipeline.report import compute
 
 from data_configs import report_config
@@ -108,6 +112,28 @@ def test_energy_counts_the_devices_used_and_tpu_chips(monkeypatch):
   assert (tpu['model'], tpu['count'], tpu['replicas']) == ('TPU v3', 4, 8)
   monkeypatch.setenv('TPU_ACCELERATOR_TYPE', 'v5litepod-8')
   assert compute.devices(_Strategy('TPU', 8))['count'] == 8
+
+
+def _jax_devices(platform, device_kind, count):
+  """A `JaxDevices` over `count` stand-ins for JAX devices."""
+  devices = jax_devices.JaxDevices.__new__(jax_devices.JaxDevices)
+  devices.platform = platform
+  devices.mesh = types.SimpleNamespace(devices=np.array(
+      [types.SimpleNamespace(device_kind=device_kind)] * count))
+  return devices
+
+
+def test_jax_devices_are_named_by_their_device_kind(monkeypatch):
+  gpus = compute.devices(_jax_devices('gpu', 'NVIDIA H100 80GB HBM3', 2))
+  assert {k: gpus[k] for k in ('kind', 'model', 'count', 'replicas',
+                               'workers')} == {
+      'kind': 'GPU', 'model': 'NVIDIA H100 80GB HBM3', 'count': 2,
+      'replicas': 2, 'workers': 1}
+  monkeypatch.setenv('TPU_ACCELERATOR_TYPE', 'v3-8')
+  tpu = compute.devices(_jax_devices('tpu', 'TPU v3', 8))  # 8 cores, 4 chips
+  assert (tpu['model'], tpu['count'], tpu['replicas']) == ('TPU v3', 4, 8)
+  cpu = compute.devices(_jax_devices('cpu', 'cpu', 1))
+  assert (cpu['kind'], cpu['count']) == ('CPU', os.cpu_count())
 
 
 def test_multi_worker_energy_and_co2e_cover_every_worker(monkeypatch):

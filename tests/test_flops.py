@@ -85,6 +85,10 @@ def test_depthwise_and_separable_convolutions_are_counted_and_checked():
   assert counted['matmul_agrees']
   biases = 36 * 6 + 36 * 4 + 34 * 5 + 16 * 2 + 14 * 2 + 1
   assert counted['analytic'] == matmul + biases
+  # The 'same' separable convolution's depthwise taps on its zero padding:
+  # along each 6-pixel axis, 6 x 3 taps of which the 2 past the edges.
+  padding = 2 * (36 * 9 - (6 * 3 - 2) ** 2) * 6
   assert flops.analytic_flops(model) == {
       'multiply_adds': matmul, 'biases': biases, 'pooling': 0,
-      'checked_pooling': 0}
+      'checked_pooling': 0, 'padding_multiply_adds': padding,
+      'checked_pooling_outputs': 0}

@@ -26,6 +26,8 @@ from tfpipeline.report import flops as flops_lib
 # codecarbon's fallback for a CPU it does not know: 4 W per thread.
 WATTS_PER_CPU_THREAD = 4.0
 JOULES_PER_KWH = 3.6e6
+# jax_default_matmul_precision values that keep float32 matmuls float32.
+_JAX_FLOAT32_PRECISIONS = ('highest', 'float32', 'F32_F32_F32')
 
 
 class EnergyMeter:
@@ -115,27 +117,44 @@ def devices(strategy) -> dict:
   since power is per chip; on a CPU, its threads. `workers` is the
   processes that trained alike: a multi-worker strategy's replicas over
   this worker's devices (a TPU strategy lists every core it drives).
+
+  Args:
+    strategy: a tf.distribute strategy, or the JAX backend's
+      `jax_devices.JaxDevices` (its devices' `device_kind` names them).
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  names = list(strategy.extended.worker_devices)
-  kinds = [name.rsplit('/', 1)[-1].split(':')[-2].upper() for name in names]
-  kind = 'TPU' if 'TPU' in kinds else 'GPU' if 'GPU' in kinds else 'CPU'
-  used = kinds.count(kind)
-  if kind == 'GPU':
-    details = tf.config.experimental.get_device_details(
-        tf.config.list_physical_devices('GPU')[0])
-    model, count = details.get('device_name', 'GPU'), used
-  elif kind == 'TPU':
-    generation = accelerators.tpu_generation()
-    model = f'TPU {generation}' if generation else 'TPU'
-    count = max(1, used // accelerators.tpu_cores_per_chip(generation))
+  from tfpipeline import jax_devices  # pylint: disable=g-import-not-at-top
+  on_jax = isinstance(strategy, jax_devices.JaxDevices)
+  if on_jax:
+    local = strategy.devices
+    kind, used = strategy.platform.upper(), len(local)
   else:
+    local = list(strategy.extended.worker_devices)
+    kinds = [name.rsplit('/', 1)[-1].split(':')[-2].upper() for name in local]
+    kind = 'TPU' if 'TPU' in kinds else 'GPU' if 'GPU' in kinds else 'CPU'
+    used = kinds.count(kind)
+  if kind == 'CPU':
     model, count = _cpu_model(), os.cpu_count() or 1
+  else:
+    model = local[0].device_kind if on_jax else _tensorflow_device_name(kind)
+    count = used if kind == 'GPU' else max(1, used // (
+        accelerators.tpu_cores_per_chip(accelerators.tpu_generation())))
   return {'kind': kind, 'model': model, 'count': count,
           'replicas': strategy.num_replicas_in_sync,
           'workers': max(1, strategy.num_replicas_in_sync //
-                         max(1, len(names))),
+                         max(1, len(local))),
           'host': platform.node()}
+
+
+def _tensorflow_device_name(kind: str) -> str:
+  """A GPU's name as TensorFlow reports it ('NVIDIA H100 80GB HBM3'), or
+  the TPU's generation ('TPU v4')."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if kind == 'GPU':
+    details = tf.config.experimental.get_device_details(
+        tf.config.list_physical_devices('GPU')[0])
+    return details.get('device_name', 'GPU')
+  generation = accelerators.tpu_generation()
+  return f'TPU {generation}' if generation else 'TPU'
 
 
 def _cpu_model() -> str:
@@ -172,13 +191,24 @@ def grid_intensity(report_config) -> dict:
 
 
 def matmul_precision(kind: str, mixed_precision: str) -> str:
-  """What the matmuls run in: 'bfloat16', 'float16', 'tf32' or 'float32'."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  """What the matmuls run in: 'bfloat16', 'float16', 'tf32' or 'float32'.
+
+  float32 matmuls on a GPU run as TF32 by default on both backends
+  (TensorFlow's `tensor_float_32_execution_enabled`, JAX's default
+  precision), where the GPU has it.
+  """
   if mixed_precision != 'float32':
     return mixed_precision.removeprefix('mixed_')
-  if kind == 'GPU' and tf.config.experimental.tensor_float_32_execution_enabled():
-    return 'tf32'
-  return 'float32'
+  if kind != 'GPU':
+    return 'float32'
+  import keras  # pylint: disable=g-import-not-at-top
+  if keras.backend.backend() == 'jax':
+    import jax  # pylint: disable=g-import-not-at-top
+    full = jax.config.jax_default_matmul_precision in _JAX_FLOAT32_PRECISIONS
+    return 'float32' if full else 'tf32'
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return ('tf32' if tf.config.experimental.tensor_float_32_execution_enabled()
+          else 'float32')
 
 
 def utilisation(report_config, device: dict, mixed_precision: str,

@@ -141,12 +141,12 @@ def _blocks(report: dict, images: dict) -> list:
 
   blocks += [_Heading('Compute and carbon'), _Table(['quantity', 'value'], [
       ['trainable parameters', _number(compute['trainable_parameters'])],
-      ['forward FLOPs / example (graph)', _number(flops['graph_total'])],
+      ['forward FLOPs / example (counted)', _number(flops['graph_total'])],
       ['Dense, Conv and pooling FLOPs / example (analytic)',
        _number(flops['analytic'])],
-      ['graph MatMul and Conv = analytic', _number(flops['matmul_agrees'])],
-      ['graph MaxPool and AvgPool = analytic',
-       _number(flops['pooling_agrees'])],
+      ['counted matmuls and convolutions = analytic',
+       _number(flops['matmul_agrees'])],
+      ['counted pooling = analytic', _number(flops['pooling_agrees'])],
       ['examples seen', _number(compute['examples_seen'])],
       ['training FLOPs', _number(compute['training_flops'])],
       ['training wall time (s)', _number(compute['train_wall_s'])],
@@ -162,8 +162,10 @@ def _blocks(report: dict, images: dict) -> list:
        f"{_number(energy['grid_gco2_per_kwh'])} ({energy['grid_source']})"],
       ['CO2e (kg)', _number(energy['co2e_kg'])],
       ['energy method', energy['method']],
-  ]), _Text(f"Uncertainty: {energy['uncertainty']} Scope: "
-            f"{compute['scope']}.")]
+  ]), _Text(f"FLOPs counted by {flops['method']}; compared: "
+            f"{flops['cross_check']}."),
+             _Text(f"Uncertainty: {energy['uncertainty']} Scope: "
+                   f"{compute['scope']}.")]
 
   blocks.append(_Heading('Fairness'))
   if fairness['evaluated']:
