@@ -53,6 +53,17 @@ def test_graph_flops_agree_with_the_pooling_formula():
   assert counted['analytic_matmul'] == 2 * 4 * 2  # The Embedding: none.
 
 
+def test_global_pooling_behind_a_masking_embedding_is_counted():
+  model = keras.Sequential([
+      keras.Input((16,), dtype='int64'),
+      keras.layers.Embedding(40, 8, mask_zero=True),  # Its mask rides along.
+      keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(1)])
+  counted = flops.forward_flops(model)
+  assert counted['analytic_pooling'] == 16 * 8
+  assert counted['analytic_matmul'] == counted['graph_matmul'] == 2 * 8
+  assert counted['matmul_agrees']
+
+
 def test_dense_flops_count_every_position_of_its_input():
   model = keras.Sequential([
       keras.Input((5,), dtype='int32'), keras.layers.Embedding(20, 8),

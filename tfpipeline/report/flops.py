@@ -97,6 +97,9 @@ def analytic_flops(model) -> dict:
   count = dict.fromkeys(('multiply_adds', 'biases', 'pooling',
                          'checked_pooling', 'padding_multiply_adds',
                          'checked_pooling_outputs'), 0)
+  # A layer's `input` is [inputs, mask] behind a masking Embedding: the
+  # shape comes from the layer before.
+  input_shape = model.input_shape
   for layer in model.layers:
     if isinstance(layer, (layers.Dense,) + convolutions + separable):
       kernels = ([layer.depthwise_kernel, layer.pointwise_kernel]
@@ -111,7 +114,8 @@ def analytic_flops(model) -> dict:
         # The windowed kernel's multiply-adds per tap: its last two axes.
         window = math.prod(layer.kernel_size)
         count['padding_multiply_adds'] += 2 * (
-            positions * window - _taps_inside(layer, channels_first)
+            positions * window - _taps_inside(layer, input_shape,
+                                              channels_first)
         ) * math.prod(kernels[0].shape[-2:])
     elif isinstance(layer, windowed_pooling):
       outputs = math.prod(layer.output.shape[1:])
@@ -120,17 +124,18 @@ def analytic_flops(model) -> dict:
         count['checked_pooling'] += outputs * math.prod(layer.pool_size)
         count['checked_pooling_outputs'] += outputs
     elif isinstance(layer, global_pooling):
-      count['pooling'] += math.prod(layer.input.shape[1:])
+      count['pooling'] += math.prod(input_shape[1:])
+    input_shape = layer.output.shape
   return count
 
 
-def _taps_inside(layer, channels_first: bool) -> int:
+def _taps_inside(layer, input_shape, channels_first: bool) -> int:
   """A 'same'-padded convolution's window taps that fall inside its input,
   not on its zero padding, summed over its output positions."""
   spatial = slice(2, None) if channels_first else slice(1, -1)
   taps = 1
   for size, outputs, kernel, stride, dilation in zip(
-      layer.input.shape[spatial], layer.output.shape[spatial],
+      input_shape[spatial], layer.output.shape[spatial],
       layer.kernel_size, layer.strides, layer.dilation_rate):
     span = (kernel - 1) * dilation + 1
     before = max((outputs - 1) * stride + span - size, 0) // 2
