@@ -54,7 +54,9 @@ def section(model, inputs: dict, *, kind: str, report_config,
     train_mean: a table's training mean per column (the 'mean' baseline).
     feature_names: a table's column names.
     vocabulary: a text model's tokens by id.
-    strategy: the model's; IG runs on its replicas.
+    strategy: the model's (a tf.distribute strategy or, on the JAX backend,
+      `jax_devices.JaxDevices`); IG runs on its devices (see
+      `integrated_gradients`).
 
   Returns:
     (section, drawing): drawing holds the images, signed maps and titles of
@@ -116,8 +118,9 @@ def _classes(outputs: np.ndarray, classification: bool):
 
 
 def _explained(forward, inputs: np.ndarray, baseline, classification: bool,
-               steps: int, strategy, *context, context_specs=()):
-  """IG of the explained output of each example.
+               steps: int, strategy, variables, *context):
+  """IG of the explained output of each example; `forward` reads the
+  Keras `variables`.
 
   Returns:
     (attributions, outputs at the inputs, the fields every kind reports:
@@ -126,7 +129,7 @@ def _explained(forward, inputs: np.ndarray, baseline, classification: bool,
   outputs = np.asarray(forward(inputs, *context), np.float32)
   attributions, steps, error = ig.attribute(
       forward, inputs, baseline, outputs, _targets(outputs, classification),
-      *context, steps=steps, context_specs=context_specs, strategy=strategy)
+      *context, steps=steps, strategy=strategy, variables=variables)
   if classification and outputs.shape[1] > 1:
     output = 'predicted class'
   else:
@@ -144,7 +147,7 @@ def _table(model, features, feature_names, train_mean, baseline_kind, steps,
               else np.zeros(features.shape[1], np.float32))
   attributions, _, summary = _explained(
       lambda x: model(x, training=False), features, baseline, classification,
-      steps, strategy)
+      steps, strategy, model.variables)
   importance = np.abs(attributions).mean(axis=0)
   order = np.argsort(-importance, kind='stable')
   return {
@@ -187,7 +190,7 @@ def _image(model, inputs, baseline_kind, steps, classification, strategy):
               else blurred(pixels))
   attributions, outputs, summary = _explained(
       lambda x: _apply(model.layers, x), pixels, baseline, classification,
-      steps, strategy)
+      steps, strategy, model.variables)
   signed = attributions.sum(axis=-1)  # (n, H, W), toward the explained output
   magnitude = np.abs(attributions).sum(axis=-1)
   predicted, sign = _classes(outputs, classification)
@@ -218,7 +221,6 @@ def _image(model, inputs, baseline_kind, steps, classification, strategy):
 
 def _text(model, tokens, vocabulary, steps, classification, strategy) -> dict:
   import keras  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   first = model.layers[0]
   if not isinstance(first, keras.layers.Embedding):
     return {'method': None, 'skipped': (
@@ -235,8 +237,8 @@ def _text(model, tokens, vocabulary, steps, classification, strategy) -> dict:
     return _apply(model.layers[1:], x, mask)
 
   attributions, outputs, summary = _explained(
-      forward, embedded, padding, classification, steps, strategy, tokens,
-      context_specs=(tf.TensorSpec([None, tokens.shape[1]], tf.int64),))
+      forward, embedded, padding, classification, steps, strategy,
+      model.variables, tokens)
   per_token = attributions.sum(axis=-1)  # (n, length)
   predicted, sign = _classes(outputs, classification)
   toward = per_token * sign[:, None]  # toward each example's class

@@ -5,6 +5,10 @@ straight path from the baseline b to x, by the trapezoid rule. Attributions
 sum to f(x) - f(b) (completeness) up to the quadrature error. The input is
 whatever float tensor the explained function starts from: a table's
 columns, an image's pixels, or a text model's token embeddings.
+
+The path, the quadrature, the chunking and the step doubling are written
+once, in Keras ops; the gradient of the explained outputs and how a chunk
+is compiled are the backend's (`ig_tensorflow`, `ig_jax`).
 """
 
 from absl import logging
@@ -26,51 +30,50 @@ class IntegratedGradients:
   Args:
     forward: `(inputs, *context) -> (n, outputs)` float outputs, where
       inputs is (n, *example_shape) float32 and context holds per-example
-      tensors that are not attributed (a text model's token ids, for its
+      arrays that are not attributed (a text model's token ids, for its
       padding mask).
     example_shape: one example's input shape.
     steps: trapezoid intervals along the path (steps + 1 gradients).
-    context_specs: the `tf.TensorSpec`s of `context`, batch first.
-    strategy: with several replicas, each chunk of examples is spread over
-      this worker's replicas with `strategy.run` (on a TPU: its cores).
+    strategy: the run's devices: a tf.distribute strategy spreads each
+      chunk of examples over this worker's replicas; see `ig_jax` for the
+      JAX backend's.
+    variables: the Keras variables `forward` reads; the JAX backend passes
+      them to the compiled chunk (see `ig_jax`).
   """
 
   def __init__(self, forward, example_shape, steps: int = 50,
-               context_specs=(), strategy=None):
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    self._forward, self.steps = forward, steps
-    self._strategy, self._replicated = strategy, None
-    if strategy is not None and strategy.num_replicas_in_sync > 1:
-      self._replicated = tf.function(
-          lambda *args: strategy.run(self._chunk, args), autograph=False)
+               strategy=None, variables=()):
+    import keras  # pylint: disable=g-import-not-at-top
+    self.steps = steps
     self._example_shape = tuple(example_shape)
     size = int(np.prod(self._example_shape, dtype=np.int64))
-    self._chunk_size = int(np.clip(_PATH_FLOATS // (size * (steps + 1)), 1,
-                                   _MAX_CHUNK))
-    inputs = tf.TensorSpec([None, *self._example_shape], tf.float32)
-    # One trace for every chunk size, and no AutoGraph (no Python control
-    # flow): tracing costs more than the math here.
-    self._attribute = tf.function(self._chunk, input_signature=(
-        inputs, inputs, tf.TensorSpec([None], tf.int32), *context_specs),
-                                  autograph=False)
+    chunk_size = int(np.clip(_PATH_FLOATS // (size * (steps + 1)), 1,
+                             _MAX_CHUNK))
+    if keras.backend.backend() == 'jax':
+      from tfpipeline.report import ig_jax  # pylint: disable=g-import-not-at-top
+      self._run = ig_jax.compiled(self._chunk, forward, variables, strategy)
+      self._examples_per_run = chunk_size
+    else:
+      from tfpipeline.report import ig_tensorflow  # pylint: disable=g-import-not-at-top
+      self._run, self._examples_per_run = ig_tensorflow.compiled(
+          self._chunk, forward, strategy, chunk_size)
 
-  def _chunk(self, inputs, baseline, targets, *context):
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  def _chunk(self, chosen_gradients, inputs, baseline, targets, *context):
+    """Attributions of a chunk of examples, in Keras ops: the path's points,
+    `chosen_gradients(points, targets, *context)` (the gradient of each
+    point's explained output with respect to it) and the trapezoid rule."""
+    from keras import ops  # pylint: disable=g-import-not-at-top
     points = self.steps + 1
     rank = len(self._example_shape)
-    alphas = tf.reshape(tf.linspace(0.0, 1.0, points), [-1, 1] + [1] * rank)
+    alphas = ops.reshape(ops.linspace(0.0, 1.0, points), [-1, 1] + [1] * rank)
     path = baseline[None] + alphas * (inputs - baseline)[None]  # (s+1, n, ...)
-    flat = tf.reshape(path, [-1, *self._example_shape])
-    flat_context = [tf.tile(c, [points] + [1] * (c.shape.rank - 1))
+    flat = ops.reshape(path, [-1, *self._example_shape])
+    flat_context = [ops.tile(c, [points] + [1] * (len(c.shape) - 1))
                     for c in context]
-    with tf.GradientTape() as tape:
-      tape.watch(flat)
-      outputs = tf.cast(self._forward(flat, *flat_context), tf.float32)
-      chosen = tf.gather(outputs, tf.tile(targets, [points]), axis=1,
-                         batch_dims=1)
-    gradients = tf.reshape(tape.gradient(chosen, flat), tf.shape(path))
-    mean_gradient = tf.reduce_mean(
-        (gradients[:-1] + gradients[1:]) / 2.0, axis=0)
+    gradients = ops.reshape(
+        chosen_gradients(flat, ops.tile(targets, [points]), *flat_context),
+        [points, -1, *self._example_shape])
+    mean_gradient = ops.mean((gradients[:-1] + gradients[1:]) / 2.0, axis=0)
     return (inputs - baseline) * mean_gradient
 
   def __call__(self, inputs: np.ndarray, baseline: np.ndarray,
@@ -81,31 +84,10 @@ class IntegratedGradients:
     baseline = np.broadcast_to(np.asarray(baseline, np.float32), inputs.shape)
     if targets is None:
       targets = np.zeros(len(inputs), np.int32)
-    targets = np.asarray(targets, np.int32)
-    arrays = (inputs, baseline, targets, *context)
-    if self._replicated is not None:
-      return self._on_replicas(arrays)
-    step = self._chunk_size
-    return np.concatenate([
-        self._attribute(*(a[i:i + step] for a in arrays)).numpy()
-        for i in range(0, len(inputs), step)])
-
-  def _on_replicas(self, arrays) -> np.ndarray:
-    """Chunks of one per replica, the last padded by repeating its last
-    example; the padding's attributions are dropped."""
-    strategy, step = self._strategy, self._chunk_size
-    replicas = len(strategy.extended.worker_devices)
-    count, results = len(arrays[0]), []
-    for start in range(0, count, step * replicas):
-      rows = np.minimum(np.arange(start, start + step * replicas), count - 1)
-      parts = [[a[rows[r * step:(r + 1) * step]] for r in range(replicas)]
-               for a in arrays]
-      per_replica = [strategy.experimental_distribute_values_from_function(
-          lambda context, part=part: part[
-              context.replica_id_in_sync_group % replicas]) for part in parts]
-      results += [r.numpy() for r in strategy.experimental_local_results(
-          self._replicated(*per_replica))]
-    return np.concatenate(results)[:count]
+    arrays = (inputs, baseline, np.asarray(targets, np.int32), *context)
+    step = self._examples_per_run
+    return np.concatenate([self._run(*(a[i:i + step] for a in arrays))
+                           for i in range(0, len(inputs), step)])
 
 
 def completeness_error(attributions: np.ndarray, output_at_inputs: np.ndarray,
@@ -118,7 +100,7 @@ def completeness_error(attributions: np.ndarray, output_at_inputs: np.ndarray,
 
 def attribute(forward, inputs: np.ndarray, baseline: np.ndarray,
               outputs: np.ndarray, targets: np.ndarray, *context, steps: int,
-              context_specs=(), strategy=None) -> tuple[np.ndarray, int, float]:
+              strategy=None, variables=()) -> tuple[np.ndarray, int, float]:
   """Attributions whose completeness error is at most 5%, if doubling the
   steps up to 8x gets there; warns if not.
 
@@ -135,7 +117,7 @@ def attribute(forward, inputs: np.ndarray, baseline: np.ndarray,
                            np.float32)[rows, targets]
   for doubling in range(_MAX_DOUBLINGS + 1):
     ig = IntegratedGradients(forward, inputs.shape[1:], steps << doubling,
-                             context_specs, strategy)
+                             strategy, variables)
     result = ig(inputs, baseline, targets, *context)
     error = completeness_error(result, at_inputs, at_baseline)
     if error <= COMPLETENESS_LIMIT:
