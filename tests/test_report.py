@@ -168,10 +168,15 @@ def test_provenance_and_model_card(diabetes_run, report):
   assert provenance['packages']['tensorflow'] == tf.__version__
   assert tf.__version__ in provenance['packages']['tensorflow_wheel']
   assert provenance['seeds'] == {'train.seed': 0, 'data.split_seed': 0}
+  assert provenance['backend'] == 'tensorflow'
+  assert 'jax' not in provenance['packages']
   for name, sha in provenance['artefacts_sha256'].items():
     assert _sha256(model_dir / name) == sha
   assert report['privacy']['dp_sgd'] is False
   card = report['model_card']
+  assert card['model_details']['backend'] == 'tensorflow'
+  assert card['model_details']['software'].endswith(
+      f'on TensorFlow {tf.__version__}')
   assert card['intended_use'].startswith('Not known to the run')
   assert card['metrics']['test'] == json.loads(
       (model_dir / 'metrics.json').read_text())
@@ -247,6 +252,21 @@ def test_report_command_renders_the_same_bytes(diabetes_run, tmp_path):
   assert missing.stderr.strip() == (
       f'error: {tmp_path / "nothing"} has no report/report.json; give the '
       f'--model_dir of a finished run')
+
+
+def test_a_schema_2_report_still_renders(diabetes_run, tmp_path):
+  """Written before the JAX backend: no backend, no FLOP cross-check."""
+  model_dir = tmp_path / 'copy'
+  shutil.copytree(diabetes_run[0], model_dir)
+  path = model_dir / 'report' / 'report.json'
+  report = json.loads(path.read_text())
+  del report['provenance']['backend']
+  del report['compute']['forward_flops_per_example']['cross_check']
+  path.write_text(json.dumps({**report, 'schema_version': 2}))
+  from tfpipeline.report import render
+  render.render(model_dir)
+  page = (model_dir / 'report' / 'report.md').read_text()
+  assert 'Keras on its tensorflow backend' in page
 
 
 def _csv_with_groups(path):

@@ -28,7 +28,7 @@ from tfpipeline.report import privacy
 from tfpipeline.report import provenance
 from tfpipeline.report import render
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Files written before the report, whose hashes the report itself shows.
 _TRAINED_ARTEFACTS = ('config.json', 'metrics.json', 'model.keras',
                       'saved_model/saved_model.pb')

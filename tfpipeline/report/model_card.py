@@ -31,6 +31,15 @@ def _influences(attributions: dict) -> str:
   return ''
 
 
+def _software(backend: str, versions: dict) -> str:
+  """'tfpipeline 0.1.0, Keras 3.15.1 on TensorFlow 2.21.0', or on JAX."""
+  keras = f"tfpipeline {versions['tfpipeline']}, Keras {versions['keras']}"
+  if backend == 'jax':
+    return (f"{keras} on JAX {versions['jax']} (jaxlib {versions['jaxlib']}); "
+            f"TensorFlow {versions['tensorflow']} for the input pipeline")
+  return f"{keras} on TensorFlow {versions['tensorflow']}"
+
+
 def section(config, report: dict, *, test_metrics: dict, model_summary: str
             ) -> dict:
   """The report's `model_card` section, from the other sections."""
@@ -80,9 +89,9 @@ def section(config, report: dict, *, test_metrics: dict, model_summary: str
                        f"{config.train.epochs} epochs of batch "
                        f"{config.train.global_batch_size}"),
           'trained': provenance['finished_utc'],
-          'software': f"tfpipeline {provenance['packages']['tfpipeline']}, "
-                      f"TensorFlow {provenance['packages']['tensorflow']}, "
-                      f"Keras {provenance['packages']['keras']}",
+          'backend': provenance['backend'],
+          'software': _software(provenance['backend'],
+                                provenance['packages']),
           'owners': _stated(config.report.owners, 'report.owners'),
           'license': f'{NOT_KNOWN}: not stated.',
       },

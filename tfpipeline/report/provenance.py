@@ -20,6 +20,8 @@ from tfpipeline import integrity
 PACKAGES = ('keras', 'tensorflow-datasets', 'numpy', 'absl-py',
             'ml-collections', 'scikit-learn', 'fairlearn', 'dp-accounting',
             'codecarbon', 'matplotlib')
+# Also recorded when Keras runs on JAX (Orbax writes its checkpoints).
+JAX_PACKAGES = ('jax', 'jaxlib', 'orbax-checkpoint')
 # TensorFlow comes as one of these wheels (CPU-only, TPU, Apple...).
 TENSORFLOW_WHEELS = ('tensorflow', 'tensorflow-cpu', 'tensorflow-tpu',
                      'tensorflow-macos', 'tf-nightly')
@@ -96,9 +98,10 @@ def _version(distribution: str) -> str | None:
     return None
 
 
-def packages() -> dict[str, str]:
+def packages(backend: str = 'tensorflow') -> dict[str, str]:
   """Versions of the running tfpipeline and TensorFlow (and which wheel),
-  and of the installed PACKAGES."""
+  and of the installed PACKAGES; on Keras's JAX `backend`, JAX_PACKAGES'
+  too."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tfpipeline  # pylint: disable=g-import-not-at-top
   wheels = [f'{name} {_version(name)}' for name in TENSORFLOW_WHEELS
@@ -106,7 +109,7 @@ def packages() -> dict[str, str]:
   versions = {'tfpipeline': tfpipeline.__version__,  # Installed or not.
               'tensorflow': tf.__version__,
               'tensorflow_wheel': ', '.join(wheels) or 'unknown'}
-  for name in PACKAGES:
+  for name in PACKAGES + (JAX_PACKAGES if backend == 'jax' else ()):
     versions[name] = _version(name) or 'not installed'
   return versions
 
@@ -148,7 +151,8 @@ def section(config, config_json: str, splits, *, started: str) -> dict:
       'config_sha256': integrity.sha256_text(config_json),
       'config_file': 'config.json',
       'data': data_fingerprint(splits),
-      'packages': packages(),
+      'backend': config.train.backend,
+      'packages': packages(config.train.backend),
       'python': sys.version.split()[0],
       'platform': platform.platform(),
       'git': git_commit(),

@@ -128,11 +128,14 @@ def _blocks(report: dict, images: dict) -> list:
   attributions, privacy = report['attributions'], report['privacy']
   provenance, card = report['provenance'], report['model_card']
   energy, flops = compute['energy'], compute['forward_flops_per_example']
+  # Schema 2 (before the JAX backend): TensorFlow, no cross_check.
+  backend = provenance.get('backend', 'tensorflow')
   blocks = [_Heading(f"Responsibility report: {card['model_details']['name']}",
                      1),
             _Text(f"Trained {provenance['finished_utc']} by "
-                  f"{provenance['user']} on {provenance['host']}; config "
-                  f"sha256 {provenance['config_sha256'][:16]}...")]
+                  f"{provenance['user']} on {provenance['host']}, Keras on "
+                  f"its {backend} backend; config sha256 "
+                  f"{provenance['config_sha256'][:16]}...")]
 
   blocks += [_Heading('Training'), _Image('loss.png', 'loss curves'),
              _Table(['test metric', 'value'],
@@ -162,8 +165,9 @@ def _blocks(report: dict, images: dict) -> list:
        f"{_number(energy['grid_gco2_per_kwh'])} ({energy['grid_source']})"],
       ['CO2e (kg)', _number(energy['co2e_kg'])],
       ['energy method', energy['method']],
-  ]), _Text(f"FLOPs counted by {flops['method']}; compared: "
-            f"{flops['cross_check']}."),
+  ]), _Text(f"FLOPs counted by {flops['method']}" + (
+      f"; compared: {flops['cross_check']}." if 'cross_check' in flops
+      else '.')),
              _Text(f"Uncertainty: {energy['uncertainty']} Scope: "
                    f"{compute['scope']}.")]
 
@@ -225,6 +229,7 @@ def _blocks(report: dict, images: dict) -> list:
                    if provenance['git'] else
                    'none: tfpipeline runs installed, not from its own '
                    'checkout (its version is under packages)')],
+          ['Keras backend (train.backend)', backend],
           ['python', provenance['python']],
           ['seeds', ', '.join(f'{k}={v}' for k, v in
                               provenance['seeds'].items())],
