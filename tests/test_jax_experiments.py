@@ -32,8 +32,8 @@ for name in config.available_experiments():
   with mock_catalogue(num_examples=64):
     metrics = tfpipeline.run(c, out / name, strategy='cpu', backend='jax')
   report = json.loads((out / name / 'report' / 'report.json').read_text())
-  results[name] = {'metrics': metrics, 'backend': report['provenance'][
-      'config']['train']['backend']}
+  results[name] = {'metrics': metrics,
+                   'backend': report['provenance']['backend']}
 print(json.dumps(results))
 '''
 
