@@ -82,7 +82,8 @@ def test_jax_steps_equal_the_tensorflow_engines(tmp_path, experiment, dp,
 def test_dp_noise_follows_the_secret_key_not_the_seed(tmp_path):
   """Two DP runs with one seed differ; a run given the first's key (as a
   resumed run reads it) equals it; the key is in no published file."""
-  run = (*RUN, '--config.train.epochs=1', '--config.privacy.dp=True')
+  run = (*RUN, '--config.data.num_examples=640', '--config.train.epochs=1',
+         '--config.privacy.dp=True')
   first, second, same_key = (tmp_path / name
                              for name in ('first', 'second', 'same_key'))
   for model_dir in (first, second, same_key):
@@ -92,7 +93,7 @@ def test_dp_noise_follows_the_secret_key_not_the_seed(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
   assert_weights_close(_weights(same_key), _weights(first))
   assert max(np.abs(a - b).max() for a, b in zip(
-      _weights(second), _weights(first))) > 1e-3
+      _weights(second), _weights(first))) > 1e-4
   key = (first / 'checkpoints' / dp_sgd.NOISE_KEY_FILE).read_text().strip()
   for path in first.rglob('*'):
     if path.is_file() and 'checkpoints' not in path.parts:
@@ -107,11 +108,10 @@ def test_two_cpu_devices_equal_one(tmp_path, jax_run):
   assert_weights_close(_weights(model_dir), _weights(jax_run), atol=1e-5)
 
 
-@pytest.mark.parametrize('records', [3, 41])
-def test_sigkill_then_rerun_is_bit_identical(tmp_path, jax_run, records):
+def test_sigkill_then_rerun_is_bit_identical(tmp_path, jax_run):
   model_dir = tmp_path / 'run'
   returncode, _ = signal_after(
-      start_cli(f'--model_dir={model_dir}', *RUN), model_dir, records,
+      start_cli(f'--model_dir={model_dir}', *RUN), model_dir, 22,
       signal.SIGKILL)
   assert returncode == -signal.SIGKILL
   assert not (model_dir / 'model.keras').exists()

@@ -4,7 +4,11 @@ A block of k steps is one `jax.jit`-compiled XLA program: `lax.fori_loop`
 over the block's real steps, each `jax.value_and_grad` of
 `model.stateless_call` then `optimizer.stateless_apply`, so forward,
 backward and optimizer for the whole block run without returning to
-Python, as the TensorFlow engine's fused block does. The state (trainable,
+Python, as the TensorFlow engine's fused block does. With
+train.jit_compile=False (what 'auto' resolves to for convolutions on a
+CPU) each step is its own compiled call instead: XLA's CPU backend emits a
+convolution's gradients inside a loop as plain loops, 47x slower a step
+(BUILD_NOTES.md). The state (trainable,
 non-trainable and optimizer variables, `orbax_checkpoints.KEYS`) is held as
 JAX arrays outside the Keras objects, replicated over the run's mesh
 (`jax_devices`), and donated to each block, which returns the next one.
@@ -59,7 +63,10 @@ class JaxLoop(engine.Engine):
     self._steps_per_block = pipeline.steps_per_block(
         config.train.steps_per_loop, run.steps_per_epoch,
         self._global_batch_size * run.inputs.bytes_per_example())
+    self._fused = config.train.jit_compile
     self._compiled_block = jax.jit(self._steps_on_block, donate_argnums=0)
+    self._compiled_step = jax.jit(self._step_on_batch, donate_argnums=0)
+    self._compiled_finite = jax.jit(_finite)
     self._blocks = None  # Made at the first block, and after a restore.
     self._read_ahead = None  # The next block, read while one runs.
 
@@ -126,9 +133,16 @@ class JaxLoop(engine.Engine):
 
     losses = jnp.zeros(features.shape[0], jnp.float32)
     state, losses = jax.lax.fori_loop(0, num_steps, body, (state, losses))
-    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(weights))
-                                for weights in state['trainable']]))
-    return state, losses, finite
+    return state, losses, _finite(state)
+
+  def _steps_one_call_each(self, features, labels, num_steps: int):
+    """`_steps_on_block`'s result, each step its own compiled call."""
+    losses = []
+    for i in range(num_steps):
+      self._state, loss = self._compiled_step(self._state, features[i],
+                                              labels[i])
+      losses.append(loss)
+    return self._state, jnp.stack(losses), self._compiled_finite(self._state)
 
   def run_block(self, progress: engine.Progress) -> engine.BlockResult:
     del progress  # A block is one device call: the loop logs each.
@@ -136,8 +150,12 @@ class JaxLoop(engine.Engine):
       self._blocks = self._blocks_from(self._step)
       self._read_ahead = self._next_block()
     (features, labels, steps), waited = self._read_ahead
-    self._state, losses, finite = self._compiled_block(
-        self._state, features, labels, steps)
+    if self._fused:
+      self._state, losses, finite = self._compiled_block(
+          self._state, features, labels, steps)
+    else:
+      self._state, losses, finite = self._steps_one_call_each(
+          features, labels, steps)
     self._read_ahead = self._next_block()  # While the device computes.
     losses = np.asarray(losses)[:steps]
     self._step += steps
@@ -231,6 +249,12 @@ class JaxLoop(engine.Engine):
     return Evaluator(self.model, config.loss,
                      batch_size=max(config.train.global_batch_size, 256),
                      predict=predict)
+
+
+def _finite(state: dict):
+  """Whether every trainable weight is finite (a scalar on the device)."""
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(weights))
+                            for weights in state['trainable']]))
 
 
 def _index_of(variable, variables) -> int:
