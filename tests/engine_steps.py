@@ -60,10 +60,8 @@ def main(name, data_dir, steps, init, out, dp=False):
   with np.load(init) as saved:
     model.set_weights([saved[f'arr_{i}'] for i in range(len(saved.files))])
   with tempfile.TemporaryDirectory() as model_dir:
-    run = RunContext(config=config, model_dir=pathlib.Path(model_dir),
-                     output_dir=pathlib.Path(model_dir), strategy=strategy,
-                     splits=splits, inputs=inputs, engine='tfpipeline',
-                     chief=True, identity={})
+    run = RunContext.own_loop(config, pathlib.Path(model_dir), strategy,
+                              splits, inputs)
     engine = engines.create(run, model)
     taken = 0
     while taken < steps:

@@ -40,26 +40,60 @@ def test_convnet_flops_are_the_cifar10_cnn_multiply_adds():
 
 
 def test_convnet_settings_add_the_streamed_own_loop():
-  settings = training.settings(training.CASES['cifar_cnn_b256'])
-  assert {'engine': 'tfpipeline', 'jit_compile': False,
-          'streamed': True} in settings
-  assert {'engine': 'tfpipeline', 'jit_compile': True, 'streamed': True} in (
-      training.settings(training.CASES['cifar_cnn_b256'], 'gpu'))
+  case = training.CASES['cifar_cnn_b256']
+  settings = training.settings(case)
+  assert {'backend': 'tensorflow', 'engine': 'tfpipeline',
+          'jit_compile': False, 'streamed': True} in settings
+  assert {'backend': 'tensorflow', 'engine': 'tfpipeline',
+          'jit_compile': True, 'streamed': True} in (
+              training.settings(case, 'gpu'))
   assert len([s for s in settings if s['engine'] == 'keras_fit']) == 4
+  jax_settings = training.settings(case, backends=('jax',))
+  assert {'backend': 'jax', 'engine': 'tfpipeline', 'jit_compile': True,
+          'streamed': True} in jax_settings
 
 
 def test_settings_compare_fit_only_where_it_runs():
   single = training.settings(training.CASES['seed_b256'])
   assert {s['engine'] for s in single} == {'tfpipeline', 'keras_fit'}
+  assert {s['backend'] for s in single} == {'tensorflow'}
   assert {s['steps_per_execution'] for s in single
           if s['engine'] == 'keras_fit'} == {1, 200}
   mirrored = training.settings(training.CASES['mirrored_b256'])
   assert [s for s in mirrored if s['engine'] == 'keras_fit'] == [
-      {'engine': 'keras_fit', 'jit_compile': False, 'steps_per_execution': 1}]
+      {'backend': 'tensorflow', 'engine': 'keras_fit', 'jit_compile': False,
+       'steps_per_execution': 1}]
+
+
+def test_jax_settings_are_the_engine_and_fit_at_its_best_after_tensorflows():
+  case = training.CASES['wide_b512']
+  both = training.settings(case, backends=('tensorflow', 'jax'))
+  assert both[:len(training.settings(case))] == training.settings(case)
+  assert both[len(training.settings(case)):] == [
+      {'backend': 'jax', 'engine': 'tfpipeline', 'jit_compile': True},
+      {'backend': 'jax', 'engine': 'keras_fit', 'jit_compile': True,
+       'steps_per_execution': case.steps}]
+
+
+def test_xla_own_loops_of_a_convnet_are_not_run_on_a_cpu():
+  case = training.CASES['cifar_cnn_b256']
+  left_out = [s for s in training.settings(case, 'cpu', ('tensorflow', 'jax'))
+              if training.not_run(case, s, 'cpu')]
+  assert left_out == [
+      {'backend': 'tensorflow', 'engine': 'tfpipeline', 'jit_compile': True},
+      {'backend': 'jax', 'engine': 'tfpipeline', 'jit_compile': True},
+      {'backend': 'jax', 'engine': 'tfpipeline', 'jit_compile': True,
+       'streamed': True}]
+  assert not any(training.not_run(case, s, 'gpu') for s in
+                 training.settings(case, 'gpu', ('tensorflow', 'jax')))
+  assert not any(training.not_run(training.CASES['seed_b256'], s, 'cpu')
+                 for s in training.settings(training.CASES['seed_b256'],
+                                            'cpu', ('tensorflow', 'jax')))
 
 
 def test_worker_reports_one_setting():
-  setting = {'case': 'seed_b32', 'engine': 'tfpipeline', 'jit_compile': True}
+  setting = {'case': 'seed_b32', 'backend': 'tensorflow',
+             'engine': 'tfpipeline', 'jit_compile': True}
   completed = subprocess.run(
       [sys.executable, '-m', 'tfpipeline.bench', '--units=3',
        f'--worker={json.dumps(setting)}'], cwd=REPO, capture_output=True,
@@ -67,6 +101,7 @@ def test_worker_reports_one_setting():
   result = json.loads(completed.stdout.strip().splitlines()[-1])
   assert (result['case'], result['engine'], result['replicas'],
           result['global_batch']) == ('seed_b32', 'tfpipeline', 1, 32)
+  assert result['unit_steps'] == [200] * 4
   assert result['examples_per_sec'] == pytest.approx(
       result['global_batch'] / (result['ms_per_step'] / 1000))
   assert result['ms_per_step_min'] <= result['ms_per_step'] <= (
@@ -76,6 +111,34 @@ def test_worker_reports_one_setting():
   seed_flops = 3 * 2 * (10 * 64 + 64 * 1)  # seed_b32: 10 -> 64 -> 1
   assert result['gflops'] == pytest.approx(
       seed_flops * 32 / (result['ms_per_step'] / 1000) / 1e9)
+
+
+def test_jax_settings_run_side_by_side(tmp_path):
+  """The JAX engine and Keras fit on JAX, each in a process on the JAX
+  backend, over the same steps of the same case."""
+  out = tmp_path / 'bench.json'
+  subprocess.run(
+      [sys.executable, '-m', 'tfpipeline.bench', '--cases=seed_b32',
+       '--backends=jax', '--units=3', f'--out={out}'], cwd=REPO,
+      capture_output=True, text=True, timeout=300, check=True)
+  report = json.loads(out.read_text())
+  assert report['machine']['jax']
+  results = report['results']
+  assert [(r['backend'], r['engine']) for r in results] == [
+      ('jax', 'tfpipeline'), ('jax', 'keras_fit')]
+  own, fit = results
+  for r in results:
+    assert 'error' not in r, r
+    assert (r['case'], r['replicas'], r['global_batch']) == (
+        'seed_b32', 1, 32)
+    assert r['examples_per_sec'] > 0 and r['gflops'] > 0
+  assert own['unit_steps'] == fit['unit_steps'] == [200] * 4
+  assert fit['steps_per_execution'] == 200 and fit['jit_compile']
+  assert 0 <= own['input_stall_pct'] <= 100
+  assert fit['input_stall_pct'] is None
+  assert fit['vs_fit_best'] == 1.0
+  assert own['vs_fit_best'] == pytest.approx(
+      own['examples_per_sec'] / fit['examples_per_sec'])
 
 
 def test_unknown_case_is_bad_input():
@@ -88,6 +151,16 @@ def test_unknown_case_is_bad_input():
   for name in ('cifar_cnn_b256', 'input_jpeg32', 'input_jpeg224', 'rss',
                'report_overhead'):
     assert name in last
+
+
+def test_unknown_backend_is_bad_input():
+  completed = subprocess.run(
+      [sys.executable, '-m', 'tfpipeline.bench', '--cases=seed_b32',
+       '--backends=jax,torch'], cwd=REPO, capture_output=True, text=True,
+      timeout=60)
+  assert completed.returncode == 2
+  assert completed.stderr.strip().splitlines()[-1] == (
+      'error: --backends=jax,torch: choose from tensorflow, jax')
 
 
 def test_report_overhead_is_measured_against_a_run_without_the_report(

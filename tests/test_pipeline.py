@@ -35,6 +35,16 @@ def test_one_pipeline_gives_seeded_global_batches():
   assert not np.array_equal(other_seed[0][0], first[0][0])
 
 
+def test_class_ids_are_one_column_wide_for_keras():
+  """Keras fit on TensorFlow refuses sparse labels of shape (batch, None)."""
+  x = np.zeros((64, 4, 4, 3), np.uint8)
+  examples = pipeline.Examples(Split.of(x, np.arange(64) % 3),
+                               sparse_labels=True)
+  dataset = pipeline.training_dataset_fn(examples, 32, seed=0)(
+      tf.distribute.InputContext())
+  assert dataset.element_spec[1] == tf.TensorSpec((32, 1), tf.int32)
+
+
 def test_pipelines_and_replicas_split_the_same_global_batch():
   fn = pipeline.training_dataset_fn(_split(), 32, seed=3)
   whole = _batches(fn(tf.distribute.InputContext()), 4)

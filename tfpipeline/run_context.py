@@ -38,6 +38,15 @@ class RunContext:
   chief: bool
   identity: dict
 
+  @classmethod
+  def own_loop(cls, config, directory: pathlib.Path, strategy, splits,
+               inputs) -> 'RunContext':
+    """A single process's --engine=tfpipeline run in `directory` (no
+    identity): what tests and benchmarks drive an engine through."""
+    return cls(config=config, model_dir=directory, output_dir=directory,
+               strategy=strategy, splits=splits, inputs=inputs,
+               engine='tfpipeline', chief=True, identity={})
+
   @property
   def steps_per_epoch(self) -> int:
     return config_lib.steps_per_epoch(self.config, len(self.splits.train))

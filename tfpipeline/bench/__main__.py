@@ -5,13 +5,17 @@ invocation, and prints a table per group (and writes JSON):
 
     python -m tfpipeline.bench                       # every case but rss
     python -m tfpipeline.bench --cases=seed_b256 --out=/tmp/bench.json
+    python -m tfpipeline.bench --cases=seed_b256 --backends=tensorflow,jax
+    python -m tfpipeline.bench --device=gpu --backends=jax \
+        --mixed_precision=mixed_bfloat16 --cases=wide_b512,cifar_cnn_b256
     python -m tfpipeline.bench --device=gpu --mixed_precision=mixed_bfloat16
     python -m tfpipeline.bench --cases=report_overhead --report_runs=5
     python -m tfpipeline.bench --cases=small_run --small_run_rounds=5
     python -m tfpipeline.bench --cases=input_jpeg32,input_jpeg224,rss
     python -m tfpipeline.bench --cases=table_read
 
-The training cases (own loop against Keras fit) are `training`'s; the input
+The training cases (own loop against Keras fit, on each of `--backends`)
+are `training`'s; the input
 and memory cases `input_pipeline`'s; `table_read` (a 1M-row table read from
 CSV, CSV.gz and Parquet, and converted to and read from its memory-mapped
 cache) `table_reading`'; `report_overhead` and `small_run` (whole default runs)
@@ -19,6 +23,7 @@ cache) `table_reading`'; `report_overhead` and `small_run` (whole default runs)
 """
 
 import json
+from importlib import metadata
 import os
 import platform
 import sys
@@ -26,6 +31,7 @@ import sys
 from absl import app
 from absl import flags
 
+from tfpipeline import backend
 from tfpipeline.bench import input_pipeline
 from tfpipeline.bench import runs
 from tfpipeline.bench import table_reading
@@ -35,6 +41,10 @@ _CASES = flags.DEFINE_list('cases', None, 'Cases to run (default: all).')
 _DEVICE = flags.DEFINE_enum('device', 'cpu', ['cpu', 'gpu'],
                             'cpu: one CPU / 2 logical CPUs; gpu: one GPU / '
                             'every GPU.')
+_BACKENDS = flags.DEFINE_list(
+    'backends', ['tensorflow'], 'Keras backends of the training cases, side '
+    'by side: tensorflow, jax (each setting in a process on its backend). On '
+    'a GPU host with JAX for CUDA and tensorflow-cpu: --backends=jax.')
 _MIXED_PRECISION = flags.DEFINE_enum(
     'mixed_precision', 'float32', ['float32', 'mixed_bfloat16',
                                    'mixed_float16'], 'Keras dtype policy.')
@@ -63,17 +73,28 @@ def _worker(setting: dict) -> dict:
   case = setting.pop('case')
   if case in input_pipeline.INPUT_CASES:
     return input_pipeline.measure_input(setting, _UNITS.value)
-  return training.measure(case, setting, device=_DEVICE.value,
-                          mixed_precision=_MIXED_PRECISION.value,
-                          units=_UNITS.value, data_dir=_BENCH_DATA_DIR.value)
+  from tfpipeline.bench import training_worker  # pylint: disable=g-import-not-at-top
+  return training_worker.measure(case, setting, device=_DEVICE.value,
+                                 mixed_precision=_MIXED_PRECISION.value,
+                                 units=_UNITS.value,
+                                 data_dir=_BENCH_DATA_DIR.value)
 
 
 def _machine() -> dict:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import keras  # pylint: disable=g-import-not-at-top
-  return {'platform': platform.platform(), 'processor': platform.processor(),
-          'cpus': os.cpu_count(), 'python': platform.python_version(),
-          'tensorflow': tf.__version__, 'keras': keras.__version__}
+  machine = {'platform': platform.platform(),
+             'processor': platform.processor(), 'cpus': os.cpu_count(),
+             'python': platform.python_version(),
+             'tensorflow': tf.__version__, 'keras': keras.__version__}
+  if 'jax' in _BACKENDS.value:
+    machine['jax'] = metadata.version('jax')
+  return machine
+
+
+def _usage_error(message: str) -> None:
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(2)
 
 
 def main(argv):
@@ -84,15 +105,20 @@ def main(argv):
   names = _CASES.value or [n for n in KNOWN if n != input_pipeline.RSS]
   unknown = sorted(set(names) - set(KNOWN))
   if unknown:
-    print(f'error: --cases: unknown {", ".join(unknown)}; choose from '
-          f'{", ".join(KNOWN)}', file=sys.stderr)
-    sys.exit(2)
+    _usage_error(f'--cases: unknown {", ".join(unknown)}; choose from '
+                 f'{", ".join(KNOWN)}')
+  backends = tuple(b for b in backend.BACKENDS if b in _BACKENDS.value)
+  if not backends or set(_BACKENDS.value) - set(backends):
+    _usage_error(f'--backends={",".join(_BACKENDS.value)}: choose from '
+                 f'{", ".join(backend.BACKENDS)}')
   results = []
   for name in names:
     if name in training.CASES:
       results += training.run_case(name, device=_DEVICE.value,
                                    mixed_precision=_MIXED_PRECISION.value,
-                                   units=_UNITS.value)
+                                   units=_UNITS.value,
+                                   data_dir=_BENCH_DATA_DIR.value,
+                                   backends=backends)
   if results:
     training.print_table(results)
   input_results = []

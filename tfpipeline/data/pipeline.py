@@ -86,8 +86,11 @@ class Examples:
     else:
       read = _table_read(self.split, rows)
     labels = tf.reshape(read['labels'], [tf.shape(rows)[0], -1])
-    read['labels'] = (tf.cast(labels[:, :1], tf.int32) if self.sparse_labels
-                      else tf.cast(labels, tf.float32))
+    # A class id a row, of static width 1: Keras's TensorFlow sparse
+    # crossentropy refuses labels of shape (batch, None).
+    read['labels'] = (
+        tf.ensure_shape(tf.cast(labels[:, :1], tf.int32), [rows.shape[0], 1])
+        if self.sparse_labels else tf.cast(labels, tf.float32))
     return read
 
   def model_inputs(self, features: tf.Tensor) -> tf.Tensor:
