@@ -1,6 +1,6 @@
 """Every experiment in experiments/ trains on --backend=jax: the catalogue
 ones on tfds.testing.mock_data (nothing can download here) for one tiny
-epoch, the others for one epoch (the wide MLP on fewer rows); digits_cnn
+epoch, the others for one epoch (the wide MLP on 1,024 rows); digits_cnn
 runs as shipped in test_jax_report.py. One JAX process runs them all (Keras
 takes one backend per process; this one runs on TensorFlow)."""
 
@@ -26,11 +26,12 @@ for name in config.available_experiments():
     continue
   c = config.load(name)
   c.report.energy_method = 'estimate'
+  c.report.attribution_examples = 10  # The report is test_jax_report's.
   c.train.epochs = 1
   if name in catalogue:
     c.train.global_batch_size = 32
   if name == 'wide_mlp':
-    c.data.num_examples = 4096
+    c.data.num_examples = 1024
   with mock_catalogue(num_examples=64) if name in catalogue else (
       contextlib.nullcontext()):
     metrics = tfpipeline.run(c, out / name, strategy='cpu', backend='jax')

@@ -51,20 +51,24 @@ def settings(case: Case, device: str = 'cpu',
   """Each backend's settings, TensorFlow's first.
 
   TensorFlow: the own loop with and without XLA, and fit's settings that
-  work. JAX: the own loop (XLA always: a block is one jitted program) and
-  fit at its best (XLA, steps_per_execution = a unit's steps). For the
-  convnet each own loop also streams JPEG files from disk (on TensorFlow
-  compiled as `train.jit_compile=auto` would on `device`: no XLA for
-  convolutions on a CPU).
+  work. JAX: the own loop with a block as one jitted program
+  (`jit_compile`) and with one jitted call a step, and fit at its best
+  (XLA, steps_per_execution = a unit's steps). For the convnet each own
+  loop also streams JPEG files from disk, compiled as
+  `train.jit_compile=auto` would on `device` (on a CPU: no XLA for
+  convolutions on TensorFlow, one call a step on JAX).
   """
   result = []
   if 'tensorflow' in backends:
     result += _tensorflow_settings(case, device)
   if 'jax' in backends:
-    own = {'backend': 'jax', 'engine': 'tfpipeline', 'jit_compile': True}
-    result += [own] + ([{**own, 'streamed': True}] if case.image else []) + [
-        {'backend': 'jax', 'engine': 'keras_fit', 'jit_compile': True,
-         'steps_per_execution': case.steps}]
+    own = [{'backend': 'jax', 'engine': 'tfpipeline', 'jit_compile': jit}
+           for jit in (True, False)]
+    if case.image:
+      own.append({'backend': 'jax', 'engine': 'tfpipeline',
+                  'jit_compile': device != 'cpu', 'streamed': True})
+    result += own + [{'backend': 'jax', 'engine': 'keras_fit',
+                      'jit_compile': True, 'steps_per_execution': case.steps}]
   return result
 
 

@@ -146,17 +146,18 @@ class JaxLoop(engine.Engine):
 
   def run_block(self, progress: engine.Progress) -> engine.BlockResult:
     del progress  # A block is one device call: the loop logs each.
+    waited = 0.0  # Blocked on input within this call.
     if self._blocks is None:
       self._blocks = self._blocks_from(self._step)
-      self._read_ahead = self._next_block()
-    (features, labels, steps), waited = self._read_ahead
+      waited += self._read_next_block()
+    features, labels, steps = self._read_ahead
     if self._fused:
       self._state, losses, finite = self._compiled_block(
           self._state, features, labels, steps)
     else:
       self._state, losses, finite = self._steps_one_call_each(
           features, labels, steps)
-    self._read_ahead = self._next_block()  # While the device computes.
+    waited += self._read_next_block()  # While the device computes.
     losses = np.asarray(losses)[:steps]
     self._step += steps
     if not np.isfinite(losses).all():
@@ -176,15 +177,15 @@ class JaxLoop(engine.Engine):
         steps_per_block=self._steps_per_block, start_step=step)
     return dataset_fn(tf.distribute.InputContext()).as_numpy_iterator()
 
-  def _next_block(self):
-    """((features, labels, steps), seconds waited): the next block, its
-    batches split over the devices."""
+  def _read_next_block(self) -> float:
+    """Reads the next block into `_read_ahead`, its batches split over the
+    devices; returns the seconds it took."""
     start = time.perf_counter()
     features, labels, steps = next(self._blocks)
-    waited = time.perf_counter() - start
     split = self._devices.split_batches()
-    return (jax.device_put(features, split), jax.device_put(labels, split),
-            int(steps)), waited
+    self._read_ahead = (jax.device_put(features, split),
+                        jax.device_put(labels, split), int(steps))
+    return time.perf_counter() - start
 
   # State.
 
