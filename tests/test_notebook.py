@@ -1,16 +1,25 @@
-"""experiments/colab_tpu.ipynb runs top to bottom here (no TPU: fallback)."""
+"""experiments/colab_tpu.ipynb runs top to bottom here (no TPU: fallback),
+on TensorFlow and, as on a TPU runtime, on JAX (TFPIPELINE_BACKEND)."""
 
 import re
 
+import pytest
+
 from conftest import REPO
 
+# What the notebook prints of its devices on each backend, on this CPU.
+DEVICES = {'tensorflow': 'OneDeviceStrategy: 1 replica(s) on 1 CPU device(s)',
+           'jax': 'JAX mesh: 1 replica(s) on 1 CPU device(s)'}
 
-def test_colab_notebook_runs_on_cpu(tmp_path, monkeypatch):
+
+@pytest.mark.parametrize('backend', sorted(DEVICES))
+def test_colab_notebook_runs_on_cpu(tmp_path, monkeypatch, backend):
   # Imported here: the TF 2.20 smoke environment collects this module too.
   import nbclient
   import nbformat
   monkeypatch.setenv('TFDS_DATA_DIR', str(tmp_path / 'tfds'))
   monkeypatch.setenv('PYTHONPATH', str(REPO))
+  monkeypatch.setenv('TFPIPELINE_BACKEND', backend)
   notebook = nbformat.read(REPO / 'experiments' / 'colab_tpu.ipynb',
                            as_version=4)
   nbclient.NotebookClient(notebook, timeout=600, kernel_name='python3',
@@ -20,7 +29,7 @@ def test_colab_notebook_runs_on_cpu(tmp_path, monkeypatch):
              for o in cell.get('outputs', [])]
   text = ''.join(o.get('text', '') for o in outputs)
   assert 'no TPU: CPU/GPU fallback' in text
-  assert 'OneDeviceStrategy: 1 replica(s) on 1 CPU device(s)' in text
+  assert f'backend: {backend}' in text and DEVICES[backend] in text
   assert "diabetes {'loss'" in text and "wide MLP {'loss'" in text
   accuracy = float(re.search(r"digits_cnn \{'loss': [^,]+, 'accuracy': ([0-9.]+)",
                              text).group(1))
