@@ -55,11 +55,14 @@ class DpSgd:
   noise_key: tuple[int, int] = dataclasses.field(repr=False)
 
   @classmethod
-  def from_config(cls, privacy_config,
-                  noise_key: tuple[int, int]) -> 'DpSgd':
-    """The settings of `privacy_config` (the config's `privacy`)."""
-    return cls(privacy_config.l2_norm_clip, privacy_config.noise_multiplier,
-               noise_key)
+  def for_run(cls, run) -> 'DpSgd | None':
+    """The settings of a `RunContext`'s privacy config with its secret noise
+    key (see `noise_key`), or None without privacy.dp."""
+    privacy = run.config.privacy
+    if not privacy.dp:
+      return None
+    return cls(privacy.l2_norm_clip, privacy.noise_multiplier, noise_key(
+        run.model_dir / 'checkpoints', run.output_dir / 'checkpoints'))
 
 
 def noise_key(read_from: pathlib.Path, write_to: pathlib.Path) -> tuple[int, int]:

@@ -335,14 +335,14 @@ def _check_resume(model_dir: pathlib.Path, config, allow_config_change: bool,
   saved = model_dir / 'config.json'
   if not saved.is_file():
     return
-  saved_config = json.loads(saved.read_text())
-  was = saved_config.get('train', {}).get('backend', 'tensorflow')
+  saved_json = saved.read_text()
+  was = json.loads(saved_json).get('train', {}).get('backend', 'tensorflow')
   if was != config.train.backend:
     raise UserError(f'--model_dir={model_dir} holds a run trained on the '
                     f'{was} backend; resume it with --backend={was} (the '
                     f'backends checkpoint in different formats), or use a new '
                     f'--model_dir')
-  changes = config_lib.result_changes(saved.read_text(), config)
+  changes = config_lib.result_changes(saved_json, config)
   if changes and not allow_config_change:
     key, was, now = changes[0]
     more = f' and {len(changes) - 1} more' if len(changes) > 1 else ''

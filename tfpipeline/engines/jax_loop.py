@@ -52,10 +52,7 @@ class JaxLoop(engine.Engine):
     self._checkpoints = orbax_checkpoints.Checkpoints(
         run.output_dir / 'checkpoints', keep=config.train.keep_checkpoints,
         restore_from=run.model_dir / 'checkpoints')
-    self.dp = None
-    if config.privacy.dp:
-      self.dp = dp_sgd.DpSgd.from_config(config.privacy, dp_sgd.noise_key(
-          run.model_dir / 'checkpoints', run.output_dir / 'checkpoints'))
+    self.dp = dp_sgd.DpSgd.for_run(run)
     self._iterations_index = _index_of(self.optimizer.iterations,
                                        self.optimizer.variables)
     self._state = self._placed(_state_of(model, self.optimizer))
@@ -135,14 +132,14 @@ class JaxLoop(engine.Engine):
     state, losses = jax.lax.fori_loop(0, num_steps, body, (state, losses))
     return state, losses, _finite(state)
 
-  def _steps_one_call_each(self, features, labels, num_steps: int):
+  def _steps_one_call_each(self, state: dict, features, labels,
+                           num_steps: int):
     """`_steps_on_block`'s result, each step its own compiled call."""
     losses = []
     for i in range(num_steps):
-      self._state, loss = self._compiled_step(self._state, features[i],
-                                              labels[i])
+      state, loss = self._compiled_step(state, features[i], labels[i])
       losses.append(loss)
-    return self._state, jnp.stack(losses), self._compiled_finite(self._state)
+    return state, jnp.stack(losses), self._compiled_finite(state)
 
   def run_block(self, progress: engine.Progress) -> engine.BlockResult:
     del progress  # A block is one device call: the loop logs each.
@@ -151,12 +148,10 @@ class JaxLoop(engine.Engine):
       self._blocks = self._blocks_from(self._step)
       waited += self._read_next_block()
     features, labels, steps = self._read_ahead
-    if self._fused:
-      self._state, losses, finite = self._compiled_block(
-          self._state, features, labels, steps)
-    else:
-      self._state, losses, finite = self._steps_one_call_each(
-          features, labels, steps)
+    steps_on_block = (self._compiled_block if self._fused
+                      else self._steps_one_call_each)
+    self._state, losses, finite = steps_on_block(self._state, features,
+                                                 labels, steps)
     waited += self._read_next_block()  # While the device computes.
     losses = np.asarray(losses)[:steps]
     self._step += steps

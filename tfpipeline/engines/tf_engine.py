@@ -37,10 +37,7 @@ class TfEngine(engine.Engine):
         run.output_dir / 'checkpoints', model, self.optimizer,
         keep=config.train.keep_checkpoints, restore_from=restore_from)
     self.start_step = self._step = self._checkpoints.restore()
-    self.dp = None
-    if config.privacy.dp:
-      self.dp = dp_sgd.DpSgd.from_config(config.privacy, dp_sgd.noise_key(
-          restore_from, run.output_dir / 'checkpoints'))
+    self.dp = dp_sgd.DpSgd.for_run(run)
 
   @classmethod
   def saved_steps(cls, directory: pathlib.Path) -> list[int]:
