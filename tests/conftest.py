@@ -5,6 +5,7 @@ import json
 import os
 import pathlib
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -116,6 +117,25 @@ def start_cli(*args: str) -> subprocess.Popen:
       [sys.executable, '-m', 'tfpipeline.train', *args], cwd=REPO,
       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
       env={**os.environ, 'PYTHONPATH': str(REPO)})
+
+
+def start_workers(count: int, *args: str) -> list[subprocess.Popen]:
+  """Starts a cluster of `count` processes of `python -m tfpipeline.train
+  ARGS` on 127.0.0.1 (TF_CONFIG; worker 0 is the chief), chief first;
+  stderr is piped."""
+  sockets = [socket.socket() for _ in range(count)]
+  for s in sockets:
+    s.bind(('127.0.0.1', 0))
+  workers = [f'127.0.0.1:{s.getsockname()[1]}' for s in sockets]
+  for s in sockets:
+    s.close()
+  return [subprocess.Popen(
+      [sys.executable, '-m', 'tfpipeline.train', *args], cwd=REPO,
+      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+      env={**os.environ, 'PYTHONPATH': str(REPO), 'TF_CONFIG': json.dumps(
+          {'cluster': {'worker': workers},
+           'task': {'type': 'worker', 'index': index}})})
+          for index in range(count)]
 
 
 def signal_after(process: subprocess.Popen, model_dir: pathlib.Path,

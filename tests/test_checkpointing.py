@@ -7,7 +7,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, assert_weights_close, read_jsonl, run_cli
-from conftest import signal_after, start_cli
+from conftest import signal_after, start_cli, start_workers
 from conftest import with_noise_key_of
 from in_process import run_main
 
@@ -389,24 +388,12 @@ def test_multi_worker_preemption_stops_every_worker_and_resumes(
     tmp_path, uninterrupted):
   reference = uninterrupted('cpu')
   model_dir = tmp_path / 'run'
-  sockets = [socket.socket() for _ in range(2)]
-  for s in sockets:
-    s.bind(('127.0.0.1', 0))
-  workers = [f'127.0.0.1:{s.getsockname()[1]}' for s in sockets]
-  for s in sockets:
-    s.close()
 
-  def start_workers():
-    return [subprocess.Popen(
-        [sys.executable, '-m', 'tfpipeline.train', f'--model_dir={model_dir}',
-         *RUN, '--strategy=multi_worker'], cwd=REPO,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, 'PYTHONPATH': str(REPO), 'TF_CONFIG': json.dumps(
-            {'cluster': {'worker': workers},
-             'task': {'type': 'worker', 'index': index}})})
-            for index in range(2)]
+  def start_cluster():
+    return start_workers(2, f'--model_dir={model_dir}', *RUN,
+                         '--strategy=multi_worker')
 
-  chief, other = start_workers()
+  chief, other = start_cluster()
   other_code, other_stderr = signal_after(other, model_dir, 12, signal.SIGTERM)
   _, chief_stderr = chief.communicate(timeout=300)
   assert (chief.returncode, other_code) == (3, 3), (chief_stderr[-3000:],
@@ -415,7 +402,7 @@ def test_multi_worker_preemption_stops_every_worker_and_resumes(
     # TensorFlow's gRPC runtime may log after it at exit (the peer is gone).
     ours = [l for l in stderr.splitlines() if l.startswith('preempted: ')]
     assert len(ours) == 1 and 'a worker was preempted at step' in ours[0]
-  for process in start_workers():
+  for process in start_cluster():
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 0, stderr[-3000:]
   assert_weights_close(_weights(model_dir), _weights(reference), atol=1e-5)

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO, assert_weights_close, cli_env, read_jsonl, run_cli
-from conftest import signal_after, start_cli, with_noise_key_of
+from conftest import signal_after, start_cli, start_workers
+from conftest import with_noise_key_of
 
 from tfpipeline import dp_sgd
 
@@ -100,12 +101,62 @@ def test_dp_noise_follows_the_secret_key_not_the_seed(tmp_path):
       assert key.encode() not in path.read_bytes(), path
 
 
-def test_two_cpu_devices_equal_one(tmp_path, jax_run):
-  model_dir = tmp_path / 'run'
+@pytest.fixture(scope='module')
+def two_devices_run(tmp_path_factory):
+  """RUN, uninterrupted, on two JAX CPU devices of one process."""
+  model_dir = tmp_path_factory.mktemp('jax2') / 'run'
   result = run_cli(f'--model_dir={model_dir}', *RUN, '--cpu_devices=2')
   assert result.returncode == 0, result.stderr[-3000:]
-  assert 'JAX devices: 2 CPU' in result.stderr
-  assert_weights_close(_weights(model_dir), _weights(jax_run), atol=1e-5)
+  assert 'JAX devices: 2 CPU on 1 host(s)' in result.stderr
+  return model_dir
+
+
+def test_two_cpu_devices_equal_one(jax_run, two_devices_run):
+  assert_weights_close(_weights(two_devices_run), _weights(jax_run),
+                       atol=1e-5)
+
+
+def test_two_hosts_preempted_and_resumed_equal_two_devices(tmp_path,
+                                                          two_devices_run):
+  """Two processes joined by jax.distributed (TF_CONFIG): SIGTERM to the
+  other host stops both at one step, the chief saves, and the rerun ends
+  bit-identical to one process with two devices."""
+  model_dir = tmp_path / 'run'
+  args = (f'--model_dir={model_dir}', *RUN[:-1], '--strategy=multi_worker')
+  chief, other = start_workers(2, *args)
+  other_code, other_stderr = signal_after(other, model_dir, 22,
+                                          signal.SIGTERM)
+  _, chief_stderr = chief.communicate(timeout=300)
+  assert (chief.returncode, other_code) == (3, 3), (chief_stderr[-3000:],
+                                                    other_stderr[-3000:])
+  # JAX's distributed runtime may log after it at exit.
+  stopped = [line for stderr in (chief_stderr, other_stderr)
+             for line in stderr.splitlines() if line.startswith('preempted: ')]
+  assert len(stopped) == 2 and len(set(stopped)) == 1, stopped  # One step.
+  saved = int(stopped[0].split('preempted at step ')[1].split(':')[0])
+  assert sorted(int(path.name) for path in (
+      model_dir / 'checkpoints').iterdir())[-1] == saved
+  assert 'JAX devices: 2 CPU on 2 host(s)' in chief_stderr
+  outputs = [process.communicate(timeout=300)[1]
+             for process in start_workers(2, *args)]
+  for stderr in outputs:
+    assert f'resuming from the checkpoint at step {saved}' in stderr, (
+        stderr[-3000:])
+  assert 'only the chief writes' in outputs[1]
+  assert_weights_close(_weights(model_dir), _weights(two_devices_run))
+  steps = [record['step'] for record in read_jsonl(model_dir / 'metrics.jsonl')]
+  assert steps == sorted(set(steps)) and steps[-1] == LAST_STEP
+
+
+def test_several_hosts_need_a_cluster(tmp_path, monkeypatch):
+  monkeypatch.delenv('TF_CONFIG', raising=False)
+  result = run_cli(f'--model_dir={tmp_path / "run"}', '--backend=jax',
+                   '--strategy=multi_worker')
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert result.last_line.startswith(
+      'error: --strategy=multi_worker with --backend=jax: no cluster found')
+  assert 'set TF_CONFIG' in result.last_line
+  assert not (tmp_path / 'run').exists()
 
 
 def test_sigkill_then_rerun_is_bit_identical(tmp_path, jax_run):

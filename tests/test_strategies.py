@@ -1,15 +1,12 @@
 """Strategies: mirrored and multi-worker train to one device's weights."""
 
 import json
-import os
-import socket
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import REPO, assert_weights_close, read_jsonl, run_cli
+from conftest import assert_weights_close, read_jsonl, run_cli
+from conftest import start_workers
 
 EPOCHS = 3  # 27 steps of the diabetes default
 
@@ -66,31 +63,12 @@ def test_mirrored_over_two_logical_cpus_equals_one_device(
   _assert_same_training(model_dir, one_device)
 
 
-def _free_ports(count):
-  sockets = [socket.socket() for _ in range(count)]
-  for s in sockets:
-    s.bind(('127.0.0.1', 0))
-  ports = [s.getsockname()[1] for s in sockets]
-  for s in sockets:
-    s.close()
-  return ports
-
-
 def test_two_worker_processes_equal_one_device(tmp_path, tfds_dir,
                                                one_device):
   model_dir = tmp_path / 'run'
-  workers = [f'127.0.0.1:{port}' for port in _free_ports(2)]
-  processes = []
-  for index in range(2):
-    tf_config = {'cluster': {'worker': workers},
-                 'task': {'type': 'worker', 'index': index}}
-    processes.append(subprocess.Popen(
-        [sys.executable, '-m', 'tfpipeline.train', '--strategy=multi_worker',
-         f'--model_dir={model_dir}', f'--config.data.data_dir={tfds_dir}',
-         f'--config.train.epochs={EPOCHS}'],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, 'PYTHONPATH': str(REPO),
-             'TF_CONFIG': json.dumps(tf_config)}))
+  processes = start_workers(
+      2, '--strategy=multi_worker', f'--model_dir={model_dir}',
+      f'--config.data.data_dir={tfds_dir}', f'--config.train.epochs={EPOCHS}')
   outputs = [p.communicate(timeout=600) for p in processes]
   for process, (_, stderr) in zip(processes, outputs):
     assert process.returncode == 0, stderr[-3000:]

@@ -58,3 +58,21 @@ def is_chief() -> bool:
     return True
   return (task.get('type') == 'worker' and int(task.get('index', 0)) == 0 and
           'chief' not in parsed.get('cluster', {}))
+
+
+def jax_processes() -> tuple[str, int, int]:
+  """The JAX processes TF_CONFIG describes: (coordinator address, number of
+  processes, this process's id).
+
+  The chief (or worker 0 without one) is process 0 and hosts the
+  coordinator on its TF_CONFIG address; the workers follow in index order.
+  A JAX run starts no TensorFlow server, so that port is free for it.
+  """
+  check_multi_worker()
+  parsed = tf_config()
+  members = parsed['cluster'].get('chief', []) + parsed['cluster']['worker']
+  task = parsed['task']
+  process_id = int(task['index']) + (
+      len(parsed['cluster'].get('chief', [])) if task['type'] == 'worker'
+      else 0)
+  return members[0], len(members), process_id

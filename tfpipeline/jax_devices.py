@@ -13,6 +13,14 @@ DataParallel's data layout shards axis 0 of an input, which in a block is the
 step axis, and the engine keeps the state outside Keras's variables anyway
 (measured: BUILD_NOTES.md, "Issue 20 (JAX backend): first measurements").
 
+Several hosts (`multi_worker`: TPU pod slices, GPU hosts) are one JAX
+program: `join_cluster` starts `jax.distributed` from TF_CONFIG, the same
+cluster description the TensorFlow backend reads (and Vertex AI and
+Kubeflow's TFJob set), or else from JAX's own detection of its cluster
+(Cloud TPU, SLURM, Open MPI, Kubernetes). The mesh then spans every host's
+devices, ordered by process, so each host feeds its own contiguous slice of
+every global batch; process 0 is the chief.
+
 `JaxDevices` answers what the runner asks of a tf.distribute strategy
 (`num_replicas_in_sync`, `scope()`), so the rest of the run is backend-blind.
 """
@@ -22,6 +30,9 @@ import os
 
 from absl import logging
 
+from tfpipeline import checkpointing
+from tfpipeline import cluster
+from tfpipeline.errors import Preempted
 from tfpipeline.errors import UserError
 
 _PLATFORMS = {'cpu': 'cpu', 'gpu': 'gpu', 'tpu': 'tpu'}
@@ -46,11 +57,23 @@ class JaxDevices:
 
   @property
   def devices(self) -> list:
-    return list(self.mesh.devices.flat)
+    """This process's devices (all of them, but on several hosts)."""
+    return [device for device in self.mesh.devices.flat
+            if device.process_index == self.process_index]
 
   @property
   def num_replicas_in_sync(self) -> int:
     return self.mesh.devices.size
+
+  @property
+  def process_index(self) -> int:
+    import jax  # pylint: disable=g-import-not-at-top
+    return jax.process_index()
+
+  @property
+  def process_count(self) -> int:
+    import jax  # pylint: disable=g-import-not-at-top
+    return jax.process_count()
 
   def scope(self):
     """Nothing to enter: the engine places the state itself."""
@@ -67,30 +90,59 @@ class JaxDevices:
     return jax.sharding.NamedSharding(
         self.mesh, jax.sharding.PartitionSpec(None, 'data'))
 
+  def preemption_watch(self):
+    """`checkpointing.PreemptionWatch`'s interface: on one host, this
+    process's signals; on several, JAX's preemption sync point, so every
+    host saves at the same step and stops."""
+    if self.process_count > 1:
+      return _ClusterPreemptionWatch()
+    return checkpointing.PreemptionWatch()
+
+
+class _ClusterPreemptionWatch:
+  """Stops every host of a run at the first loop end after any one of them
+  is signalled (JAX's preemption service, started by `jax.distributed`,
+  takes SIGTERM). The service agrees on the next sync point as one past the
+  latest it was shown, so it is shown consecutive loop counts, not steps."""
+
+  def __init__(self):
+    self._loops = 0
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    pass
+
+  def check(self, save, step: int) -> None:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    self._loops += 1
+    if multihost_utils.reached_preemption_sync_point(self._loops):
+      save(step)
+      raise Preempted(f'a host was preempted at step {step}: checkpoint '
+                      f'saved; rerun the same command to resume')
+
 
 def create(name: str = 'auto', *, tpu: str = 'local', cpu_devices: int = 1,
            deterministic: bool = False) -> JaxDevices:
   """The devices for --strategy `name` on the JAX backend.
 
   Args:
-    name: one of strategy.STRATEGIES; 'multi_worker' is not supported yet.
+    name: one of strategy.STRATEGIES; 'multi_worker' joins the cluster
+      (`join_cluster`) and spans every host's devices.
     tpu: must be 'local': JAX drives the TPU chips of its own host.
     cpu_devices: split the host CPU into this many JAX devices (with
       `cpu`, or `auto` on a host without accelerators).
     deterministic: ask XLA for deterministic GPU kernels.
 
   Raises:
-    UserError: the platform is absent, or JAX already started without the
-      requested CPU devices.
+    UserError: the platform is absent, no cluster is described, or JAX
+      already started without the requested CPU devices.
   """
   from tfpipeline import strategy as tf_strategy  # pylint: disable=g-import-not-at-top
   if name not in tf_strategy.STRATEGIES:
     raise UserError(f'--strategy={name}: expected one of '
                     f'{", ".join(tf_strategy.STRATEGIES)}')
-  if name == 'multi_worker':
-    raise UserError('--strategy=multi_worker with --backend=jax is not '
-                    'supported yet (several hosts need jax.distributed); '
-                    'train on one host, or use --backend=tensorflow')
   if tpu != 'local':
     raise UserError(f'--tpu={tpu}: on the JAX backend a TPU is driven from '
                     f'its own host (a TPU VM, a Colab TPU); run there and '
@@ -98,7 +150,9 @@ def create(name: str = 'auto', *, tpu: str = 'local', cpu_devices: int = 1,
   _set_xla_flags(cpu_devices, deterministic)
   _keep_tensorflow_on_the_host()
   import jax  # pylint: disable=g-import-not-at-top
-  if name in _DEFAULT_PLATFORM:
+  if name == 'multi_worker':
+    join_cluster()
+  if name in _DEFAULT_PLATFORM + ('multi_worker',):
     devices = jax.local_devices()
   else:
     platform = _PLATFORMS[name]
@@ -118,9 +172,46 @@ def create(name: str = 'auto', *, tpu: str = 'local', cpu_devices: int = 1,
           f'CPU device(s) before this run set {_DEVICE_COUNT_FLAG}; run in a '
           f'fresh process')
     devices = devices[:cpu_devices]
+  if name == 'multi_worker':  # Every host's, ordered by process.
+    devices = sorted(jax.devices(devices[0].platform),
+                     key=lambda device: (device.process_index, device.id))
   result = JaxDevices(devices)
-  logging.info('JAX devices: %d %s', len(devices), result.platform.upper())
+  logging.info('JAX devices: %d %s on %d host(s)', len(devices),
+               result.platform.upper(), result.process_count)
   return result
+
+
+def join_cluster() -> None:
+  """Starts `jax.distributed` (once a process) from TF_CONFIG or, without
+  it, from JAX's detection of its cluster; before JAX's first computation.
+
+  Raises:
+    UserError: TF_CONFIG is unusable, or no cluster is described.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.distributed.is_initialized():
+    return
+  if cluster.tf_config() is not None:
+    address, count, process_id = cluster.jax_processes()
+    jax.distributed.initialize(address, count, process_id)
+  else:
+    try:
+      jax.distributed.initialize()
+    except (ValueError, RuntimeError) as e:
+      raise UserError(
+          f'--strategy=multi_worker with --backend=jax: no cluster found '
+          f'({str(e).strip()}); set TF_CONFIG as for the TensorFlow backend '
+          f'(the chief or worker 0 hosts the coordinator), or run where JAX '
+          f'detects its cluster (Cloud TPU slices, SLURM, Open MPI, '
+          f'Kubernetes)') from None
+  logging.info('joined the JAX cluster as process %d of %d',
+               jax.process_index(), jax.process_count())
+
+
+def is_chief() -> bool:
+  """Whether this process is the chief of its JAX cluster (process 0)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.process_index() == 0
 
 
 def is_tpu(devices: JaxDevices) -> bool:

@@ -71,7 +71,14 @@ def run(config=None, model_dir='/tmp/tfpipeline', *, strategy='auto',
   config = config_lib.validate(config)
   engines.check(engine, config)
   backend_lib.select(config.train.backend)
-  chief = cluster.is_chief()
+  if config.train.backend == 'jax' and strategy == 'multi_worker':
+    # Which host is the chief is known once the JAX cluster is joined.
+    from tfpipeline import jax_devices  # pylint: disable=g-import-not-at-top
+    strategy = jax_devices.create(strategy, tpu=tpu, cpu_devices=cpu_devices,
+                                  deterministic=config.train.deterministic)
+    chief = jax_devices.is_chief()
+  else:
+    chief = cluster.is_chief()
   model_dir = pathlib.Path(model_dir)
   meter = None
   if chief:
@@ -102,7 +109,8 @@ def _prepared(config, model_dir: pathlib.Path, strategy, *, tpu: str,
               allow_config_change: bool) -> RunContext:
   """The run after the cheap checks: its device and data, checked (and, on
   the chief, checked against the run in `model_dir`)."""
-  # TensorFlow (and JAX) are imported only once the cheap checks have passed.
+  # TensorFlow (and JAX) are imported only once the cheap checks have passed
+  # (but for a JAX cluster, joined first: see `run`).
   on_jax = config.train.backend == 'jax'
   if on_jax:
     from tfpipeline import jax_devices as strategy_lib  # pylint: disable=g-import-not-at-top
@@ -114,7 +122,7 @@ def _prepared(config, model_dir: pathlib.Path, strategy, *, tpu: str,
     strategy = strategy_lib.create(
         strategy, tpu=tpu, cpu_devices=cpu_devices,
         **({'deterministic': config.train.deterministic} if on_jax else {}))
-  elif on_jax:
+  elif on_jax and not isinstance(strategy, strategy_lib.JaxDevices):
     raise UserError('backend jax: pass the strategy by name (auto, cpu, gpu, '
                     'tpu, mirrored), not a tf.distribute.Strategy')
   config = config_lib.resolve_for_device(

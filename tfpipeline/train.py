@@ -53,7 +53,10 @@ _STRATEGY = flags.DEFINE_enum(
     'strategy', 'auto', ['auto', 'cpu', 'gpu', 'mirrored', 'multi_worker',
                          'tpu'],
     'tf.distribute strategy. auto: TPU if found, else MirroredStrategy over '
-    'several GPUs (or --cpu_devices logical CPUs), else one device.')
+    'several GPUs (or --cpu_devices logical CPUs), else one device. '
+    'multi_worker: one process per host, described by TF_CONFIG (on '
+    '--backend=jax also a cluster JAX detects: Cloud TPU, SLURM, Open MPI, '
+    'Kubernetes). On --backend=jax the names pick JAX devices.')
 _TPU = flags.DEFINE_string(
     'tpu', 'local', "TPU address with --strategy=tpu: 'local' (TPU VM, Colab) "
     'or grpc://host:port.')

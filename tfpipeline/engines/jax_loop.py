@@ -14,8 +14,9 @@ JAX arrays outside the Keras objects, replicated over the run's mesh
 (`jax_devices`), and donated to each block, which returns the next one.
 Blocks come from the same index pipeline as the TensorFlow engines
 (tf.data on the host: the examples of step s are a pure function of
-(seed, s)), whole global batches, split over the mesh along the batch axis;
-the next block is read while the device runs the current one.
+(seed, s)), split over the mesh along the batch axis: each host reads its
+own slice of every global batch (the whole batch on one host); the next
+block is read while the device runs the current one.
 """
 
 import pathlib
@@ -27,13 +28,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfpipeline import checkpointing
 from tfpipeline import dp_sgd
 from tfpipeline import dp_sgd_jax
 from tfpipeline import models
 from tfpipeline.data import pipeline
 from tfpipeline.engines import engine
 from tfpipeline.engines import orbax_checkpoints
+from tfpipeline.errors import UserError
 from tfpipeline.evaluation import Evaluator
 
 
@@ -50,8 +51,8 @@ class JaxLoop(engine.Engine):
                                       config.train.mixed_precision)
     self.optimizer.build(model.trainable_variables)
     self._checkpoints = orbax_checkpoints.Checkpoints(
-        run.output_dir / 'checkpoints', keep=config.train.keep_checkpoints,
-        restore_from=run.model_dir / 'checkpoints')
+        run.model_dir / 'checkpoints', keep=config.train.keep_checkpoints,
+        writes=run.chief)
     self.dp = dp_sgd.DpSgd.for_run(run)
     self._iterations_index = _index_of(self.optimizer.iterations,
                                        self.optimizer.variables)
@@ -80,12 +81,13 @@ class JaxLoop(engine.Engine):
                                  config.train.mixed_precision)
     optimizer.build(model.trainable_variables)
     orbax_checkpoints.check_fits(directory, orbax_checkpoints.abstract(
-        _state_of(model, optimizer), None))
+        _state_of(model, optimizer)))
 
   def _placed(self, state: dict) -> dict:
-    """`state` as fresh arrays replicated on every device (never the Keras
-    variables' own buffers, which a donated block would delete)."""
-    return jax.device_put(jax.tree.map(jnp.array, state),
+    """`state` (host arrays, the same on every host) as fresh arrays
+    replicated on every device (never the Keras variables' own buffers,
+    which a donated block would delete)."""
+    return jax.device_put(jax.tree.map(np.array, state),
                           self._devices.replicated())
 
   # Training.
@@ -163,23 +165,29 @@ class JaxLoop(engine.Engine):
     return engine.BlockResult(steps, float(np.mean(losses)), waited_s=waited)
 
   def _blocks_from(self, step: int):
-    """The blocks of batches from global step `step`, as NumPy arrays: one
-    input pipeline reading whole global batches."""
+    """The blocks of batches from global step `step`, as NumPy arrays: this
+    host's input pipeline, reading its slice of every global batch."""
     run = self.run
     train = run.config.train
     dataset_fn = pipeline.training_dataset_fn(
         run.inputs.train, train.global_batch_size, seed=train.seed,
         steps_per_block=self._steps_per_block, start_step=step)
-    return dataset_fn(tf.distribute.InputContext()).as_numpy_iterator()
+    hosts = self._devices.process_count
+    context = tf.distribute.InputContext(
+        num_input_pipelines=hosts,
+        input_pipeline_id=self._devices.process_index,
+        num_replicas_in_sync=hosts)
+    return dataset_fn(context).as_numpy_iterator()
 
   def _read_next_block(self) -> float:
     """Reads the next block into `_read_ahead`, its batches split over the
-    devices; returns the seconds it took."""
+    devices (of every host); returns the seconds it took."""
     start = time.perf_counter()
     features, labels, steps = next(self._blocks)
     split = self._devices.split_batches()
-    self._read_ahead = (jax.device_put(features, split),
-                        jax.device_put(labels, split), int(steps))
+    self._read_ahead = (
+        jax.make_array_from_process_local_data(split, features),
+        jax.make_array_from_process_local_data(split, labels), int(steps))
     return time.perf_counter() - start
 
   # State.
@@ -188,10 +196,12 @@ class JaxLoop(engine.Engine):
     self._checkpoints.save(step, self._state)
 
   def restore(self) -> int:
-    step, state = self._checkpoints.restore(orbax_checkpoints.abstract(
-        self._state, self._devices.replicated()))
+    step, state = self._checkpoints.restore(
+        orbax_checkpoints.abstract(self._state))
+    if self._devices.process_count > 1:
+      _check_hosts_agree(step, self.run.model_dir / 'checkpoints')
     if state is not None:
-      self._state = state
+      self._state = self._placed(state)
     self._step = step
     self._blocks = self._read_ahead = None
     return step
@@ -219,7 +229,7 @@ class JaxLoop(engine.Engine):
     index = self._rate_index()
     state['optimizer'] = list(state['optimizer'])
     state['optimizer'][index] = jax.device_put(
-        jnp.asarray(rate, state['optimizer'][index].dtype),
+        np.asarray(rate, state['optimizer'][index].dtype),
         self._devices.replicated())
     self._state = state
 
@@ -229,17 +239,22 @@ class JaxLoop(engine.Engine):
     return _index_of(self.optimizer.learning_rate, self.optimizer.variables)
 
   def preemption_watch(self):
-    return checkpointing.PreemptionWatch()
+    return self._devices.preemption_watch()
 
   def evaluator(self) -> Evaluator:
-    """Predictions by a jitted `stateless_call` on the current state."""
+    """Predictions by a jitted `stateless_call` on the current state, on
+    this process's first device: each host evaluates the whole split, as
+    the TensorFlow engines' workers do, with no collective."""
     config = self.run.config
     forward = jax.jit(lambda trainable, non_trainable, features:
                       self.model.stateless_call(trainable, non_trainable,
                                                 features, training=False)[0])
 
     def predict(features):
-      return forward(self._state['trainable'], self._state['non_trainable'],
+      local = {key: [weights.addressable_shards[0].data
+                     for weights in self._state[key]]
+               for key in ('trainable', 'non_trainable')}
+      return forward(local['trainable'], local['non_trainable'],
                      np.asarray(features))
 
     return Evaluator(self.model, config.loss,
@@ -251,6 +266,20 @@ def _finite(state: dict):
   """Whether every trainable weight is finite (a scalar on the device)."""
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(weights))
                             for weights in state['trainable']]))
+
+
+def _check_hosts_agree(step: int, directory: pathlib.Path) -> None:
+  """Raises UserError unless every host restored the same step: a host
+  that does not see the chief's checkpoints would otherwise train from
+  another state."""
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  steps = multihost_utils.process_allgather(np.int64(step))
+  if len(set(steps.tolist())) > 1:
+    raise UserError(
+        f'the hosts of this run restored different steps from {directory} '
+        f'({", ".join(f"host {i}: {s}" for i, s in enumerate(steps))}): '
+        f'--model_dir must be storage every host sees (NFS, a mounted '
+        f'bucket)')
 
 
 def _index_of(variable, variables) -> int:

@@ -1,8 +1,12 @@
 """Checkpoints of the JAX engine: Orbax over the training state's pytree.
 
 Orbax, the JAX ecosystem's checkpointer, writes each step into a temporary
-directory and renames it once complete, keeps the newest `keep`, and
-restores arrays straight onto the run's devices (their sharding). The state
+directory and renames it once complete and keeps the newest `keep`. The
+state is replicated, so the chief saves its copy (host arrays) alone, as
+the only process of its manager, with no barrier; the other hosts of a
+multi-host run write nothing (the TensorFlow engine's workers must join
+every save: theirs go to scratch directories) and restore the chief's. The
+state
 is `{'trainable': [...], 'non_trainable': [...], 'optimizer': [...]}`, each
 list in the order of Keras's variables: every variable of the model,
 including a Dropout's seed-generator state, which Keras's own weight files
@@ -21,6 +25,7 @@ import shutil
 
 from absl import logging
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from tfpipeline.errors import CheckpointError
@@ -62,32 +67,31 @@ class Checkpoints:
   """Saves and restores the engine's state in `directory`.
 
   Args:
-    directory: where checkpoints are written (`model_dir/checkpoints`).
+    directory: `model_dir/checkpoints`.
     keep: how many recent checkpoints to keep.
-    restore_from: where to read from, if not `directory`.
+    writes: False on the hosts other than the chief: they only read.
   """
 
   def __init__(self, directory: pathlib.Path, *, keep: int,
-               restore_from: pathlib.Path | None = None):
-    self._directory, self._keep = directory, keep
-    self._restore_from = restore_from or directory
+               writes: bool = True):
+    self._directory, self._keep, self._writes = directory, keep, writes
     self._manager = None  # Made at the first save: it lists the steps.
 
   def steps(self) -> list[int]:
-    return saved_steps(self._restore_from)
+    return saved_steps(self._directory)
 
   def restore(self, target: dict) -> tuple[int, dict | None]:
-    """The newest readable checkpoint: (its step, the state), or (0, None).
+    """The newest readable checkpoint: (its step, the state as host
+    arrays), or (0, None).
 
     Args:
-      target: the state's structure, shapes, dtypes and shardings
-        (jax.ShapeDtypeStruct leaves).
+      target: the state's structure, shapes and dtypes (`abstract`).
     """
-    check_fits(self._restore_from, target)
+    check_fits(self._directory, target)
     steps = self.steps()
-    reader = _manager(self._restore_from, read_only=True) if steps else None
+    reader = _manager(self._directory, read_only=True) if steps else None
     for index in reversed(range(len(steps))):
-      path = self._restore_from / str(steps[index])
+      path = self._directory / str(steps[index])
       try:
         state = reader.restore(steps[index],
                                args=ocp.args.StandardRestore(target))
@@ -99,14 +103,13 @@ class Checkpoints:
       return steps[index], state
     if steps:
       logging.warning('no readable checkpoint in %s; starting from step 0',
-                      self._restore_from)
+                      self._directory)
       self._set_aside(steps)
     return 0, None
 
   def _set_aside(self, unreadable: list[int]) -> None:
-    """Moves unreadable checkpoints to `corrupt/`, in the directory this
-    process writes only."""
-    if not unreadable or self._restore_from != self._directory:
+    """Moves unreadable checkpoints to `corrupt/` (the chief only)."""
+    if not unreadable or not self._writes:
       return
     aside = self._directory / 'corrupt'
     aside.mkdir(exist_ok=True)
@@ -119,13 +122,17 @@ class Checkpoints:
     self._manager = None
 
   def save(self, step: int, state: dict) -> None:
-    """Saves at `step`; raises CheckpointError, earlier ones left intact."""
+    """Saves at `step` (the chief); raises CheckpointError, earlier ones
+    left intact."""
+    if not self._writes:
+      return
     try:
       if self._manager is None:
+        self._directory.mkdir(parents=True, exist_ok=True)
         self._manager = _manager(self._directory, keep=self._keep)
       if step in self._manager.all_steps():  # A rollback's re-save.
         self._manager.delete(step)
-      self._manager.save(step, args=ocp.args.StandardSave(state))
+      self._manager.save(step, args=ocp.args.StandardSave(_on_host(state)))
       self._manager.wait_until_finished()
     except (OSError, ValueError) as e:
       raise CheckpointError(
@@ -134,23 +141,31 @@ class Checkpoints:
           f'intact)') from None
 
 
-def abstract(state: dict, sharding) -> dict:
-  """`state`'s structure, shapes and dtypes, to be restored with
-  `sharding`."""
+def abstract(state: dict) -> dict:
+  """`state`'s structure, shapes and dtypes, to restore host arrays."""
   return jax.tree.map(
-      lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
-                                        sharding=sharding), state)
+      lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype), state)
+
+
+def _on_host(state: dict) -> dict:
+  """This process's copy of the replicated state, as NumPy arrays."""
+  return jax.tree.map(
+      lambda leaf: np.asarray(leaf.addressable_shards[0].data), state)
 
 
 def _manager(directory: pathlib.Path, *, keep: int | None = None,
              read_only: bool = False) -> ocp.CheckpointManager:
   """Orbax's manager of one state item per step, written synchronously
-  (the loop saves at block ends; a save returns once it is complete)."""
+  (the loop saves at block ends; a save returns once it is complete), with
+  this process as its only one (no barrier with other hosts)."""
+  this_process = jax.process_index()
   return ocp.CheckpointManager(
       directory, item_handlers=ocp.StandardCheckpointHandler(),
       options=ocp.CheckpointManagerOptions(
-          max_to_keep=keep, create=not read_only, read_only=read_only,
-          enable_async_checkpointing=False))
+          max_to_keep=keep, create=False, read_only=read_only,
+          enable_async_checkpointing=False,
+          multiprocessing_options=ocp.options.MultiprocessingOptions(
+              primary_host=this_process, active_processes={this_process})))
 
 
 def _mismatch(saved: dict, target: dict) -> str | None:
