@@ -104,13 +104,27 @@ def test_unavailable_devices_are_bad_input(tmp_path, args, fragment):
   assert not model_dir.exists()
 
 
-def test_bad_tf_config_is_bad_input(tmp_path, monkeypatch):
-  monkeypatch.setenv('TF_CONFIG', '{"cluster": {"worker": []}, '
-                     '"task": {"type": "worker", "index": 3}}')
-  result = run_cli('--config=seed_keras_mlp', f'--model_dir={tmp_path}/run',
+@pytest.mark.parametrize('tf_config, fragment', [
+    ({'cluster': {'worker': []}, 'task': {'type': 'worker', 'index': 3}},
+     'TF_CONFIG is not usable'),
+    # Vertex AI's evaluator pool: a task outside the cluster.
+    ({'cluster': {'chief': ['cmle-training-workerpool0-ab-0:2222'],
+                  'worker': ['cmle-training-workerpool1-ab-0:2222']},
+      'environment': 'cloud', 'task': {'type': 'evaluator', 'index': 0}},
+     """TF_CONFIG's task {"type": "evaluator", "index": 0}: tfpipeline runs """
+     'no side-car evaluator'),
+], ids=['bad index', 'evaluator'])
+def test_bad_tf_config_is_bad_input(tmp_path, monkeypatch, tf_config,
+                                    fragment):
+  monkeypatch.setenv('TF_CONFIG', json.dumps(tf_config))
+  model_dir = tmp_path / 'run'
+  result = run_cli('--config=seed_keras_mlp', f'--model_dir={model_dir}',
                    '--strategy=multi_worker')
   assert result.returncode == 2
-  assert 'TF_CONFIG is not usable' in result.last_line
+  assert result.stderr.strip() == result.last_line
+  assert result.last_line.startswith('error: ') and fragment in (
+      result.last_line)
+  assert not model_dir.exists()
 
 
 def _fake_host(tmp_path, dev_names, vendors):

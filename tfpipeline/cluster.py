@@ -24,24 +24,72 @@ def tf_config() -> dict | None:
   return parsed
 
 
+# The task types --strategy=multi_worker trains on: TensorFlow's chief (at
+# most one: Vertex AI's first worker pool, a TFJob's Chief) and its workers.
+_TRAINING_TASKS = ('chief', 'worker')
+# Task types that Vertex AI and Kubeflow's TFJob set for pools tfpipeline
+# does not run, and what to do instead.
+_REFUSED_TASKS = {
+    'evaluator': ('tfpipeline runs no side-car evaluator (the chief '
+                  'evaluates after each epoch): drop the evaluator pool '
+                  '(Vertex AI: workerPoolSpecs[3]; TFJob: the Evaluator '
+                  'replicas)'),
+    'ps': ('parameter servers are not supported (--strategy=multi_worker '
+           'all-reduces between the chief and the workers): drop the '
+           'parameter-server pool (Vertex AI: workerPoolSpecs[2]; TFJob: the '
+           'PS replicas)'),
+}
+
+
 def check_multi_worker() -> None:
-  """Raises UserError unless TF_CONFIG describes a usable worker cluster."""
+  """Raises UserError unless TF_CONFIG places this process among a cluster's
+  chief and workers.
+
+  Reads TF_CONFIG as TensorFlow, Vertex AI (a `chief`, `worker`s and keys
+  of its own) and Kubeflow's TFJob (one key per replica type) write it.
+  Evaluator and parameter-server tasks are refused: on such a task, and on
+  every task of a cluster that lists them (a TFJob lists its evaluators,
+  Vertex AI does not).
+  """
   parsed = tf_config()
   if parsed is None:
     raise UserError('--strategy=multi_worker needs TF_CONFIG, e.g. {"cluster": '
                     '{"worker": ["host1:port", "host2:port"]}, "task": '
                     '{"type": "worker", "index": 0}}')
-  try:
-    cluster, task = parsed['cluster'], parsed['task']
-    members = cluster[task['type']]
-    ok = (task['type'] in ('worker', 'chief') and isinstance(members, list)
-          and 0 <= int(task['index']) < len(members))
-  except (KeyError, TypeError, ValueError):
-    ok = False
-  if not ok:
+  cluster, task = parsed.get('cluster'), parsed.get('task')
+  task_type, index = _task(parsed)
+  if task_type in _REFUSED_TASKS:
+    raise UserError(f"TF_CONFIG's task {json.dumps(task)}: "
+                    f'{_REFUSED_TASKS[task_type]}')
+  for refused, what_to_do in _REFUSED_TASKS.items():
+    if isinstance(cluster, dict) and refused in cluster:
+      raise UserError(f"TF_CONFIG's cluster lists {refused} tasks "
+                      f'{json.dumps(cluster[refused])}: {what_to_do}')
+  usable = (isinstance(cluster, dict) and set(cluster) <= set(_TRAINING_TASKS)
+            and all(isinstance(hosts, list) for hosts in cluster.values())
+            and len(cluster.get('chief', [])) <= 1
+            and task_type in cluster and index is not None
+            and 0 <= index < len(cluster[task_type]))
+  if not usable:
     raise UserError(f'TF_CONFIG is not usable for --strategy=multi_worker: '
-                    f'{json.dumps(parsed)}; it needs cluster.worker (a list of '
-                    f'host:port) and task {{"type": "worker", "index": i}}')
+                    f'{json.dumps({"cluster": cluster, "task": task})}; it '
+                    f'needs a cluster of worker and (at most one) chief '
+                    f'host:port lists, and a task {{"type": "worker" or '
+                    f'"chief", "index": i}} among them')
+
+
+def _task(parsed: dict) -> tuple[str | None, int | None]:
+  """TF_CONFIG's task as (type, index); None for a part that is missing or
+  malformed (check_multi_worker says which)."""
+  task = parsed.get('task')
+  if not isinstance(task, dict):
+    return None, None
+  task_type = task.get('type')
+  try:
+    index = int(task['index'])
+  except (KeyError, TypeError, ValueError):
+    index = None
+  return (task_type if isinstance(task_type, str) else None), index
 
 
 def is_chief() -> bool:
@@ -53,11 +101,12 @@ def is_chief() -> bool:
   parsed = tf_config()
   if not parsed or 'task' not in parsed:
     return True
-  task = parsed['task']
-  if task.get('type') == 'chief':
+  task_type, index = _task(parsed)
+  if task_type == 'chief':
     return True
-  return (task.get('type') == 'worker' and int(task.get('index', 0)) == 0 and
-          'chief' not in parsed.get('cluster', {}))
+  cluster = parsed.get('cluster')
+  return (task_type == 'worker' and index == 0 and
+          not (isinstance(cluster, dict) and 'chief' in cluster))
 
 
 def jax_processes() -> tuple[str, int, int]:
@@ -70,9 +119,8 @@ def jax_processes() -> tuple[str, int, int]:
   """
   check_multi_worker()
   parsed = tf_config()
-  members = parsed['cluster'].get('chief', []) + parsed['cluster']['worker']
-  task = parsed['task']
-  process_id = int(task['index']) + (
-      len(parsed['cluster'].get('chief', [])) if task['type'] == 'worker'
-      else 0)
-  return members[0], len(members), process_id
+  chiefs = parsed['cluster'].get('chief', [])
+  members = chiefs + parsed['cluster'].get('worker', [])
+  task_type, index = _task(parsed)
+  return members[0], len(members), index + (
+      len(chiefs) if task_type == 'worker' else 0)
