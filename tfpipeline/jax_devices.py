@@ -90,6 +90,12 @@ class JaxDevices:
     return jax.sharding.NamedSharding(
         self.mesh, jax.sharding.PartitionSpec(None, 'data'))
 
+  def split_batch(self):
+    """The sharding of one batch (batch, ...): batch axis split."""
+    import jax  # pylint: disable=g-import-not-at-top
+    return jax.sharding.NamedSharding(self.mesh,
+                                      jax.sharding.PartitionSpec('data'))
+
   def preemption_watch(self):
     """`checkpointing.PreemptionWatch`'s interface: on one host, this
     process's signals; on several, JAX's preemption sync point, so every

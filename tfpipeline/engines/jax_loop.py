@@ -136,10 +136,15 @@ class JaxLoop(engine.Engine):
 
   def _steps_one_call_each(self, state: dict, features, labels,
                            num_steps: int):
-    """`_steps_on_block`'s result, each step its own compiled call."""
+    """`_steps_on_block`'s result, each step its own compiled call on its
+    batch, put on the devices from the block on the host (BUILD_NOTES.md:
+    "the convnet against Keras fit on JAX")."""
+    split = self._devices.split_batch()
     losses = []
     for i in range(num_steps):
-      state, loss = self._compiled_step(state, features[i], labels[i])
+      state, loss = self._compiled_step(
+          state, jax.make_array_from_process_local_data(split, features[i]),
+          jax.make_array_from_process_local_data(split, labels[i]))
       losses.append(loss)
     return state, jnp.stack(losses), self._compiled_finite(state)
 
@@ -180,14 +185,15 @@ class JaxLoop(engine.Engine):
     return dataset_fn(context).as_numpy_iterator()
 
   def _read_next_block(self) -> float:
-    """Reads the next block into `_read_ahead`, its batches split over the
-    devices (of every host); returns the seconds it took."""
+    """Reads the next block into `_read_ahead`, for the fused block already
+    split over the devices (of every host); returns the seconds it took."""
     start = time.perf_counter()
     features, labels, steps = next(self._blocks)
-    split = self._devices.split_batches()
-    self._read_ahead = (
-        jax.make_array_from_process_local_data(split, features),
-        jax.make_array_from_process_local_data(split, labels), int(steps))
+    if self._fused:
+      split = self._devices.split_batches()
+      features, labels = (jax.make_array_from_process_local_data(split, part)
+                          for part in (features, labels))
+    self._read_ahead = (features, labels, int(steps))
     return time.perf_counter() - start
 
   # State.
