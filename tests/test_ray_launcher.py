@@ -3,8 +3,8 @@ worker killed mid-run, and ends bit-identical to workers started by hand;
 bad input is refused before Ray starts. A worker that does not see the
 chief's checkpoints is refused (the TF engines' shared-storage check)."""
 
-import json
 import random
+import shutil
 import signal
 import sys
 import time
@@ -12,7 +12,7 @@ import time
 import psutil
 import pytest
 
-from conftest import assert_weights_close, read_jsonl, run_cli, start_cli
+from conftest import assert_weights_close, read_jsonl, start_cli
 from conftest import start_workers
 from in_process import run_main
 from tfpipeline import ray_launcher
@@ -46,11 +46,25 @@ def _training_processes(driver: psutil.Process) -> list[psutil.Process]:
   return found
 
 
+@pytest.fixture(scope='module')
+def by_hand(tmp_path_factory):
+  """RUN on two workers started by hand: started, not awaited (each test
+  that reads it calls `by_hand()`, which waits and returns its model_dir)."""
+  model_dir = tmp_path_factory.mktemp('by_hand') / 'run'
+  workers = start_workers(2, f'--model_dir={model_dir}', *RUN,
+                          '--strategy=multi_worker')
+
+  def finished():
+    for process in workers:
+      _, stderr = process.communicate(timeout=300)
+      assert process.returncode == 0, stderr[-3000:]
+    return model_dir
+
+  return finished
+
+
 def test_a_worker_killed_mid_run_is_restarted_by_ray_and_ends_bit_identical(
-    tmp_path):
-  by_hand = tmp_path / 'by_hand'
-  hand_started = start_workers(2, f'--model_dir={by_hand}', *RUN,
-                               '--strategy=multi_worker')
+    tmp_path, by_hand):
   model_dir = tmp_path / 'ray'
   driver = start_cli('--launcher=ray', '--num_workers=2', '--max_failures=2',
                      f'--model_dir={model_dir}', *RUN)
@@ -80,10 +94,7 @@ def test_a_worker_killed_mid_run_is_restarted_by_ray_and_ends_bit_identical(
   failed = [entry for entry in audit if entry.get('launcher') == 'ray']
   assert len(failed) >= 1 and all(
       entry['outcome'].startswith('failed: worker ') for entry in failed)
-  for process in hand_started:
-    _, hand_stderr = process.communicate(timeout=300)
-    assert process.returncode == 0, hand_stderr[-3000:]
-  assert_weights_close(_weights(model_dir), _weights(by_hand))
+  assert_weights_close(_weights(model_dir), _weights(by_hand()))
 
 
 @pytest.mark.parametrize('args, fragment', [
@@ -180,15 +191,14 @@ def test_the_drivers_exit_follows_the_workers(code, line, error, message):
 
 
 def test_a_worker_that_does_not_see_the_chiefs_checkpoints_is_refused(
-    tmp_path):
-  """The non-chief runs in a mount namespace where --model_dir is an empty
-  tmpfs: its own disk, not the chief's."""
+    tmp_path, by_hand):
+  """The hand-started run, resumed for one more epoch; the non-chief runs
+  in a mount namespace where --model_dir is an empty tmpfs: its own disk,
+  not the chief's."""
   model_dir = tmp_path / 'run'
-  result = run_cli(f'--model_dir={model_dir}', *RUN[:2],
-                   '--config.train.epochs=1', '--strategy=cpu')
-  assert result.returncode == 0, result.stderr[-3000:]
+  shutil.copytree(by_hand(), model_dir)
   workers = start_workers(
-      2, f'--model_dir={model_dir}', *RUN[:2], '--config.train.epochs=2',
+      2, f'--model_dir={model_dir}', *RUN, '--config.train.epochs=7',
       '--strategy=multi_worker',
       prefix=lambda index: ['unshare', '--mount', '--map-root-user', 'sh',
                             '-c', 'mount -t tmpfs tmpfs "$0" && exec "$@"',
@@ -199,8 +209,8 @@ def test_a_worker_that_does_not_see_the_chiefs_checkpoints_is_refused(
     ours = [l for l in stderr.splitlines() if l.startswith('error: ')]
     assert ours == [
         f'error: the workers of this run restored different steps from '
-        f'{model_dir}/checkpoints (replica 0: 100, replica 1: 0): '
+        f'{model_dir}/checkpoints (replica 0: 600, replica 1: 0): '
         f'--model_dir must be storage every worker sees (NFS, a mounted '
         f'bucket)'], stderr[-3000:]
-  # Nothing trained: the chief's records end where the first run ended.
-  assert read_jsonl(model_dir / 'metrics.jsonl')[-1]['step'] == 100
+  # Nothing trained: the chief's records end where the run ended.
+  assert read_jsonl(model_dir / 'metrics.jsonl')[-1]['step'] == 600

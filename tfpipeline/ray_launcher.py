@@ -134,7 +134,6 @@ def launch(argv: list[str], model_dir: str, cluster: Cluster) -> None:
     # Read when Ray is imported.
     os.environ.update(RAY_AUTH_MODE='token',
                       RAY_AUTH_TOKEN=secrets.token_hex(32))
-  import ray  # pylint: disable=g-import-not-at-top
   from ray import train  # pylint: disable=g-import-not-at-top
   from ray.train.v2.api import data_parallel_trainer  # pylint: disable=g-import-not-at-top
   with _connected(cluster) as storage:
@@ -241,8 +240,8 @@ def _tf_config_backend():
 def _free_address() -> str:
   """host:port of a port free now on this Ray worker's node, below Linux's
   ephemeral range (32768-60999) and above Ray's workers' (10002-19999):
-  measured here, an ephemeral port picked this way was taken by one of
-  Ray's connections before TensorFlow's server bound it, 1 run in 3."""
+  in an early run here, a free ephemeral port (what Ray's TensorflowTrainer
+  picks) was taken before TensorFlow's server bound it, seconds later."""
   import ray  # pylint: disable=g-import-not-at-top
   for port in random.sample(range(20000, 32768), 100):
     with socket.socket() as s:
