@@ -98,9 +98,9 @@ _RESOURCES_PER_WORKER = flags.DEFINE_string(
     'resources_per_worker', None, 'With --launcher=ray: Ray resources of '
     'each worker, a JSON object or a list like CPU=4,GPU=1. Default: CPU=1.')
 _MAX_FAILURES = flags.DEFINE_integer(
-    'max_failures', 0, 'With --launcher=ray: failed attempts (a worker '
-    'killed or lost, a worker preempted: exit 3) after which Ray restarts '
-    'every worker, resuming from the newest checkpoint; -1: always.',
+    'max_failures', 0, 'With --launcher=ray: how many failed attempts (a '
+    'worker killed or lost, or preempted: exit 3) Ray retries, restarting '
+    'every worker from the newest checkpoint; -1: without end.',
     lower_bound=-1)
 _LAUNCHER_FLAGS = ('launcher', 'num_workers', 'ray_address',
                    'resources_per_worker', 'max_failures')
