@@ -119,10 +119,12 @@ def start_cli(*args: str) -> subprocess.Popen:
       env={**os.environ, 'PYTHONPATH': str(REPO)})
 
 
-def start_workers(count: int, *args: str) -> list[subprocess.Popen]:
+def start_workers(count: int, *args: str,
+                  prefix=lambda index: []) -> list[subprocess.Popen]:
   """Starts a cluster of `count` processes of `python -m tfpipeline.train
   ARGS` on 127.0.0.1 (TF_CONFIG; worker 0 is the chief), chief first;
-  stderr is piped."""
+  stderr is piped. `prefix(index)`: the command line that worker's command
+  runs under (`unshare ...`), if any."""
   sockets = [socket.socket() for _ in range(count)]
   for s in sockets:
     s.bind(('127.0.0.1', 0))
@@ -130,7 +132,8 @@ def start_workers(count: int, *args: str) -> list[subprocess.Popen]:
   for s in sockets:
     s.close()
   return [subprocess.Popen(
-      [sys.executable, '-m', 'tfpipeline.train', *args], cwd=REPO,
+      [*prefix(index), sys.executable, '-m', 'tfpipeline.train', *args],
+      cwd=REPO,
       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
       env={**os.environ, 'PYTHONPATH': str(REPO), 'TF_CONFIG': json.dumps(
           {'cluster': {'worker': workers},

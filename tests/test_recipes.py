@@ -1,12 +1,14 @@
 """The cloud launch recipes in tfpipeline/recipes/: each parses, passes only
-flags and config keys the command has, and the TF_CONFIG its platform gives
-each replica picks the chief the platform means; evaluator and
-parameter-server pools are refused. Pure Python: no TensorFlow, no cloud.
+flags and config keys the command has (the KubeRay RayJob's entrypoint too),
+and the TF_CONFIG its platform gives each replica picks the chief the
+platform means; evaluator and parameter-server pools are refused. Pure
+Python: no TensorFlow, no cloud.
 """
 
 import ast
 import json
 import re
+import shlex
 
 from absl import flags
 from ml_collections import config_dict
@@ -34,6 +36,17 @@ def _tfjob_documents() -> dict:
       (RECIPES / 'kubeflow_tfjob.yaml').read_text())}
 
 
+def _rayjob_documents() -> dict:
+  """The RayJob file's documents by kind."""
+  return {document['kind']: document for document in yaml.safe_load_all(
+      (RECIPES / 'kuberay_rayjob.yaml').read_text())}
+
+
+def _rayjob_command() -> list[str]:
+  """The RayJob's entrypoint, split as its shell does."""
+  return shlex.split(_rayjob_documents()['RayJob']['spec']['entrypoint'])
+
+
 def _tensorflow_container(replica_spec: dict) -> dict:
   """The container the training-operator gives TF_CONFIG: 'tensorflow'."""
   [container] = [c for c in replica_spec['template']['spec']['containers']
@@ -48,10 +61,13 @@ def _recipe_args() -> dict:
                  for pool in _vertex()['workerPoolSpecs']],
       'tfjob': [_tensorflow_container(spec)['args'] for spec in
                 _tfjob_documents()['TFJob']['spec']['tfReplicaSpecs'].values()],
+      'rayjob': [_rayjob_command()[3:]],
   }
 
 
 def _replicas(recipe: str) -> int:
+  if recipe == 'rayjob':
+    return int(_flags(_rayjob_command()[3:])['num_workers'])
   if recipe == 'vertex':
     return sum(pool['replicaCount'] for pool in _vertex()['workerPoolSpecs'])
   return sum(spec['replicas'] for spec in
@@ -142,7 +158,7 @@ def test_tfjob_recipe_puts_model_dir_on_a_volume_every_worker_mounts():
   assert claim['spec']['accessModes'] == ['ReadWriteMany']
 
 
-@pytest.mark.parametrize('recipe', ['vertex', 'tfjob'])
+@pytest.mark.parametrize('recipe', ['vertex', 'tfjob', 'rayjob'])
 def test_recipe_flags_and_config_keys_exist(recipe):
   for args in _recipe_args()[recipe]:
     recipe_flags = _flags(args)
@@ -160,7 +176,7 @@ def test_recipe_flags_and_config_keys_exist(recipe):
             'tfpipeline.train'), f'{recipe}: --{name} is not a train flag'
 
 
-@pytest.mark.parametrize('recipe', ['vertex', 'tfjob'])
+@pytest.mark.parametrize('recipe', ['vertex', 'tfjob', 'rayjob'])
 def test_recipe_config_is_valid_and_its_batch_splits_over_its_replicas(
     recipe):
   [args] = {tuple(args) for args in _recipe_args()[recipe]}
@@ -180,6 +196,38 @@ def test_recipe_config_is_valid_and_its_batch_splits_over_its_replicas(
   assert experiment.train.global_batch_size % _replicas(recipe) == 0
 
 
+def test_rayjob_runs_the_ray_launcher_on_workers_that_share_model_dir():
+  documents = _rayjob_documents()
+  job, claim = documents['RayJob'], documents['PersistentVolumeClaim']
+  assert (job['apiVersion'], job['kind']) == ('ray.io/v1', 'RayJob')
+  command = _rayjob_command()
+  assert command[:3] == ['python', '-m', 'tfpipeline.train']
+  args = _flags(command[3:])
+  assert (args['launcher'], args['ray_address']) == ('ray', 'auto')
+  cluster = job['spec']['rayClusterSpec']
+  # The image's Ray (requirements.txt's pin) is the cluster's.
+  assert f"ray=={cluster['rayVersion']}" in (
+      REPO / 'requirements.txt').read_text().splitlines()
+  head = cluster['headGroupSpec']
+  [workers] = cluster['workerGroupSpecs']
+  assert head['rayStartParams']['num-cpus'] == '0'  # No worker on the head.
+  assert workers['replicas'] == int(args['num_workers'])
+  [worker] = workers['template']['spec']['containers']
+  # One Ray Train worker a pod: each asks for all of a pod's CPUs.
+  assert args['resources_per_worker'] == (
+      f"CPU={worker['resources']['limits']['cpu']}")
+  for template in (head['template'], workers['template']):
+    [container] = template['spec']['containers']
+    assert container['image'] == 'IMAGE'
+    [mount] = [m for m in container['volumeMounts']
+               if args['model_dir'].startswith(m['mountPath'] + '/')]
+    [volume] = [v for v in template['spec']['volumes']
+                if v['name'] == mount['name']]
+    assert volume['persistentVolumeClaim']['claimName'] == (
+        claim['metadata']['name'])
+  assert claim['spec']['accessModes'] == ['ReadWriteMany']
+
+
 def test_dockerfile_installs_the_package_at_its_pinned_versions():
   lines = [line for line in (RECIPES / 'Dockerfile').read_text().splitlines()
            if line and not line.startswith('#')]
@@ -191,7 +239,10 @@ def test_dockerfile_installs_the_package_at_its_pinned_versions():
   assert {'requirements.txt', 'setup.cfg', 'pyproject.toml', 'README.md',
           'tfpipeline/', 'experiments/'} <= copied
   [install] = [line for line in lines if 'pip install' in line]
-  assert re.search(r'pip install -c requirements\.txt \.( |$)', install)
+  # The package, with the extras of --build-arg EXTRAS (none by default).
+  assert 'ARG EXTRAS=""' in lines
+  assert re.search(r'pip install -c requirements\.txt "\.\$\{EXTRAS\}"( |$)',
+                   install)
   assert lines[-1] == 'ENTRYPOINT ["python", "-m", "tfpipeline.train"]'
 
 

@@ -25,6 +25,11 @@ class CheckpointError(RuntimeError):
   code 1."""
 
 
+class WorkersFailed(RuntimeError):
+  """A launcher's workers failed beyond its retries, not by bad input or
+  preemption. Exit code 1."""
+
+
 class Interrupted(BaseException):
   """SIGTERM or SIGINT outside the training loop (start-up, data loading,
   export, report), where there is nothing to save: the same command starts

@@ -63,13 +63,7 @@ def run(config=None, model_dir='/tmp/tfpipeline', *, strategy='auto',
     UserError: bad config, data, strategy or model_dir; nothing was written.
     Preempted: stopped by a signal after saving a checkpoint.
   """
-  if config is None or isinstance(config, str):
-    config = config_lib.load(config)
-  if backend is not None:
-    config = config.copy_and_resolve_references()
-    config.train.backend = backend
-  config = config_lib.validate(config)
-  engines.check(engine, config)
+  config = checked_config(config, backend=backend, engine=engine)
   backend_lib.select(config.train.backend)
   if config.train.backend == 'jax' and strategy == 'multi_worker':
     # Which host is the chief is known once the JAX cluster is joined.
@@ -82,9 +76,8 @@ def run(config=None, model_dir='/tmp/tfpipeline', *, strategy='auto',
   model_dir = pathlib.Path(model_dir)
   meter = None
   if chief:
-    _check_model_dir(model_dir)
+    check_chief_inputs(config, model_dir)
     from tfpipeline.report import compute  # pylint: disable=g-import-not-at-top
-    compute.grid_intensity(config.report)  # A bad country is bad input.
     meter = compute.EnergyMeter(config.report)  # The run's time and energy.
   try:
     run_context = _prepared(config, model_dir, strategy, tpu=tpu,
@@ -102,6 +95,35 @@ def run(config=None, model_dir='/tmp/tfpipeline', *, strategy='auto',
   finally:
     if meter:
       meter.stop()  # Also on errors: codecarbon's tracker has a thread.
+
+
+def checked_config(config, *, backend: str | None, engine: str):
+  """`run`'s config (a ConfigDict, an experiment name or path, None),
+  loaded, on `backend` if given, validated and accepted by `engine`.
+
+  Raises:
+    UserError: a bad config, backend or engine.
+  """
+  if config is None or isinstance(config, str):
+    config = config_lib.load(config)
+  if backend is not None:
+    config = config.copy_and_resolve_references()
+    config.train.backend = backend
+  config = config_lib.validate(config)
+  engines.check(engine, config)
+  return config
+
+
+def check_chief_inputs(config, model_dir: pathlib.Path) -> None:
+  """What the chief checks before it writes: `model_dir` is new, empty or
+  a run's; the report's grid settings are known.
+
+  Raises:
+    UserError: either is not.
+  """
+  _check_model_dir(model_dir)
+  from tfpipeline.report import compute  # pylint: disable=g-import-not-at-top
+  compute.grid_intensity(config.report)  # A bad country is bad input.
 
 
 def _prepared(config, model_dir: pathlib.Path, strategy, *, tpu: str,
@@ -380,6 +402,15 @@ def _check_batch(config, train_rows: int, replicas: int, *,
     raise UserError(f'data: {train_rows} training rows are fewer than one '
                     f'batch (train.global_batch_size={batch}); lower '
                     f'--config.train.global_batch_size or add rows')
+  check_batch_split(config, replicas,
+                    per_replica_multiple=per_replica_multiple)
+
+
+def check_batch_split(config, replicas: int, *,
+                      per_replica_multiple: int = 1) -> None:
+  """Raises UserError unless the global batch splits evenly over
+  `replicas` (TPUs: `per_replica_multiple` 8 per core)."""
+  batch = config.train.global_batch_size
   multiple = replicas * per_replica_multiple
   if batch % multiple:
     per_core = (f' ({per_replica_multiple} per TPU core)'

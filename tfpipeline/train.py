@@ -17,6 +17,7 @@ stopped by SIGTERM/SIGINT at any moment (in training: checkpoint saved;
 rerun the same command); 1 any other failure.
 """
 
+import pathlib
 import re
 import sys
 
@@ -32,6 +33,7 @@ from tfpipeline import errors
 from tfpipeline.errors import CheckpointError
 from tfpipeline.errors import Preempted
 from tfpipeline.errors import UserError
+from tfpipeline.errors import WorkersFailed
 
 # No default here: ml_collections would parse it, overrides included, while
 # the flag is defined, where a bad override cannot be reported cleanly.
@@ -76,6 +78,32 @@ _BACKEND = flags.DEFINE_enum(
     'jax: the own loop as jitted JAX programs, the path TPUs (TPU VMs, Colab '
     "TPUs) and GPU images with JAX take; needs pip install 'tfpipeline[jax]'."
     ' tf.data feeds both. A run resumes on the backend it started on.')
+_LAUNCHER = flags.DEFINE_enum(
+    'launcher', 'local', ['local', 'ray'],
+    "local: this process runs (one worker of) the run. ray: Ray Train starts "
+    '--num_workers workers running this command with '
+    '--strategy=multi_worker (TF_CONFIG set by Ray, worker 0 the chief), '
+    'restarts them from the newest checkpoint when one fails '
+    "(--max_failures); needs pip install 'tfpipeline[ray]'. See README, "
+    '"More than one machine".')
+_NUM_WORKERS = flags.DEFINE_integer(
+    'num_workers', 2, 'With --launcher=ray: training processes (one a '
+    'machine, or a GPU).', lower_bound=1)
+_RAY_ADDRESS = flags.DEFINE_string(
+    'ray_address', None, 'With --launcher=ray: the Ray cluster to join '
+    "('auto': the one this machine belongs to, or host:port). Default: a "
+    'local cluster on this machine for this run, with no dashboard or job '
+    'API and a token generated for it.')
+_RESOURCES_PER_WORKER = flags.DEFINE_string(
+    'resources_per_worker', None, 'With --launcher=ray: Ray resources of '
+    'each worker, a JSON object or a list like CPU=4,GPU=1. Default: CPU=1.')
+_MAX_FAILURES = flags.DEFINE_integer(
+    'max_failures', 0, 'With --launcher=ray: how many failed attempts (a '
+    'worker killed or lost, or preempted: exit 3) Ray retries, restarting '
+    'every worker from the newest checkpoint; -1: without end.',
+    lower_bound=-1)
+_LAUNCHER_FLAGS = ('launcher', 'num_workers', 'ray_address',
+                   'resources_per_worker', 'max_failures')
 _ENGINE = flags.DEFINE_enum(
     'engine', 'tfpipeline', list(engines.NAMES),
     "Training engine: tfpipeline's XLA multi-step loop, or Keras model.fit "
@@ -130,20 +158,55 @@ def main(argv: list[str]) -> None:
     _exit_bad_input(f'unexpected arguments {argv[1:]}; flags look like '
                     f'--name=value')
   console.quiet()
-  from tfpipeline.runner import run  # pylint: disable=g-import-not-at-top
   try:
-    run(_CONFIG.value, _MODEL_DIR.value, strategy=_STRATEGY.value,
-        tpu=_TPU.value, cpu_devices=_CPU_DEVICES.value, engine=_ENGINE.value,
-        backend=_BACKEND.value,
-        allow_config_change=_ALLOW_CONFIG_CHANGE.value)
+    if _LAUNCHER.value == 'ray':
+      _launch_on_ray()
+    else:
+      _run_here()
   except UserError as e:
     _exit_bad_input(str(e))
   except Preempted as e:
     console.last_line(f'preempted: {e}')
     sys.exit(3)
-  except (FloatingPointError, CheckpointError) as e:
+  except (FloatingPointError, CheckpointError, WorkersFailed) as e:
     console.last_line(f'error: {e}')
     sys.exit(1)
+
+
+def _run_here() -> None:
+  """This process runs the run (or, with TF_CONFIG, one of its workers)."""
+  for name in _LAUNCHER_FLAGS[1:]:
+    if flags.FLAGS[name].present:
+      raise UserError(f'--{name} needs --launcher=ray')
+  from tfpipeline.runner import run  # pylint: disable=g-import-not-at-top
+  run(_CONFIG.value, _MODEL_DIR.value, strategy=_STRATEGY.value,
+      tpu=_TPU.value, cpu_devices=_CPU_DEVICES.value, engine=_ENGINE.value,
+      backend=_BACKEND.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value)
+
+
+def _launch_on_ray() -> None:
+  """Checks what a worker's chief would check, then runs the command on
+  Ray's workers (ray_launcher)."""
+  from tfpipeline import ray_launcher  # pylint: disable=g-import-not-at-top
+  from tfpipeline import runner  # pylint: disable=g-import-not-at-top
+  if _STRATEGY.value not in ('auto', 'multi_worker'):
+    raise UserError(f'--strategy={_STRATEGY.value}: with --launcher=ray '
+                    f'every worker runs --strategy=multi_worker; drop '
+                    f'--strategy')
+  ray_launcher.check_installed()
+  cluster = ray_launcher.Cluster(
+      _NUM_WORKERS.value, _RAY_ADDRESS.value,
+      _RESOURCES_PER_WORKER.value and ray_launcher.parse_resources(
+          _RESOURCES_PER_WORKER.value), _MAX_FAILURES.value)
+  config = runner.checked_config(_CONFIG.value, backend=_BACKEND.value,
+                                 engine=_ENGINE.value)
+  # Each worker has at least one replica (JAX on CPUs: --cpu_devices).
+  runner.check_batch_split(config, cluster.num_workers * (
+      _CPU_DEVICES.value if config.train.backend == 'jax' else 1))
+  runner.check_chief_inputs(config, pathlib.Path(_MODEL_DIR.value))
+  ray_launcher.launch(
+      ray_launcher.worker_argv(sys.argv[1:], _LAUNCHER_FLAGS),
+      _MODEL_DIR.value, cluster)
 
 
 def cli() -> None:

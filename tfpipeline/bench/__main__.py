@@ -13,13 +13,15 @@ invocation, and prints a table per group (and writes JSON):
     python -m tfpipeline.bench --cases=small_run --small_run_rounds=5
     python -m tfpipeline.bench --cases=input_jpeg32,input_jpeg224,rss
     python -m tfpipeline.bench --cases=table_read
+    python -m tfpipeline.bench --cases=ray_launch   # pip install -e '.[ray]'
 
 The training cases (own loop against Keras fit, on each of `--backends`)
 are `training`'s; the input
 and memory cases `input_pipeline`'s; `table_read` (a 1M-row table read from
 CSV, CSV.gz and Parquet, and converted to and read from its memory-mapped
 cache) `table_reading`'; `report_overhead` and `small_run` (whole default runs)
-`runs`'.
+`runs`'; `ray_launch` (--launcher=ray against workers started by hand)
+`ray_launch`'s.
 """
 
 import json
@@ -33,6 +35,7 @@ from absl import flags
 
 from tfpipeline import backend
 from tfpipeline.bench import input_pipeline
+from tfpipeline.bench import ray_launch
 from tfpipeline.bench import runs
 from tfpipeline.bench import table_reading
 from tfpipeline.bench import training
@@ -56,6 +59,9 @@ _REPORT_RUNS = flags.DEFINE_integer(
 _SMALL_RUN_ROUNDS = flags.DEFINE_integer(
     'small_run_rounds', 5, 'small_run: rounds of (default run, plain fit '
     'script, default run timed by phase).', lower_bound=1)
+_RAY_LAUNCH_ROUNDS = flags.DEFINE_integer(
+    'ray_launch_rounds', 2, 'ray_launch: rounds of (two workers started by '
+    'hand, --launcher=ray).', lower_bound=1)
 _OUT = flags.DEFINE_string('out', 'bench.json', 'Where to write the JSON.')
 _BENCH_DATA_DIR = flags.DEFINE_string(
     'bench_data_dir', '/tmp/tfpipeline-bench-data', 'Where the image '
@@ -65,7 +71,9 @@ _WORKER = flags.DEFINE_string('worker', None, 'Internal: run one setting '
                               '(JSON) in this process and print its result.')
 
 KNOWN = (*training.CASES, *input_pipeline.CASES, table_reading.TABLE_READ,
-         runs.REPORT_OVERHEAD, runs.SMALL_RUN)
+         runs.REPORT_OVERHEAD, runs.SMALL_RUN, ray_launch.RAY_LAUNCH)
+# Run only when named: rss needs about 6 GB, ray_launch the extra "ray".
+_NAMED_ONLY = (input_pipeline.RSS, ray_launch.RAY_LAUNCH)
 
 
 def _worker(setting: dict) -> dict:
@@ -102,7 +110,7 @@ def main(argv):
   if _WORKER.value:
     print(json.dumps(_worker(json.loads(_WORKER.value))))
     return
-  names = _CASES.value or [n for n in KNOWN if n != input_pipeline.RSS]
+  names = _CASES.value or [n for n in KNOWN if n not in _NAMED_ONLY]
   unknown = sorted(set(names) - set(KNOWN))
   if unknown:
     _usage_error(f'--cases: unknown {", ".join(unknown)}; choose from '
@@ -145,6 +153,10 @@ def main(argv):
     small = runs.small_run(_SMALL_RUN_ROUNDS.value)
     results.append(small)
     runs.print_small_run(small)
+  if ray_launch.RAY_LAUNCH in names:
+    launched = ray_launch.ray_launch(_RAY_LAUNCH_ROUNDS.value)
+    results.append(launched)
+    ray_launch.print_ray_launch(launched)
   with open(_OUT.value, 'w', encoding='utf-8') as f:
     json.dump({'machine': _machine(), 'results': results}, f, indent=2)
   print(f'wrote {_OUT.value}')

@@ -36,7 +36,7 @@ class TfEngine(engine.Engine):
     self._checkpoints = checkpointing.Checkpoints(
         run.output_dir / 'checkpoints', model, self.optimizer,
         keep=config.train.keep_checkpoints, restore_from=restore_from)
-    self.start_step = self._step = self._checkpoints.restore()
+    self.start_step = self.restore()
     self.dp = dp_sgd.DpSgd.for_run(run)
 
   @classmethod
@@ -83,6 +83,8 @@ class TfEngine(engine.Engine):
 
   def restore(self) -> int:
     self._step = self._checkpoints.restore()
+    _check_workers_agree(self.run.strategy, self._step,
+                         self.run.model_dir / 'checkpoints')
     return self._step
 
   def has_checkpoint(self) -> bool:
@@ -108,6 +110,23 @@ class TfEngine(engine.Engine):
         self.model, config.loss,
         batch_size=max(config.train.global_batch_size, 256),
         jit_compile=config.train.jit_compile, strategy=self.run.strategy)
+
+
+def _check_workers_agree(strategy, step: int, directory: pathlib.Path) -> None:
+  """Raises UserError unless every worker of a multi-worker run restored
+  the same step: a worker that does not see the chief's checkpoints would
+  otherwise train from another state."""
+  if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    return
+  steps = strategy.gather(
+      strategy.experimental_distribute_values_from_function(
+          lambda _: tf.constant([step], tf.int64)), axis=0).numpy().tolist()
+  if len(set(steps)) > 1:
+    raise UserError(
+        f'the workers of this run restored different steps from {directory} '
+        f'({", ".join(f"replica {i}: {s}" for i, s in enumerate(steps))}): '
+        f'--model_dir must be storage every worker sees (NFS, a mounted '
+        f'bucket)')
 
 
 def finite_weights(model) -> tf.Tensor:
