@@ -2,8 +2,9 @@
 
 The driver (`launch`) checks what it can before any Ray cluster starts,
 then starts a local cluster (no address) or joins one (`auto`, an
-address), and runs Ray Train's `TensorflowTrainer` over N workers. Ray
-sets TF_CONFIG on each; each worker runs the same command a hand-started
+address), and runs Ray Train's `DataParallelTrainer` over N workers, with a
+backend that sets TF_CONFIG on each as Ray's `TensorflowTrainer` does
+(without importing TensorFlow into Ray's processes); each worker runs the same command a hand-started
 worker runs, `python -m tfpipeline.train ... --strategy=multi_worker`, as a
 child process (worker 0, Ray's rank 0, is the chief). A child, not
 `tfpipeline.run` in the Ray worker: Ray runs the training function in a
