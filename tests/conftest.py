@@ -120,11 +120,10 @@ def start_cli(*args: str) -> subprocess.Popen:
 
 
 def start_workers(count: int, *args: str,
-                  prefix=lambda index: []) -> list[subprocess.Popen]:
+                  cwd=lambda index: REPO) -> list[subprocess.Popen]:
   """Starts a cluster of `count` processes of `python -m tfpipeline.train
-  ARGS` on 127.0.0.1 (TF_CONFIG; worker 0 is the chief), chief first;
-  stderr is piped. `prefix(index)`: the command line that worker's command
-  runs under (`unshare ...`), if any."""
+  ARGS` on 127.0.0.1 (TF_CONFIG; worker 0 is the chief), chief first, each
+  in its working directory `cwd(index)`; stderr is piped."""
   sockets = [socket.socket() for _ in range(count)]
   for s in sockets:
     s.bind(('127.0.0.1', 0))
@@ -132,8 +131,7 @@ def start_workers(count: int, *args: str,
   for s in sockets:
     s.close()
   return [subprocess.Popen(
-      [*prefix(index), sys.executable, '-m', 'tfpipeline.train', *args],
-      cwd=REPO,
+      [sys.executable, '-m', 'tfpipeline.train', *args], cwd=cwd(index),
       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
       env={**os.environ, 'PYTHONPATH': str(REPO), 'TF_CONFIG': json.dumps(
           {'cluster': {'worker': workers},

@@ -65,7 +65,8 @@ def uninterrupted(tmp_path_factory):
 
 
 @pytest.mark.parametrize('strategy', sorted(STRATEGIES))
-@pytest.mark.parametrize('records', [3, 22, 47])
+# Early (one checkpoint saved) and late: a kill between is the same case.
+@pytest.mark.parametrize('records', [3, 47])
 def test_sigkill_then_rerun_is_bit_identical(tmp_path, uninterrupted,
                                              strategy, records):
   reference = uninterrupted(strategy)

@@ -114,12 +114,15 @@ def test_energy_counts_the_devices_used_and_tpu_chips(monkeypatch):
   assert compute.devices(_Strategy('TPU', 8))['count'] == 8
 
 
-def _jax_devices(platform, device_kind, count):
-  """A `JaxDevices` over `count` stand-ins for JAX devices."""
+def _jax_devices(platform, device_kind, count, hosts=1):
+  """A `JaxDevices` over `count` stand-ins for JAX devices, spread evenly
+  over `hosts` processes, this process (JAX's process 0) the first."""
   devices = jax_devices.JaxDevices.__new__(jax_devices.JaxDevices)
   devices.platform = platform
   devices.mesh = types.SimpleNamespace(devices=np.array(
-      [types.SimpleNamespace(device_kind=device_kind)] * count))
+      [types.SimpleNamespace(device_kind=device_kind,
+                             process_index=i * hosts // count)
+       for i in range(count)]))
   return devices
 
 
@@ -129,6 +132,10 @@ def test_jax_devices_are_named_by_their_device_kind(monkeypatch):
                                'workers')} == {
       'kind': 'GPU', 'model': 'NVIDIA H100 80GB HBM3', 'count': 2,
       'replicas': 2, 'workers': 1}
+  two_hosts = compute.devices(_jax_devices('gpu', 'NVIDIA H100 80GB HBM3', 8,
+                                           hosts=2))
+  assert {k: two_hosts[k] for k in ('count', 'replicas', 'workers')} == {
+      'count': 4, 'replicas': 8, 'workers': 2}
   monkeypatch.setenv('TPU_ACCELERATOR_TYPE', 'v3-8')
   tpu = compute.devices(_jax_devices('tpu', 'TPU v3', 8))  # 8 cores, 4 chips
   assert (tpu['model'], tpu['count'], tpu['replicas']) == ('TPU v3', 4, 8)

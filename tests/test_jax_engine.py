@@ -159,22 +159,11 @@ def test_several_hosts_need_a_cluster(tmp_path, monkeypatch):
   assert not (tmp_path / 'run').exists()
 
 
-def test_sigkill_then_rerun_is_bit_identical(tmp_path, jax_run):
-  model_dir = tmp_path / 'run'
-  returncode, _ = signal_after(
-      start_cli(f'--model_dir={model_dir}', *RUN), model_dir, 22,
-      signal.SIGKILL)
-  assert returncode == -signal.SIGKILL
-  assert not (model_dir / 'model.keras').exists()
-  result = run_cli(f'--model_dir={model_dir}', *RUN)
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert 'resuming from the checkpoint at step' in result.stderr
-  assert_weights_close(_weights(model_dir), _weights(jax_run))
-  steps = [record['step'] for record in read_jsonl(model_dir / 'metrics.jsonl')]
-  assert steps == sorted(set(steps)) and steps[-1] == LAST_STEP
-
-
-def test_sigterm_saves_exits_3_and_resumes(tmp_path, jax_run):
+def test_sigterm_saves_and_sigkill_then_reruns_are_bit_identical(tmp_path,
+                                                                jax_run):
+  """SIGTERM saves and exits 3; its rerun resumes there and is killed
+  (SIGKILL) later; the last rerun ends bit-identical to the uninterrupted
+  run, one metrics record per step."""
   model_dir = tmp_path / 'run'
   returncode, stderr = signal_after(
       start_cli(f'--model_dir={model_dir}', *RUN), model_dir, 12,
@@ -185,10 +174,18 @@ def test_sigterm_saves_exits_3_and_resumes(tmp_path, jax_run):
   saved = int(last_line.split('at step ')[1].split(':')[0])
   assert saved in [int(path.name)
                    for path in (model_dir / 'checkpoints').iterdir()]
+  returncode, stderr = signal_after(
+      start_cli(f'--model_dir={model_dir}', *RUN), model_dir, 35,
+      signal.SIGKILL)
+  assert returncode == -signal.SIGKILL
+  assert f'resuming from the checkpoint at step {saved}' in stderr
+  assert not (model_dir / 'model.keras').exists()
   result = run_cli(f'--model_dir={model_dir}', *RUN)
   assert result.returncode == 0, result.stderr[-3000:]
-  assert f'resuming from the checkpoint at step {saved}' in result.stderr
+  assert 'resuming from the checkpoint at step' in result.stderr
   assert_weights_close(_weights(model_dir), _weights(jax_run))
+  steps = [record['step'] for record in read_jsonl(model_dir / 'metrics.jsonl')]
+  assert steps == sorted(set(steps)) and steps[-1] == LAST_STEP
 
 
 def test_keeps_the_newest_checkpoints_and_skips_a_corrupt_one(tmp_path,

@@ -131,9 +131,9 @@ def test_csv_experiment_with_keras_fit_engine(tmp_path, regression_csv):
       "  c.data.features = ('a', 'b')\n"
       "  c.data.label = 'y'\n"
       "  c.data.group = 'group'\n"
-      '  c.train.epochs = 40\n'
+      '  c.train.epochs = 12\n'
       '  c.train.global_batch_size = 16\n'
-      '  c.optimizer.learning_rate = 0.01\n'
+      '  c.optimizer.learning_rate = 0.05\n'
       '  return c\n')
   for engine in ('tfpipeline', 'keras_fit'):
     model_dir = tmp_path / engine
@@ -142,7 +142,7 @@ def test_csv_experiment_with_keras_fit_engine(tmp_path, regression_csv):
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((model_dir / 'metrics.json').read_text())
     assert metrics['r2'] > 0.95, (engine, metrics)
-    assert len(read_jsonl(model_dir / 'metrics.jsonl')) == 40
+    assert len(read_jsonl(model_dir / 'metrics.jsonl')) == 12
 
 
 def test_npz_source_and_flagfile(tmp_path):
