@@ -57,7 +57,7 @@ class JaxDevices:
 
   @property
   def devices(self) -> list:
-    """This process's devices (all of them, but on several hosts)."""
+    """This process's devices (on one host, all of the mesh's)."""
     return [device for device in self.mesh.devices.flat
             if device.process_index == self.process_index]
 
