@@ -2,7 +2,11 @@
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 
+from conftest import REPO
 from tfpipeline import integrity
 
 
@@ -46,3 +50,27 @@ def test_audit_log_chain_and_manifest_hash_catch_edits(tmp_path):
   problems = integrity.verify(tmp_path)[1]
   assert problems == [problems[0]] and problems[0].startswith(
       'changed: MANIFEST.json')
+
+
+_APPEND = '''
+import pathlib, sys
+from tfpipeline import integrity
+for i in range(int(sys.argv[3])):
+  integrity.append_audit(pathlib.Path(sys.argv[1]), {'writer': sys.argv[2],
+                                                     'i': i})
+'''
+
+
+def test_audit_appends_from_processes_at_once_keep_the_chain(tmp_path):
+  """Under --launcher=ray, Ray's controller and the chief append to one
+  audit log, possibly at the same moment."""
+  writers = [subprocess.Popen(
+      [sys.executable, '-c', _APPEND, str(tmp_path), str(writer), '150'],
+      cwd=REPO, env={**os.environ, 'PYTHONPATH': str(REPO)})
+             for writer in range(4)]
+  assert [writer.wait(timeout=120) for writer in writers] == [0] * 4
+  lines = (tmp_path / integrity.AUDIT_LOG).read_text().splitlines()
+  assert len(lines) == 600
+  previous = [integrity._GENESIS] + [integrity.sha256_text(line)
+                                     for line in lines[:-1]]
+  assert [json.loads(line)['previous_sha256'] for line in lines] == previous

@@ -10,6 +10,7 @@ file can rewrite these too: record the manifest hash the run prints
 somewhere else (a registry, a signed tag) for stronger guarantees.
 """
 
+import fcntl
 import hashlib
 import json
 import os
@@ -103,13 +104,17 @@ def _listed(manifest_text: str) -> dict[str, str]:
 
 
 def append_audit(model_dir: pathlib.Path, entry: dict) -> None:
-  """Appends one chained line to the audit log (flushed and synced)."""
+  """Appends one chained line to the audit log (flushed and synced), under
+  an exclusive lock: processes appending at once (under --launcher=ray,
+  Ray's controller and the chief) each chain to the line before theirs."""
   path = model_dir / AUDIT_LOG
-  lines = path.read_text().splitlines() if path.exists() else []
-  previous = sha256_text(lines[-1]) if lines else _GENESIS
-  line = json.dumps({**entry, 'previous_sha256': previous}, sort_keys=True)
-  with open(path, 'a', encoding='utf-8') as f:
-    f.write(line + '\n')
+  with open(path, 'a+', encoding='utf-8') as f:
+    fcntl.flock(f, fcntl.LOCK_EX)  # Released when the file is closed.
+    f.seek(0)
+    lines = f.read().splitlines()
+    previous = sha256_text(lines[-1]) if lines else _GENESIS
+    f.write(json.dumps({**entry, 'previous_sha256': previous},
+                       sort_keys=True) + '\n')
     f.flush()
     os.fsync(f.fileno())
 
