@@ -20,6 +20,8 @@ def test_colab_notebook_runs_on_cpu(tmp_path, monkeypatch, backend):
   monkeypatch.setenv('TFDS_DATA_DIR', str(tmp_path / 'tfds'))
   monkeypatch.setenv('PYTHONPATH', str(REPO))
   monkeypatch.setenv('TFPIPELINE_BACKEND', backend)
+  # The notebook keeps its runs in a mkdtemp directory off Colab: here.
+  monkeypatch.setenv('TMPDIR', str(tmp_path))
   notebook = nbformat.read(REPO / 'experiments' / 'colab_tpu.ipynb',
                            as_version=4)
   nbclient.NotebookClient(notebook, timeout=600, kernel_name='python3',
@@ -39,6 +41,8 @@ def test_colab_notebook_runs_on_cpu(tmp_path, monkeypatch, backend):
                    r'completeness error [0-4]\.\d\d%', text)
   assert 'MFU: unknown peak: CPUs have no datasheet peak here' in text
   assert 'most influential features:' in text and 'CO2e' in text
+  runs = list(tmp_path.glob('tfpipeline-notebook-*'))
+  assert len(runs) == 1 and (runs[0] / 'digits_cnn' / 'model.keras').is_file()
   assert text.count('files in') == 3 and 'match MANIFEST.json' in text
   # diabetes: loss, groups, attributions; digits: class maps, examples;
   # the curves.
