@@ -139,17 +139,25 @@ def start_workers(count: int, *args: str,
           for index in range(count)]
 
 
-def signal_after(process: subprocess.Popen, model_dir: pathlib.Path,
-                 records: int, signum: int) -> tuple[int, str]:
-  """Sends `signum` once the run's metrics.jsonl holds `records` lines;
-  returns the process's exit code and stderr."""
+def wait_for_records(process: subprocess.Popen, model_dir: pathlib.Path,
+                     records: int) -> bool:
+  """Waits until the run's metrics.jsonl holds `records` lines; False if
+  the process ended first."""
   log = model_dir / 'metrics.jsonl'
   deadline = time.monotonic() + 300
   while time.monotonic() < deadline and process.poll() is None:
     if log.exists() and len(log.read_text().splitlines()) >= records:
-      process.send_signal(signum)
-      break
+      return True
     time.sleep(0.02)
+  return False
+
+
+def signal_after(process: subprocess.Popen, model_dir: pathlib.Path,
+                 records: int, signum: int) -> tuple[int, str]:
+  """Sends `signum` once the run's metrics.jsonl holds `records` lines;
+  returns the process's exit code and stderr."""
+  if wait_for_records(process, model_dir, records):
+    process.send_signal(signum)
   _, stderr = process.communicate(timeout=300)
   return process.returncode, stderr
 

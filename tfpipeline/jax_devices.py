@@ -108,11 +108,18 @@ class JaxDevices:
 class _ClusterPreemptionWatch:
   """Stops every host of a run at the first loop end after any one of them
   is signalled (JAX's preemption service, started by `jax.distributed`,
-  takes SIGTERM). The service agrees on the next sync point as one past the
-  latest it was shown, so it is shown consecutive loop counts, not steps."""
+  takes SIGTERM).
+
+  The service sets the sync point one past the largest step any host has
+  shown it, and answers True for that step only; Orbax also shows it each
+  saved step. So each loop end shows every step since the last one, as a
+  loop that checks each step would: the sync point is then a step every
+  host shows at its next loop end. (Shown loop counts instead, the sync
+  point became Orbax's step + 1, which no loop count reaches: the run went
+  on to its end.)"""
 
   def __init__(self):
-    self._loops = 0
+    self._shown = None  # The last step shown to the service.
 
   def __enter__(self):
     return self
@@ -122,8 +129,10 @@ class _ClusterPreemptionWatch:
 
   def check(self, save, step: int) -> None:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    self._loops += 1
-    if multihost_utils.reached_preemption_sync_point(self._loops):
+    first = step if self._shown is None else self._shown + 1
+    self._shown = step if self._shown is None else max(step, self._shown)
+    if any(multihost_utils.reached_preemption_sync_point(shown)
+           for shown in range(first, step + 1)):
       save(step)
       raise Preempted(f'a host was preempted at step {step}: checkpoint '
                       f'saved; rerun the same command to resume')
