@@ -488,3 +488,17 @@ def test_preemption_handler_restores_the_checkpoint_the_skip_chose(
                                 np.full((2, 1), 1.0))
   assert sorted(p.name for p in (tmp_path / 'corrupt').iterdir()) == [
       'ckpt-20.data-00000-of-00001', 'ckpt-20.index']
+
+
+def test_processes_that_restored_different_steps_are_refused(tmp_path):
+  from tfpipeline import checkpointing
+  from tfpipeline.errors import UserError
+  checkpointing.check_same_restored_step([600, 600], tmp_path,
+                                         processes='hosts', each='host')
+  with pytest.raises(UserError) as refused:
+    checkpointing.check_same_restored_step([600, 0], tmp_path,
+                                           processes='hosts', each='host')
+  assert str(refused.value) == (
+      f'the hosts of this run restored different steps from {tmp_path} '
+      f'(host 0: 600, host 1: 0): --model_dir must be storage every host '
+      f'sees (NFS, a mounted bucket)')

@@ -116,6 +116,19 @@ class Checkpoints:
           f'(earlier checkpoints are intact)') from None
 
 
+def check_same_restored_step(steps: list[int], directory: pathlib.Path, *,
+                             processes: str, each: str) -> None:
+  """Raises UserError unless every process of a run restored the same step
+  (`steps`, one per `each`: 'replica', 'host'): one that does not see the
+  chief's checkpoints would otherwise train from another state."""
+  if len(set(steps)) > 1:
+    restored = ', '.join(f'{each} {i}: {step}' for i, step in enumerate(steps))
+    raise UserError(
+        f'the {processes} of this run restored different steps from '
+        f'{directory} ({restored}): --model_dir must be storage every '
+        f'{processes[:-1]} sees (NFS, a mounted bucket)')
+
+
 def preemption_watch(strategy: tf.distribute.Strategy,
                      checkpoints: Checkpoints):
   """A context manager whose `check(save, step)` saves and stops if asked.

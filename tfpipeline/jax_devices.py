@@ -223,12 +223,6 @@ def join_cluster() -> None:
                jax.process_index(), jax.process_count())
 
 
-def is_chief() -> bool:
-  """Whether this process is the chief of its JAX cluster (process 0)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  return jax.process_index() == 0
-
-
 def is_tpu(devices: JaxDevices) -> bool:
   return devices.platform == 'tpu'
 

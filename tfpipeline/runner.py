@@ -70,7 +70,7 @@ def run(config=None, model_dir='/tmp/tfpipeline', *, strategy='auto',
     from tfpipeline import jax_devices  # pylint: disable=g-import-not-at-top
     strategy = jax_devices.create(strategy, tpu=tpu, cpu_devices=cpu_devices,
                                   deterministic=config.train.deterministic)
-    chief = jax_devices.is_chief()
+    chief = strategy.process_index == 0
   else:
     chief = cluster.is_chief()
   model_dir = pathlib.Path(model_dir)

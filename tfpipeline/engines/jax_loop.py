@@ -28,13 +28,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfpipeline import checkpointing
 from tfpipeline import dp_sgd
 from tfpipeline import dp_sgd_jax
 from tfpipeline import models
 from tfpipeline.data import pipeline
 from tfpipeline.engines import engine
 from tfpipeline.engines import orbax_checkpoints
-from tfpipeline.errors import UserError
 from tfpipeline.evaluation import Evaluator
 
 
@@ -275,17 +275,11 @@ def _finite(state: dict):
 
 
 def _check_hosts_agree(step: int, directory: pathlib.Path) -> None:
-  """Raises UserError unless every host restored the same step: a host
-  that does not see the chief's checkpoints would otherwise train from
-  another state."""
+  """`checkpointing.check_same_restored_step` over the run's hosts."""
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-  steps = multihost_utils.process_allgather(np.int64(step))
-  if len(set(steps.tolist())) > 1:
-    raise UserError(
-        f'the hosts of this run restored different steps from {directory} '
-        f'({", ".join(f"host {i}: {s}" for i, s in enumerate(steps))}): '
-        f'--model_dir must be storage every host sees (NFS, a mounted '
-        f'bucket)')
+  steps = multihost_utils.process_allgather(np.int64(step)).tolist()
+  checkpointing.check_same_restored_step(steps, directory, processes='hosts',
+                                         each='host')
 
 
 def _index_of(variable, variables) -> int:

@@ -113,20 +113,15 @@ class TfEngine(engine.Engine):
 
 
 def _check_workers_agree(strategy, step: int, directory: pathlib.Path) -> None:
-  """Raises UserError unless every worker of a multi-worker run restored
-  the same step: a worker that does not see the chief's checkpoints would
-  otherwise train from another state."""
+  """`checkpointing.check_same_restored_step` over a multi-worker run's
+  workers."""
   if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
     return
   steps = strategy.gather(
       strategy.experimental_distribute_values_from_function(
           lambda _: tf.constant([step], tf.int64)), axis=0).numpy().tolist()
-  if len(set(steps)) > 1:
-    raise UserError(
-        f'the workers of this run restored different steps from {directory} '
-        f'({", ".join(f"replica {i}: {s}" for i, s in enumerate(steps))}): '
-        f'--model_dir must be storage every worker sees (NFS, a mounted '
-        f'bucket)')
+  checkpointing.check_same_restored_step(steps, directory,
+                                         processes='workers', each='replica')
 
 
 def finite_weights(model) -> tf.Tensor:
