@@ -104,22 +104,28 @@ def test_unavailable_devices_are_bad_input(tmp_path, args, fragment):
   assert not model_dir.exists()
 
 
-@pytest.mark.parametrize('tf_config, fragment', [
+@pytest.mark.parametrize('tf_config, strategy, fragment', [
     ({'cluster': {'worker': []}, 'task': {'type': 'worker', 'index': 3}},
-     'TF_CONFIG is not usable'),
+     'multi_worker', 'TF_CONFIG is not usable'),
     # Vertex AI's evaluator pool: a task outside the cluster.
     ({'cluster': {'chief': ['cmle-training-workerpool0-ab-0:2222'],
                   'worker': ['cmle-training-workerpool1-ab-0:2222']},
       'environment': 'cloud', 'task': {'type': 'evaluator', 'index': 0}},
+     'multi_worker',
      """TF_CONFIG's task {"type": "evaluator", "index": 0}: tfpipeline runs """
      'no side-car evaluator'),
-], ids=['bad index', 'evaluator'])
+    # A cluster's task told to train alone (a TF_CONFIG left in the shell).
+    ({'cluster': {'worker': ['127.0.0.1:2222', '127.0.0.1:2223']},
+      'task': {'type': 'worker', 'index': 1}}, 'cpu',
+     'TF_CONFIG describes a cluster of 2 tasks, but --strategy=cpu trains on '
+     'this process alone: pass --strategy=multi_worker, or unset TF_CONFIG'),
+], ids=['bad index', 'evaluator', 'alone'])
 def test_bad_tf_config_is_bad_input(tmp_path, monkeypatch, tf_config,
-                                    fragment):
+                                    strategy, fragment):
   monkeypatch.setenv('TF_CONFIG', json.dumps(tf_config))
   model_dir = tmp_path / 'run'
   result = run_cli('--config=seed_keras_mlp', f'--model_dir={model_dir}',
-                   '--strategy=multi_worker')
+                   f'--strategy={strategy}')
   assert result.returncode == 2
   assert result.stderr.strip() == result.last_line
   assert result.last_line.startswith('error: ') and fragment in (

@@ -78,6 +78,20 @@ def check_multi_worker() -> None:
                     f'"chief", "index": i}} among them')
 
 
+def check_alone(strategy: str) -> None:
+  """Raises UserError if TF_CONFIG describes a cluster of several tasks while
+  `--strategy` trains on this process alone: each task would train the run
+  by itself, and all but one would write nothing."""
+  parsed = tf_config()
+  cluster = parsed.get('cluster') if parsed else None
+  tasks = sum(len(hosts) for hosts in cluster.values()
+              if isinstance(hosts, list)) if isinstance(cluster, dict) else 0
+  if tasks > 1:
+    raise UserError(f'TF_CONFIG describes a cluster of {tasks} tasks, but '
+                    f'--strategy={strategy} trains on this process alone: '
+                    f'pass --strategy=multi_worker, or unset TF_CONFIG')
+
+
 def _task(parsed: dict) -> tuple[str | None, int | None]:
   """TF_CONFIG's task as (type, index); None for a part that is missing or
   malformed (check_multi_worker says which)."""

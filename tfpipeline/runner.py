@@ -64,6 +64,8 @@ def run(config=None, model_dir='/tmp/tfpipeline', *, strategy='auto',
     Preempted: stopped by a signal after saving a checkpoint.
   """
   config = checked_config(config, backend=backend, engine=engine)
+  if isinstance(strategy, str) and strategy != 'multi_worker':
+    cluster.check_alone(strategy)
   backend_lib.select(config.train.backend)
   if config.train.backend == 'jax' and strategy == 'multi_worker':
     # Which host is the chief is known once the JAX cluster is joined.
