@@ -13,11 +13,13 @@ is removed: each backend draws its own masks. With `dp`, the steps are
 DP-SGD's with clipping at 0.5 and noise 1e-9: the backends draw different
 noise from one key, so only the clipping is compared.
 
-On JAX, XLA:CPU is asked for platform-independent arithmetic: by default
-its YNNPACK kernels may compute a float32 dot or convolution in a way that
-depends on the CPU. On one CI machine digits_cnn's weights after 50 steps
-were 1.3e-4 from TensorFlow's (1.5e-8 on the machine of BUILD_NOTES.md);
-what is compared here is the engines, not two CPUs' kernels.
+Both backends' kernels are asked for strict float32: on JAX, XLA:CPU's
+platform-independent arithmetic (by default its YNNPACK kernels may compute
+a float32 dot or convolution in a way that depends on the CPU), and oneDNN's
+strict math mode for TensorFlow (the default, unless the environment says
+otherwise). On one CI machine digits_cnn's weights after 50 steps were
+1.3e-4 from TensorFlow's (1.5e-8 on the machine of BUILD_NOTES.md); what is
+compared here is the engines, not two CPUs' kernels.
 """
 
 import os
@@ -25,6 +27,7 @@ import pathlib
 import sys
 import tempfile
 
+os.environ['ONEDNN_DEFAULT_FPMATH_MODE'] = 'STRICT'
 if os.environ.get('KERAS_BACKEND') == 'jax':
   os.environ['XLA_FLAGS'] = ' '.join((
       os.environ.get('XLA_FLAGS', ''),
