@@ -82,14 +82,3 @@ def parse(argv: list[str]) -> list[str]:
     raise UserError(f'unknown config key in a --config.KEY=VALUE override: '
                     f'{detail} (see README, "Config keys")') from None
 
-
-def overrides(argv: list[str]) -> list[str]:
-  """The `--config.KEY=VALUE` arguments of `argv` (the arguments after the
-  program, --flagfile expanded), each as one `--config.KEY=VALUE`."""
-  argv = flags.FLAGS.read_flags_from_files(argv, force_gnu=False)
-  found = []
-  for index, arg in enumerate(argv):
-    if re.match(r'--?config\.', arg):
-      found.append(arg.lstrip('-') if '=' in arg else
-                   f'{arg.lstrip("-")}={argv[index + 1]}')
-  return [f'--{arg}' for arg in found]
