@@ -193,8 +193,10 @@ def _check_sweep_dir(sweep_dir: pathlib.Path, plan: dict) -> None:
 def _tune(sweep_dir: pathlib.Path, config, dimensions: list):
   """Runs (or resumes) the sweep on Ray Tune; returns its trials' rows
   and whether it was interrupted."""
-  # Tune's own console (a configuration box, result tables) stays off.
+  # Tune's own console (a configuration box, result tables) stays off; a
+  # trial's heartbeats (sweep_trial) have no metric.
   os.environ.setdefault('RAY_AIR_NEW_OUTPUT', '0')
+  os.environ['TUNE_DISABLE_STRICT_METRIC_CHECKING'] = '1'
   from ray import tune  # pylint: disable=g-import-not-at-top
   from tfpipeline import sweep_trial  # pylint: disable=g-import-not-at-top
   argv = [f'--config={config_lib.experiment_path(_config_file()).resolve()}',
@@ -228,8 +230,7 @@ def _tune(sweep_dir: pathlib.Path, config, dimensions: list):
         run_config=tune.RunConfig(
             name=state.name, storage_path=str(sweep_dir), verbose=0,
             callbacks=[sweep_trial.Console(str(sweep_dir), _METRIC.value)],
-            checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=1,
-                                                    num_to_keep=1)))
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
   # Tune ends on SIGINT, saving its state and stopping the trials (whose
   # commands save their checkpoints): SIGTERM does the same.
   signal.signal(signal.SIGTERM,

@@ -26,6 +26,10 @@ from tfpipeline import sweep_summary
 
 # How often a trial looks for its child's next epoch record.
 _POLL_S = 0.2
+# A step with no new epoch returns after this long, without the metric (Tune
+# and ASHA pass it by), so that Tune's stop reaches `cleanup` at once: Tune
+# waits 5 s for a stopping trial, then kills its actor.
+_HEARTBEAT_S = 1.0
 # A result's key: the trial's command completed (Tune's own `done` is also
 # set on the last result of a trial ASHA stops).
 FINISHED = 'finished'
@@ -48,10 +52,12 @@ class TrialFailed(RuntimeError):
 
 class TrainCommand(tune.Trainable):
   """A Tune trainable whose step is the child's next epoch-end record of
-  metrics.jsonl; the last epoch's is reported once the child has exported
-  and reported (exit 0), so that ASHA's stop at max_t cannot cut that
-  short. Its Tune checkpoint is the last epoch reported: a restored trial
-  reports on from there while its child resumes from its own checkpoint."""
+  metrics.jsonl (or, after _HEARTBEAT_S without one, a result without the
+  metric); the last epoch's is reported once the child has exported and
+  reported (exit 0), so that ASHA's stop at max_t cannot cut that short.
+  Its Tune checkpoint, saved at each epoch, is the last epoch reported: a
+  restored trial reports on from there while its child resumes from its
+  own checkpoint."""
 
   def setup(self, config, *, sweep_dir: str, argv: list, cwd: str,
             epochs: int):
@@ -72,6 +78,7 @@ class TrainCommand(tune.Trainable):
       with open(self._log_path, 'a', encoding='utf-8') as log:
         self._child = ray_local.start_train(
             self._argv, cwd=self._cwd, dies_by=signal.SIGTERM, stderr=log)
+    heartbeat = time.monotonic() + _HEARTBEAT_S
     while True:
       exited = self._child.poll() is not None
       new = [r for r in sweep_summary.epoch_metrics(self._model_dir)
@@ -80,6 +87,8 @@ class TrainCommand(tune.Trainable):
         break
       if exited:
         raise TrialFailed(self._failure())
+      if time.monotonic() > heartbeat:
+        return {'epoch': self._reported, FINISHED: False}
       time.sleep(_POLL_S)
     record = new[0]
     done = record['epoch'] >= self._epochs
@@ -88,7 +97,7 @@ class TrainCommand(tune.Trainable):
     self._reported = record['epoch']
     return {**{k: v for k, v in record.items()
                if isinstance(v, (int, float)) and math.isfinite(v)},
-            FINISHED: done, 'done': done}
+            FINISHED: done, 'done': done, 'should_checkpoint': True}
 
   def _failure(self) -> str:
     lines = self._log_path.read_text().strip().splitlines()
@@ -127,6 +136,8 @@ class Console(tune.Callback):
 
   def on_trial_result(self, iteration, trials, trial, result, **info):
     del iteration, trials, info
+    if self._metric not in result:  # A heartbeat.
+      return
     logging.info('%s epoch %d  %s %.4g', trial_name(trial.trial_id),
                  result['epoch'], self._metric, result.get(self._metric,
                                                            math.nan))
