@@ -58,8 +58,9 @@ _SEARCH = flags.DEFINE_multi_string(
     'included) | choice(v1,v2,...) (Python literals), e.g. '
     '--search="optimizer.learning_rate=loguniform(1e-4,1e-1)" '
     '--search="model.hidden_units=choice((64,),(128,64))". Every trial '
-    'uses the config\'s train.seed unless train.seed is searched (which '
-    'also seeds the sampling).')
+    'trains with the config\'s train.seed unless train.seed is searched; '
+    'the draws are seeded by the config\'s train.seed, so the same command '
+    'draws the same trials.')
 _TRIALS = flags.DEFINE_integer('trials', 8, 'Trials (samples of the '
                                'search space).', lower_bound=1)
 _METRIC = flags.DEFINE_string(
@@ -128,8 +129,7 @@ def _checked_plan(config, dimensions: list) -> dict:
   Raises:
     UserError: a bad search spec, metric, ASHA setting or CPU count.
   """
-  overrides = config_flags.get_override_values(flags.FLAGS['config'])
-  overrides = config_lib.flatten(overrides)
+  overrides = _overrides()
   for dimension in dimensions:
     if dimension.key in overrides:
       raise UserError(f'--search={dimension.spec}: {dimension.key} is also '
@@ -178,16 +178,27 @@ def _check_sweep_dir(sweep_dir: pathlib.Path, plan: dict) -> None:
     was = json.loads(saved.read_text())
     for key in _PLAN_KEYS:
       if was.get(key) != plan[key]:
-        changed = (next(k for k, v in config_lib.flatten(plan[key]).items()
-                        if config_lib.flatten(was.get(key) or {}).get(k) != v)
-                   if key == 'config' else None)
-        what = f'config key {changed}' if changed else f'--{key}'
+        what = (f'config key {_first_difference(was.get(key), plan[key])}'
+                if key == 'config' else f'--{key}')
         raise UserError(f'{flag} holds a sweep with another {what}; rerun it '
                         f'with its own flags to resume it, or use a new '
                         f'--model_dir')
   elif sweep_dir.is_dir() and any(sweep_dir.iterdir()):
     raise UserError(f'{flag} holds files but no sweep (no sweep.json); give '
                     f'a new or empty directory')
+
+
+def _first_difference(was: dict | None, now: dict) -> str:
+  """The first key whose value differs between two configs (as dicts)."""
+  was, now = config_lib.flatten(was or {}), config_lib.flatten(now)
+  return next(key for key in sorted(set(was) | set(now))
+              if was.get(key) != now.get(key))
+
+
+def _overrides() -> dict:
+  """The --config.KEY=VALUE overrides given, {KEY: value}."""
+  return config_lib.flatten(config_flags.get_override_values(
+      flags.FLAGS['config']))
 
 
 def _tune(sweep_dir: pathlib.Path, config, dimensions: list):
@@ -200,9 +211,8 @@ def _tune(sweep_dir: pathlib.Path, config, dimensions: list):
   from ray import tune  # pylint: disable=g-import-not-at-top
   from tfpipeline import sweep_trial  # pylint: disable=g-import-not-at-top
   argv = [f'--config={config_lib.experiment_path(_config_file()).resolve()}',
-          *(search_space.as_flag(key, value) for key, value in
-            config_lib.flatten(config_flags.get_override_values(
-                flags.FLAGS['config'])).items())]
+          *(search_space.as_flag(key, value)
+            for key, value in _overrides().items())]
   trainable = tune.with_resources(
       tune.with_parameters(sweep_trial.TrainCommand, sweep_dir=str(sweep_dir),
                            argv=argv, cwd=os.getcwd(),
