@@ -51,7 +51,8 @@ def _check_own_flags(module_name: str, args) -> None:
     if not arg.startswith('-') or name not in FLAGS:
       continue
     owner = FLAGS.find_module_defining_flag(name) or ''
-    if owner.startswith('tfpipeline.') and owner != module_name:
+    if owner.startswith('tfpipeline.') and owner not in (
+        module_name, 'tfpipeline.config_flag'):  # Shared by the commands.
       raise ValueError(f'{arg} is a flag of {owner}, not of {module_name}')
 
 

@@ -41,7 +41,7 @@ def _training_processes(driver_pid: int) -> list:
   found = []
   for process in driver.children(recursive=True):
     try:
-      if 'tfpipeline.ray_launcher' in ' '.join(process.cmdline()):
+      if 'tfpipeline.ray_local' in ' '.join(process.cmdline()):
         found.append(process)
     except psutil.NoSuchProcess:
       pass

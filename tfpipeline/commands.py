@@ -31,16 +31,18 @@ def run(main) -> None:
   sys.exit(code)
 
 
-def run_absl(main) -> None:
+def run_absl(main, parse_flags=None) -> None:
   """`app.run(main)` for a command with absl flags: a bad flag or a
-  UserError exits 2 with one line, Interrupted (a signal) exits 3."""
+  UserError exits 2 with one line, Interrupted (a signal) exits 3.
+  `parse_flags(argv)` parses the flags (absl's parsing by default); it
+  may raise UserError."""
   from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
 
   def parse(argv: list[str]) -> list[str]:
     try:
-      return flags.FLAGS(argv)
-    except flags.Error as e:
+      return (parse_flags or flags.FLAGS)(argv)
+    except (flags.Error, UserError) as e:
       print(f'error: {first_line(e)}', file=sys.stderr)
       sys.exit(2)
 

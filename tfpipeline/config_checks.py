@@ -28,6 +28,16 @@ AUGMENT_OPS = ('random_flip', 'random_crop')
 ENERGY_METHODS = ('auto', 'codecarbon', 'estimate')
 
 
+def evaluation_metrics(loss: str, output_units: int) -> tuple[str, ...]:
+  """The metrics a run evaluates for the task `loss` implies, beside the
+  loss: each epoch's validation record has val_loss and val_NAME of each."""
+  if loss == 'binary_crossentropy':
+    return ('accuracy', 'auc')
+  if loss in ('categorical_crossentropy', 'sparse_categorical_crossentropy'):
+    return ('accuracy',)
+  return ('mae', 'rmse', 'r2') if output_units == 1 else ('mae', 'rmse')
+
+
 def check_sections(config) -> None:
   """Checks each section's table, then its cross-field rules, in order;
   `config` has every key of the embedded default."""

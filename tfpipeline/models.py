@@ -17,6 +17,7 @@ import re
 import keras
 import numpy as np
 
+from tfpipeline import config_checks
 from tfpipeline.data.sources import Split
 from tfpipeline.errors import UserError
 from tfpipeline.errors import first_line
@@ -221,15 +222,13 @@ def optimizer(optimizer_config,
 
 def metrics(loss: str, output_units: int) -> dict[str, keras.metrics.Metric]:
   """Evaluation metrics by name, for the task the loss implies."""
-  if loss == 'binary_crossentropy':
-    return {'accuracy': keras.metrics.BinaryAccuracy(),
-            'auc': keras.metrics.AUC()}
-  if loss == 'categorical_crossentropy':
-    return {'accuracy': keras.metrics.CategoricalAccuracy()}
-  if loss == 'sparse_categorical_crossentropy':
-    return {'accuracy': keras.metrics.SparseCategoricalAccuracy()}
-  result = {'mae': keras.metrics.MeanAbsoluteError(),
-            'rmse': keras.metrics.RootMeanSquaredError()}
-  if output_units == 1:
-    result['r2'] = keras.metrics.R2Score()
-  return result
+  accuracy = {'binary_crossentropy': keras.metrics.BinaryAccuracy,
+              'categorical_crossentropy': keras.metrics.CategoricalAccuracy,
+              'sparse_categorical_crossentropy':
+                  keras.metrics.SparseCategoricalAccuracy}.get(loss)
+  kinds = {'accuracy': accuracy, 'auc': keras.metrics.AUC,
+           'mae': keras.metrics.MeanAbsoluteError,
+           'rmse': keras.metrics.RootMeanSquaredError,
+           'r2': keras.metrics.R2Score}
+  return {name: kinds[name]() for name in
+          config_checks.evaluation_metrics(loss, output_units)}

@@ -27,31 +27,26 @@ workers; Ray prefixes each with its worker.
 import contextlib
 import dataclasses
 import json
-import logging as python_logging
 import math
 import os
 import pathlib
 import random
 import re
-import secrets
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 
 from absl import logging
 
+from tfpipeline import ray_local
 from tfpipeline.errors import Preempted
 from tfpipeline.errors import UserError
 from tfpipeline.errors import WorkersFailed
 from tfpipeline.errors import first_line
 
-_INSTALL = "pip install 'tfpipeline[ray]'"
 # An absl INFO line: I1205 02:22:16.208123 12345 file.py:12] ...
 _ABSL_INFO = re.compile(r'I\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\] ')
-_PR_SET_PDEATHSIG = 1
 
 
 def parse_resources(text: str) -> dict[str, float]:
@@ -72,13 +67,6 @@ def parse_resources(text: str) -> dict[str, float]:
     raise UserError(f'--resources_per_worker={text}: expected a JSON object '
                     f'or a list like CPU=2,GPU=1 of non-negative numbers')
   return resources
-
-
-def check_installed() -> None:
-  """Raises UserError unless Ray Train is importable."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  if importlib.util.find_spec('ray') is None:
-    raise UserError(f'--launcher=ray needs Ray: {_INSTALL}')
 
 
 def worker_argv(argv: list[str], launcher_flags: tuple[str, ...]) -> list[str]:
@@ -131,13 +119,9 @@ def launch(argv: list[str], model_dir: str, cluster: Cluster) -> None:
     Preempted: the workers were stopped (exit 3) and not retried.
     WorkersFailed: any other failure, once the retries are spent.
   """
-  if not cluster.address and 'RAY_AUTH_MODE' not in os.environ:
-    # Read when Ray is imported.
-    os.environ.update(RAY_AUTH_MODE='token',
-                      RAY_AUTH_TOKEN=secrets.token_hex(32))
-  from ray import train  # pylint: disable=g-import-not-at-top
-  from ray.train.v2.api import data_parallel_trainer  # pylint: disable=g-import-not-at-top
   with _connected(cluster) as storage:
+    from ray import train  # pylint: disable=g-import-not-at-top
+    from ray.train.v2.api import data_parallel_trainer  # pylint: disable=g-import-not-at-top
     trainer = data_parallel_trainer.DataParallelTrainer(
         _run_worker,
         train_loop_config={'argv': argv, 'cwd': os.getcwd()},
@@ -161,43 +145,16 @@ def launch(argv: list[str], model_dir: str, cluster: Cluster) -> None:
 
 @contextlib.contextmanager
 def _connected(cluster: Cluster):
-  """Ray initialised for this process; yields a scratch directory for Ray
-  Train's own records, removed after. A local cluster (no address) keeps
-  its files there too and has no dashboard or job API (`launch` gives it
-  a token of its own, unless RAY_AUTH_MODE says otherwise)."""
-  import ray  # pylint: disable=g-import-not-at-top
-  scratch = tempfile.mkdtemp(prefix='tfpipeline-ray-')
-  try:
-    # Ray's own workers log errors only: without the dashboard, Ray
-    # Train's placement-group cleaner warns every few seconds that it cannot
-    # ask the state API. Failed attempts are reported by _audit_failure.
-    quiet = dict(logging_level='WARNING',
-                 logging_config=ray.LoggingConfig(log_level='ERROR'))
-    with _root_logger_kept():  # Which the logging config also sets.
-      if cluster.address:
-        ray.init(address=cluster.address, **quiet)
-      else:
-        need = cluster.num_workers * cluster.per_worker.get('CPU', 1)
-        ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(need)),
-                 include_dashboard=False, _temp_dir=scratch, **quiet)
+  """Ray initialised for this process (`ray_local.connected`); yields a
+  directory for Ray Train's own records, removed after. Failed attempts
+  are reported by _audit_failure."""
+  need = cluster.num_workers * cluster.per_worker.get('CPU', 1)
+  with ray_local.connected(
+      cluster.address, max(os.cpu_count() or 1, math.ceil(need))) as scratch:
     if not cluster.address:
+      import ray  # pylint: disable=g-import-not-at-top
       _check_fits(ray.cluster_resources(), cluster)
     yield os.path.join(scratch, 'results')
-  finally:
-    ray.shutdown()
-    shutil.rmtree(scratch, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _root_logger_kept():
-  """Python's root logger's level and handlers (absl's) as they were."""
-  root = python_logging.getLogger()
-  level, handlers = root.level, list(root.handlers)
-  try:
-    yield
-  finally:
-    root.setLevel(level)
-    root.handlers[:] = handlers
 
 
 def _check_fits(available: dict, cluster: Cluster) -> None:
@@ -279,11 +236,9 @@ def _run_worker(loop_config: dict) -> None:
   others their warnings and errors."""
   from ray import train  # pylint: disable=g-import-not-at-top
   rank = train.get_context().get_world_rank()
-  cwd = loop_config['cwd']
-  child = subprocess.Popen(
-      [sys.executable, '-m', __name__, str(os.getpid()),
-       *loop_config['argv']], stderr=subprocess.PIPE, text=True,
-      cwd=cwd if os.path.isdir(cwd) else None)
+  child = ray_local.start_train(loop_config['argv'], cwd=loop_config['cwd'],
+                                dies_by=signal.SIGKILL,
+                                stderr=subprocess.PIPE)
   last = ''
   for line in child.stderr:
     last = line.strip() or last
@@ -344,20 +299,3 @@ def _audit_failure(model_dir: str, worker_exceptions: dict) -> None:
 def _cause(error: BaseException) -> BaseException:
   """The exception a Ray worker raised, out of Ray's wrapping."""
   return getattr(error, 'cause', None) or error
-
-
-def _die_with_parent(parent: int) -> None:
-  """This process gets SIGKILL when `parent` (its Ray worker) dies; Linux
-  only. Exits at once if the parent is already gone."""
-  if sys.platform.startswith('linux'):
-    import ctypes  # pylint: disable=g-import-not-at-top
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG,
-                                            signal.SIGKILL)
-  if os.getppid() != parent:
-    os._exit(1)  # pylint: disable=protected-access
-
-
-if __name__ == '__main__':
-  _die_with_parent(int(sys.argv.pop(1)))
-  import runpy  # pylint: disable=g-import-not-at-top
-  runpy.run_module('tfpipeline.train', run_name='__main__', alter_sys=True)

@@ -18,15 +18,13 @@ rerun the same command); 1 any other failure.
 """
 
 import pathlib
-import re
 import sys
 
 from absl import app
 from absl import flags
-from ml_collections import config_flags
 
 from tfpipeline import backend
-from tfpipeline import config as config_lib
+from tfpipeline import config_flag
 from tfpipeline import console
 from tfpipeline import engines
 from tfpipeline import errors
@@ -35,19 +33,9 @@ from tfpipeline.errors import Preempted
 from tfpipeline.errors import UserError
 from tfpipeline.errors import WorkersFailed
 
-# No default here: ml_collections would parse it, overrides included, while
-# the flag is defined, where a bad override cannot be reported cleanly.
-# _parse_flags supplies the embedded default instead.
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', default=None,
-    help_string=('Experiment: a .py file with get_config(), or a bare name '
-                 'from experiments/ (' + ', '.join(
-                     config_lib.available_experiments()) + '). Default: the '
-                 'embedded diabetes experiment. Override any value with '
-                 '--config.KEY=VALUE, e.g. --config.train.epochs=3.'),
-    lock_config=True)
-_MODEL_DIR = flags.DEFINE_string(
-    'model_dir', '/tmp/tfpipeline',
+_CONFIG = config_flag.define()
+_MODEL_DIR = config_flag.define_model_dir(
+    '/tmp/tfpipeline',
     'Directory for every output: config.json, metrics, checkpoints, '
     'TensorBoard logs, model.keras, saved_model/. New or empty, or a run '
     'to resume.')
@@ -110,42 +98,12 @@ _ENGINE = flags.DEFINE_enum(
     '(the reference).')
 
 
-class _ExperimentParser(flags.ArgumentParser):
-  """`--config` values: an experiment path or bare name; errors fail at once.
-
-  (ml_collections' own parser defers a missing file's error to first use.)
-  """
-
-  def parse(self, argument):
-    try:
-      config = config_lib.load(argument)
-    except UserError as e:
-      raise flags.IllegalFlagValueError(str(e)) from None
-    config.lock()
-    return config
-
-  def flag_type(self):
-    return 'config object'
-
-
-flags.FLAGS['config'].parser = _ExperimentParser()
-
-
 def _parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing with exit code 2 and one line for any bad flag."""
   try:
-    argv = flags.FLAGS.read_flags_from_files(argv, force_gnu=False)
-    if not any(re.match(r'--?config(=|$)', arg) for arg in argv[1:]):
-      argv = argv[:1] + [f'--config={config_lib.__file__}'] + argv[1:]
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    _exit_bad_input(str(e).splitlines()[0] if str(e) else type(e).__name__)
-  except (AttributeError, KeyError) as e:
-    # ml_collections: an override names a key the config does not have.
-    cause = e.args[0] if e.args and isinstance(e.args[0], Exception) else e
-    detail = ' '.join(str(cause.args[0] if cause.args else cause).split())
-    _exit_bad_input(f'unknown config key in a --config.KEY=VALUE override: '
-                    f'{detail} (see README, "Config keys")')
+    return config_flag.parse(argv)
+  except UserError as e:
+    _exit_bad_input(str(e))
 
 
 def _exit_bad_input(message: str) -> None:
@@ -188,12 +146,13 @@ def _launch_on_ray() -> None:
   """Checks what a worker's chief would check, then runs the command on
   Ray's workers (ray_launcher)."""
   from tfpipeline import ray_launcher  # pylint: disable=g-import-not-at-top
+  from tfpipeline import ray_local  # pylint: disable=g-import-not-at-top
   from tfpipeline import runner  # pylint: disable=g-import-not-at-top
   if _STRATEGY.value not in ('auto', 'multi_worker'):
     raise UserError(f'--strategy={_STRATEGY.value}: with --launcher=ray '
                     f'every worker runs --strategy=multi_worker; drop '
                     f'--strategy')
-  ray_launcher.check_installed()
+  ray_local.check_installed('--launcher=ray')
   cluster = ray_launcher.Cluster(
       _NUM_WORKERS.value, _RAY_ADDRESS.value,
       _RESOURCES_PER_WORKER.value and ray_launcher.parse_resources(

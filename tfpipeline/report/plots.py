@@ -129,3 +129,23 @@ def attribution_examples_png(images: np.ndarray, maps: np.ndarray,
     map_panel.set_title('attribution', fontsize=7)
   figure.suptitle('Test images and their Integrated Gradients', fontsize=10)
   return _png(figure)
+
+
+def metric_against(values: list, metrics: list, key: str, metric: str, *,
+                   log_scale: bool) -> bytes:
+  """A sweep's metric against one searched key, a point per trial; values
+  that are not numbers (a choice of tuples, names) as categories."""
+  figure, axes = _figure()
+  if all(isinstance(v, (int, float)) and not isinstance(v, bool)
+         for v in values):
+    axes.scatter(values, metrics)
+    if log_scale:
+      axes.set_xscale('log')
+  else:
+    labels = sorted({str(v) for v in values})
+    axes.scatter([labels.index(str(v)) for v in values], metrics)
+    axes.set_xticks(range(len(labels)), [_plain(label) for label in labels])
+  axes.set_xlabel(_plain(key))
+  axes.set_ylabel(_plain(metric))
+  axes.set_title(_plain(f'{metric} against {key}'))
+  return _png(figure)
