@@ -14,7 +14,6 @@ Imports Ray: only the sweep's driver and Tune's actors import this module.
 import math
 import pathlib
 import signal
-import subprocess
 import time
 
 from absl import logging
