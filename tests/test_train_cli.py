@@ -11,7 +11,9 @@ import pytest
 from conftest import REPO, read_jsonl, run_cli
 from in_process import run_main
 
-pytestmark = pytest.mark.smoke  # Also run on TF 2.20 in CI.
+# Also run on TF 2.20 in CI: the default run and what it writes, Keras fit's
+# engine, bad input.
+smoke = pytest.mark.smoke
 
 ARTEFACTS = {'config.json', 'metrics.jsonl', 'metrics.json', 'tensorboard',
              'model.keras', 'saved_model', 'checkpoints', 'report',
@@ -20,6 +22,7 @@ RECORD_KEYS = {'step', 'epoch', 'loss', 'examples_per_sec', 'input_stall_pct',
                'wall_s'}
 
 
+@smoke
 def test_default_run_writes_every_artefact(diabetes_run):
   model_dir, result = diabetes_run
   assert ARTEFACTS <= {p.name for p in model_dir.iterdir()}
@@ -33,6 +36,7 @@ def test_default_run_writes_every_artefact(diabetes_run):
   assert 'epoch 50/50' in result.stderr
 
 
+@smoke
 def test_default_console_shows_only_the_packages_lines(diabetes_run):
   model_dir, result = diabetes_run
   modules = {p.name for p in (REPO / 'tfpipeline').rglob('*.py')}
@@ -49,6 +53,7 @@ def test_default_console_shows_only_the_packages_lines(diabetes_run):
   assert [('stall' in line) for line in epochs] == [s >= 1.0 for s in call_s]
 
 
+@smoke
 def test_default_run_reaches_r2_on_the_test_split(diabetes_run):
   model_dir, _ = diabetes_run
   metrics = json.loads((model_dir / 'metrics.json').read_text())
@@ -56,6 +61,7 @@ def test_default_run_reaches_r2_on_the_test_split(diabetes_run):
   assert metrics['rmse'] == pytest.approx(np.sqrt(metrics['loss']), rel=1e-4)
 
 
+@smoke
 def test_metrics_jsonl_logs_every_epoch_and_the_loss_falls(diabetes_run):
   model_dir, _ = diabetes_run
   records = read_jsonl(model_dir / 'metrics.jsonl')
@@ -68,6 +74,7 @@ def test_metrics_jsonl_logs_every_epoch_and_the_loss_falls(diabetes_run):
              for r in records)
 
 
+@smoke
 def test_tensorboard_reads_the_scalars(diabetes_run):
   from tensorboard.backend.event_processing import event_accumulator
   model_dir, _ = diabetes_run
@@ -80,6 +87,7 @@ def test_tensorboard_reads_the_scalars(diabetes_run):
   assert len(losses) == 50 and losses[-1].step == 50 * (309 // 32)
 
 
+@smoke
 def test_saved_models_take_raw_features_and_agree(diabetes_run, tfds_dir):
   import tensorflow as tf
   import tfpipeline
@@ -119,6 +127,7 @@ def test_seed_experiments_train(tmp_path, experiment, label_shape):
   assert written['model']['output_units'] == label_shape
 
 
+@smoke
 def test_csv_experiment_with_keras_fit_engine(tmp_path, regression_csv):
   experiment = tmp_path / 'linear.py'
   experiment.write_text(
@@ -271,6 +280,7 @@ BAD_INPUTS = {
 }
 
 
+@smoke
 @pytest.mark.parametrize('case', sorted(BAD_INPUTS))
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(
     tmp_path, regression_csv, case, monkeypatch):
