@@ -47,45 +47,41 @@ def jax_run(tmp_path_factory):
   return model_dir
 
 
-def _cpu_model() -> str:
-  """For a failure's message: kernels, and so rounding, differ by CPU."""
-  for line in open('/proc/cpuinfo', encoding='utf-8'):
-    if line.startswith('model name'):
-      return line.split(':', 1)[1].strip()
-  return 'CPU model unknown'
-
-
-def _engine_steps(backend, experiment, data_dir, init, out, dp) -> int:
+def _engine_steps(backend, experiment, data_dir, init, out, mode) -> int:
   completed = subprocess.run(
       [sys.executable, str(REPO / 'tests' / 'engine_steps.py'), experiment,
-       str(data_dir), '50', str(init), str(out), *(['dp'] if dp else [])],
+       str(data_dir), '50', str(init), str(out), *([mode] if mode else [])],
       capture_output=True,
       text=True, timeout=600, env={**cli_env(), 'KERAS_BACKEND': backend})
   assert completed.returncode == 0, completed.stderr[-3000:]
   return int(completed.stdout.split()[-1])
 
 
-@pytest.mark.parametrize('experiment, dp', [
-    pytest.param('seed_keras_mlp', False, marks=pytest.mark.smoke),
-    ('digits_cnn', False), ('seed_keras_mlp', True)])
-def test_jax_steps_equal_the_tensorflow_engines(tmp_path, experiment, dp,
-                                                request):
+@pytest.mark.parametrize('experiment, mode, tolerance', [
+    pytest.param('seed_keras_mlp', None, 1e-4, marks=pytest.mark.smoke),
+    ('digits_cnn', 'float64', 1e-12), ('seed_keras_mlp', 'dp', 1e-4)])
+def test_jax_steps_equal_the_tensorflow_engines(tmp_path, experiment, mode,
+                                                tolerance, request):
   """From the same initial weights and batches, 50 SGD steps (and the rest
-  of the last block) on each backend's own engine; with `dp`, DP-SGD's
-  per-example clipping (its noise made negligible: see engine_steps.py)."""
+  of the last block) on each backend's own engine. With `dp`, DP-SGD's
+  per-example clipping (its noise made negligible); with `float64`, the
+  convnet in float64, where rounding cannot part the two backends' paths at
+  a ReLU or a max pool (see engine_steps.py)."""
   init = tmp_path / 'init.npz'
   data_dir = request.getfixturevalue('digits_array_record_dir') if (
       experiment == 'digits_cnn') else ''
   steps = {backend: _engine_steps(backend, experiment, data_dir, init,
-                                  tmp_path / f'{backend}.npz', dp)
+                                  tmp_path / f'{backend}.npz', mode)
            for backend in ('tensorflow', 'jax')}
   assert steps['tensorflow'] == steps['jax'] >= 50
   with np.load(tmp_path / 'tensorflow.npz') as tf_weights, np.load(
       tmp_path / 'jax.npz') as jax_weights, np.load(init) as initial:
     assert tf_weights.files == jax_weights.files
+    dtype = 'float64' if mode == 'float64' else 'float32'
     for key in tf_weights.files:
+      assert jax_weights[key].dtype == tf_weights[key].dtype == dtype
       np.testing.assert_allclose(jax_weights[key], tf_weights[key], rtol=0,
-                                 atol=1e-4, err_msg=_cpu_model())
+                                 atol=tolerance)
     # Training moved the weights far beyond that tolerance.
     assert max(np.abs(tf_weights[k] - initial[k]).max()
                for k in initial.files) > 1e-3

@@ -81,6 +81,8 @@ class StepLoop:
     self._compiled_block = tf.function(self._multi_step_on_block)
 
   def _loss_and_gradients_on_data(self, features, labels):
+    """The step's loss, in float32 as the JAX engine's (a float64 model's
+    too), and the gradients."""
     if self._dp:
       losses, penalty, gradients = dp_sgd.gradients(
           self._model, self._loss_fn, features, labels, self._dp,
@@ -97,7 +99,7 @@ class StepLoop:
       if self._model.losses:
         loss += tf.nn.scale_regularization_loss(tf.add_n(self._model.losses))
       scaled = self._optimizer.scale_loss(loss)  # LossScaleOptimizer: x scale
-    return loss, tape.gradient(scaled, variables)
+    return tf.cast(loss, tf.float32), tape.gradient(scaled, variables)
 
   def _one_step_on_data(self, features, labels):
     loss, gradients = self._compiled_gradients(features, labels)
