@@ -195,6 +195,13 @@ def test_result_changing_config_is_refused_and_nothing_changes(
       result.last_line)
   assert '--allow_config_change' in result.last_line
   assert _snapshot(model_dir) == before
+  # Early stopping decides where the run ends: not harmless either.
+  result = run_main(f'--model_dir={model_dir}', *RUN,
+                    '--config.train.early_stopping.patience=5')
+  assert result.returncode == 2
+  assert ('holds a run with train.early_stopping.patience=0, now 5' in
+          result.last_line)
+  assert _snapshot(model_dir) == before
   # Fewer epochs than the checkpoints have run would count steps backwards.
   step = max(int(p.name[5:-6]) for p in
              (model_dir / 'checkpoints').glob('ckpt-*.index'))

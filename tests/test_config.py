@@ -1,6 +1,7 @@
 """tfpipeline.config: loading experiments, overrides' targets, validation."""
 
 import json
+import re
 
 import pytest
 
@@ -88,6 +89,18 @@ def test_unknown_experiment_lists_the_available_ones():
     ('train.seed', 2**32, f'train.seed={2**32}'),
     ('data.split_seed', -3, 'data.split_seed=-3'),
     ('optimizer.decay_epochs', -1.0, 'optimizer.decay_epochs=-1.0'),
+    ('train.early_stopping.metric', 'val_accuracy',
+     "train.early_stopping.metric='val_accuracy' is invalid: expected one of "
+     'val_loss, val_mae, val_rmse, val_r2'),
+    ('train.early_stopping.mode', 'up', "train.early_stopping.mode='up'"),
+    ('train.early_stopping.patience', -1, 'train.early_stopping.patience=-1'),
+    ('train.early_stopping.min_delta', -0.5,
+     'train.early_stopping.min_delta=-0.5'),
+    ('optimizer.warmup_steps', -2, 'optimizer.warmup_steps=-2'),
+    ('optimizer.reduce_on_plateau.factor', 1.0,
+     'optimizer.reduce_on_plateau.factor=1.0'),
+    ('optimizer.reduce_on_plateau.min_learning_rate', -1.0,
+     'optimizer.reduce_on_plateau.min_learning_rate=-1.0'),
 ])
 def test_invalid_values_name_their_key(key, value, fragment):
   c = config.get_config()
@@ -140,6 +153,16 @@ def test_result_changes_ignore_what_a_resume_may_change():
       ('loss', 'mse', 'mae'), ('model.hidden_units', [64], [32])]
 
 
+def test_a_run_saved_before_a_key_existed_resumes_at_its_default():
+  old = json.loads(config.to_json(config.validate(config.get_config())))
+  del old['train']['early_stopping'], old['optimizer']['warmup_steps']
+  c = config.validate(config.get_config())
+  assert config.result_changes(json.dumps(old), c) == []
+  c.train.early_stopping.patience = 3
+  assert config.result_changes(json.dumps(old), c) == [
+      ('train.early_stopping.patience', 0, 3)]
+
+
 def test_device_defaults_resolve_for_tpus_and_the_rest():
   c = config.validate(config.get_config())
   assert (c.train.mixed_precision, c.train.steps_per_loop) == ('auto', 0)
@@ -169,6 +192,22 @@ def test_xla_is_on_except_for_convolutions_on_a_cpu(experiment, on_cpu, xla):
       c, on_tpu=False, on_cpu=on_cpu).train.jit_compile is True
 
 
+@pytest.mark.parametrize('setting, key', [
+    ({'schedule': 'cosine_decay'}, "optimizer.schedule='cosine_decay'"),
+    ({'warmup_steps': 10}, 'optimizer.warmup_steps=10'),
+    ({'warmup_epochs': 0.5}, 'optimizer.warmup_epochs=0.5')])
+def test_rate_setters_refuse_a_computed_rate(setting, key):
+  c = config.get_config()
+  c.optimizer.reduce_on_plateau.patience = 2
+  c.optimizer.update(setting)
+  with pytest.raises(UserError, match=re.escape(key) + '.*reduce_on_plateau'):
+    config.validate(c)
+  c.optimizer.reduce_on_plateau.patience = 0
+  c.train.nan_policy = 'rollback'
+  with pytest.raises(UserError, match=re.escape(key) + '.*nan_policy'):
+    config.validate(c)
+
+
 def test_dp_refuses_float16_loss_scaling():
   c = config.get_config()
   c.privacy.dp = True
@@ -195,17 +234,20 @@ def test_steps_drop_each_epochs_partial_batch():
   assert config.total_steps(c, 309) == 50
 
 
-def test_decay_epochs_become_the_runs_decay_steps():
+def test_decay_and_warmup_epochs_become_the_runs_steps():
   c = config.get_config()  # 9 steps an epoch on 309 rows
-  assert config.with_decay_epochs(c, 309) is c  # Unset: decay_steps stands.
+  assert config.with_epochs_as_steps(c, 309) is c  # Unset: the steps stand.
   c.optimizer.decay_epochs = 2.5
-  resolved = config.with_decay_epochs(c, 309)
+  c.optimizer.warmup_epochs = 0.5
+  resolved = config.with_epochs_as_steps(c, 309)
   assert resolved.optimizer.decay_steps == 22  # 22.5, rounded half to even
+  assert resolved.optimizer.warmup_steps == 4  # 4.5, rounded half to even
   assert c.optimizer.decay_steps == 1000  # The caller's config is kept.
+  assert c.optimizer.warmup_steps == 0
   # The cifar10 experiment decays over its 100 epochs of 175 steps, which
   # it had spelt out as 100 * 175.
   cifar = config.load('cifar10_cnn')
-  assert config.with_decay_epochs(cifar, 45_000).optimizer.decay_steps == (
+  assert config.with_epochs_as_steps(cifar, 45_000).optimizer.decay_steps == (
       17_500)
 
 

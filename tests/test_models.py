@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from tfpipeline import config, models
+from tfpipeline import config, models, schedules
 from tfpipeline.data.sources import Split
 
 
@@ -76,16 +76,31 @@ def test_optimizers(name, cls):
 def test_learning_rate_schedules():
   c = config.get_config().optimizer
   c.learning_rate, c.decay_steps, c.decay_rate = 0.1, 10, 0.5
-  assert models.learning_rate(c) == 0.1
+  assert schedules.learning_rate(c) == 0.1
   c.schedule = 'exponential_decay'
-  schedule = models.learning_rate(c)
+  schedule = schedules.learning_rate(c)
   assert float(schedule(10)) == pytest.approx(0.05)
   assert float(schedule(20)) == pytest.approx(0.025)
   c.schedule = 'cosine_decay'
-  schedule = models.learning_rate(c)
+  schedule = schedules.learning_rate(c)
   assert float(schedule(0)) == pytest.approx(0.1)
   assert float(schedule(5)) == pytest.approx(0.05)
   assert float(schedule(10)) == pytest.approx(0.0, abs=1e-7)
+
+
+@pytest.mark.parametrize('name, after', [
+    ('constant', [0.1] * 3), ('exponential_decay', [0.1, 0.1 * 0.5**0.1,
+                                                    0.1 * 0.5**0.2])])
+def test_warmup_rises_linearly_then_the_schedule_starts(name, after):
+  c = config.get_config().optimizer
+  c.learning_rate, c.decay_steps, c.decay_rate = 0.1, 10, 0.5
+  c.schedule, c.warmup_steps = name, 4
+  schedule = schedules.learning_rate(c)
+  rates = [float(schedule(step)) for step in range(7)]
+  np.testing.assert_allclose(rates, [0.025, 0.05, 0.075, 0.1, *after],
+                             rtol=1e-6)
+  restored = schedules.WarmUp.from_config(schedule.get_config())
+  assert float(restored(5)) == pytest.approx(rates[5])
 
 
 def test_per_example_losses():

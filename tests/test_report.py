@@ -18,8 +18,8 @@ from conftest import REPO
 
 pytestmark = pytest.mark.smoke  # Also run on TF 2.20 in CI.
 
-SECTIONS = {'compute', 'fairness', 'attributions', 'privacy', 'provenance',
-            'model_card'}
+SECTIONS = {'training', 'compute', 'fairness', 'attributions', 'privacy',
+            'provenance', 'model_card'}
 MODEL_CARD = ['model_details', 'intended_use', 'factors', 'metrics',
               'evaluation_data', 'training_data', 'ethical_considerations',
               'caveats_and_recommendations']
@@ -260,7 +260,7 @@ def test_a_schema_2_report_still_renders(diabetes_run, tmp_path):
   shutil.copytree(diabetes_run[0], model_dir)
   path = model_dir / 'report' / 'report.json'
   report = json.loads(path.read_text())
-  del report['provenance']['backend']
+  del report['training'], report['provenance']['backend']
   del report['compute']['forward_flops_per_example']['cross_check']
   path.write_text(json.dumps({**report, 'schema_version': 2}))
   from tfpipeline.report import render

@@ -273,6 +273,15 @@ BAD_INPUTS = {
         'model.output_activation: Could not interpret activation'),
     'negative seed': (lambda t, c: ['--config.train.seed=-1'],
                       'train.seed=-1 is invalid'),
+    'early stopping on a metric not validated': (
+        lambda t, c: ['--config.train.early_stopping.metric=val_accuracy'],
+        "train.early_stopping.metric='val_accuracy' is invalid: expected "
+        'one of val_loss, val_mae, val_rmse, val_r2'),
+    'a plateau under a schedule': (
+        lambda t, c: ['--config.optimizer.reduce_on_plateau.patience=2',
+                      '--config.optimizer.schedule=cosine_decay'],
+        "optimizer.schedule='cosine_decay' is invalid: expected 'constant' "
+        'with optimizer.reduce_on_plateau'),
     'model_dir is a file': (lambda t, c: [f'--model_dir={c}'],
                             'is a file; give a directory'),
     'multi_worker without TF_CONFIG': (lambda t, c: ['--strategy=multi_worker'],

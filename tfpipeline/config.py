@@ -101,6 +101,14 @@ def get_config() -> config_dict.ConfigDict:
   c.train.checkpoint_every_steps = 1000  # also at the end and on preemption
   c.train.keep_checkpoints = 3
   c.train.nan_policy = 'stop'  # stop | rollback (to the last checkpoint, lr / 2)
+  # The validation metric watched at epoch ends, by early stopping, keep_best
+  # and optimizer.reduce_on_plateau (README, "Epoch-end policies").
+  c.train.early_stopping = config_dict.ConfigDict()
+  c.train.early_stopping.metric = 'val_loss'  # val_loss or val_NAME of a metric the run evaluates
+  c.train.early_stopping.mode = 'auto'  # auto (max for accuracy, auc, r2) | min | max
+  c.train.early_stopping.patience = 0  # epochs without improvement before stopping; 0: off
+  c.train.early_stopping.min_delta = 0.0  # an improvement is larger than this
+  c.train.keep_best = False  # export the best epoch's weights, not the last
 
   c.optimizer = config_dict.ConfigDict()
   c.optimizer.name = 'adam'  # adam | adamw | sgd | rmsprop
@@ -111,6 +119,12 @@ def get_config() -> config_dict.ConfigDict:
   c.optimizer.decay_rate = 0.5  # exponential_decay: factor per decay_steps
   c.optimizer.momentum = 0.0  # sgd, rmsprop
   c.optimizer.weight_decay = 0.004  # adamw
+  c.optimizer.warmup_steps = 0  # linear warm-up from 0 in front of the schedule
+  c.optimizer.warmup_epochs = 0.0  # > 0: warmup_steps = this many epochs' steps
+  c.optimizer.reduce_on_plateau = config_dict.ConfigDict()
+  c.optimizer.reduce_on_plateau.patience = 0  # epochs without improvement; 0: off
+  c.optimizer.reduce_on_plateau.factor = 0.1  # the learning rate's multiplier
+  c.optimizer.reduce_on_plateau.min_learning_rate = 0.0
 
   c.loss = 'mse'
 
@@ -262,15 +276,22 @@ def total_steps(config: config_dict.ConfigDict, train_rows: int) -> int:
   return config.train.epochs * steps_per_epoch(config, train_rows)
 
 
-def with_decay_epochs(config: config_dict.ConfigDict,
-                      train_rows: int) -> config_dict.ConfigDict:
-  """`config` whose optimizer.decay_epochs, when set, is decay_steps: that
-  many epochs of `train_rows`' full batches (config.json records both)."""
-  if not config.optimizer.decay_epochs:
+def with_epochs_as_steps(config: config_dict.ConfigDict,
+                         train_rows: int) -> config_dict.ConfigDict:
+  """`config` whose optimizer.decay_epochs and warmup_epochs, when set, are
+  decay_steps and warmup_steps: that many epochs of `train_rows`' full
+  batches (config.json records both)."""
+  optimizer = config.optimizer
+  if not (optimizer.decay_epochs or optimizer.warmup_epochs):
     return config
   config = config.copy_and_resolve_references()
-  config.optimizer.decay_steps = max(1, round(
-      config.optimizer.decay_epochs * steps_per_epoch(config, train_rows)))
+  per_epoch = steps_per_epoch(config, train_rows)
+  if optimizer.decay_epochs:
+    config.optimizer.decay_steps = max(1, round(optimizer.decay_epochs *
+                                                per_epoch))
+  if optimizer.warmup_epochs:
+    config.optimizer.warmup_steps = max(1, round(optimizer.warmup_epochs *
+                                                 per_epoch))
   return config
 
 
@@ -295,9 +316,14 @@ def result_changes(saved_json: str, config: config_dict.ConfigDict) -> list:
   """Keys whose new value would change what a resumed run computes.
 
   Returns (key, saved value, new value) triples, RESUMABLE_CHANGES excluded.
+  A key that the saved config lacks (a run written before the key existed)
+  is unchanged at its default, with which the run was trained.
   """
   saved = flatten(json.loads(saved_json))
   new = flatten(json.loads(to_json(config)))
+  defaults = flatten(json.loads(to_json(get_config())))
+  saved = {**{key: value for key, value in defaults.items()
+              if key not in saved}, **saved}
   return [(key, saved.get(key), new.get(key))
           for key in sorted(set(saved) | set(new))
           if key not in RESUMABLE_CHANGES and

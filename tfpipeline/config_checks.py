@@ -20,6 +20,9 @@ LOSSES = ('mse', 'mae', 'huber', 'binary_crossentropy',
           'categorical_crossentropy', 'sparse_categorical_crossentropy')
 MIXED_PRECISION = ('auto', 'float32', 'mixed_bfloat16', 'mixed_float16')
 NAN_POLICIES = ('stop', 'rollback')
+MONITOR_MODES = ('auto', 'min', 'max')
+# Validation metrics where more is better (train.early_stopping.mode=auto).
+_HIGHER_IS_BETTER = ('val_accuracy', 'val_auc', 'val_r2')
 # Integrated Gradients baselines by kind of data; report.ig_baseline=auto
 # takes the first.
 IG_BASELINES = {'table': ('mean', 'zeros'), 'image': ('black', 'blurred'),
@@ -36,6 +39,14 @@ def evaluation_metrics(loss: str, output_units: int) -> tuple[str, ...]:
   if loss in ('categorical_crossentropy', 'sparse_categorical_crossentropy'):
     return ('accuracy',)
   return ('mae', 'rmse', 'r2') if output_units == 1 else ('mae', 'rmse')
+
+
+def monitor_mode(metric: str, mode: str) -> str:
+  """'min' or 'max': train.early_stopping.mode, 'auto' resolved for
+  `metric`."""
+  if mode != 'auto':
+    return mode
+  return 'max' if metric in _HIGHER_IS_BETTER else 'min'
 
 
 def check_sections(config) -> None:
@@ -157,7 +168,23 @@ _TRAIN = (
     ('train.jit_compile', (lambda value: value in (True, False, 'auto'),
                            "True, False or 'auto'")),
     ('train.nan_policy', _one_of(NAN_POLICIES)),
+    ('train.early_stopping.metric', (lambda value: isinstance(value, str),
+                                     'a validation metric such as val_loss')),
+    ('train.early_stopping.mode', _one_of(MONITOR_MODES)),
+    ('train.early_stopping.patience', _NON_NEGATIVE),
+    ('train.early_stopping.min_delta', _NON_NEGATIVE_FLOAT),
+    ('train.keep_best', _BOOL),
 )
+
+
+def _monitored_metric_is_validated(config) -> None:
+  """The metric early stopping, keep_best and reduce_on_plateau watch is
+  one that each epoch's validation records."""
+  metrics = ('val_loss', *(f'val_{name}' for name in evaluation_metrics(
+      config.loss, config.model.output_units)))
+  metric = config.train.early_stopping.metric
+  _check(metric in metrics, 'train.early_stopping.metric', metric,
+         f'one of {", ".join(metrics)} (what loss={config.loss} validates)')
 
 _OPTIMIZER = (
     ('optimizer.name', _one_of(OPTIMIZERS)),
@@ -168,14 +195,33 @@ _OPTIMIZER = (
     ('optimizer.decay_rate', _POSITIVE_FLOAT),
     ('optimizer.momentum', _NON_NEGATIVE_FLOAT),
     ('optimizer.weight_decay', _NON_NEGATIVE_FLOAT),
+    ('optimizer.warmup_steps', _NON_NEGATIVE),
+    ('optimizer.warmup_epochs', _NON_NEGATIVE_FLOAT),
+    ('optimizer.reduce_on_plateau.patience', _NON_NEGATIVE),
+    ('optimizer.reduce_on_plateau.factor', _FRACTION),
+    ('optimizer.reduce_on_plateau.min_learning_rate', _NON_NEGATIVE_FLOAT),
 )
 
 
-def _rollback_keeps_a_constant_rate(config) -> None:
-  if config.train.nan_policy == 'rollback':
-    _check(config.optimizer.schedule == 'constant', 'optimizer.schedule',
-           config.optimizer.schedule, "'constant' with train.nan_policy="
-           "rollback (it halves the learning rate)")
+def _rate_setters_have_a_constant_rate(config) -> None:
+  """A NaN rollback halves the learning rate and a plateau reduces it: a
+  rate that a schedule or a warm-up computes each step cannot be set."""
+  optimizer = config.optimizer
+  for key, on, why in (
+      ('train.nan_policy', config.train.nan_policy == 'rollback',
+       'train.nan_policy=rollback (it halves the learning rate)'),
+      ('optimizer.reduce_on_plateau.patience',
+       optimizer.reduce_on_plateau.patience > 0,
+       'optimizer.reduce_on_plateau (it multiplies the learning rate)')):
+    if not on:
+      continue
+    _check(optimizer.schedule == 'constant', 'optimizer.schedule',
+           optimizer.schedule, f"'constant' with {why}")
+    warmup = ('optimizer.warmup_epochs', optimizer.warmup_epochs) if (
+        optimizer.warmup_epochs) else ('optimizer.warmup_steps',
+                                       optimizer.warmup_steps)
+    _check(not warmup[1], warmup[0], warmup[1], f'0 with {why}; set '
+           f'{key} off, or train without a warm-up')
 
 
 def _jax_trains_without_loss_scaling(config) -> None:
@@ -263,8 +309,8 @@ _SECTIONS = (
     (_DATA, (_data_leaves_rows_to_train, _data_has_the_sources_keys)),
     (_MODEL, ()),
     (_TRAIN, (_jax_trains_without_loss_scaling,)),
-    (_OPTIMIZER, (_rollback_keeps_a_constant_rate,)),
-    (_LOSS, (_loss_fits_the_labels,)),
+    (_OPTIMIZER, (_rate_setters_have_a_constant_rate,)),
+    (_LOSS, (_loss_fits_the_labels, _monitored_metric_is_validated)),
     (_PRIVACY, (_dp_publishes_nothing_exact,)),
     (_REPORT, ()),
 )

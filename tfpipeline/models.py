@@ -18,6 +18,7 @@ import keras
 import numpy as np
 
 from tfpipeline import config_checks
+from tfpipeline import schedules
 from tfpipeline.data.sources import Split
 from tfpipeline.errors import UserError
 from tfpipeline.errors import first_line
@@ -172,29 +173,20 @@ def nondeterministic_under_xla(model: keras.Model) -> str | None:
 
 
 def serving_model(model: keras.Model, vectorizer=None) -> keras.Model:
-  """The model to export: for text, tokenization first, taking strings."""
+  """The model to export, its layers and weights without the training's
+  compile state (Keras fit's optimizer, whose schedule may be tfpipeline's
+  own class): for text, tokenization first, taking strings."""
   if vectorizer is None:
-    return model
-  return keras.Sequential(
-      [keras.Input(shape=(), dtype='string', name='text'), vectorizer,
-       *model.layers], name=model.name)
+    head = [keras.Input(shape=model.input_shape[1:],
+                        dtype=model.inputs[0].dtype, name='features')]
+  else:
+    head = [keras.Input(shape=(), dtype='string', name='text'), vectorizer]
+  return keras.Sequential([*head, *model.layers], name=model.name)
 
 
 def loss_fn(loss: str):
   """Per-example loss function `(y_true, y_pred) -> (batch,)`."""
   return _LOSSES[loss]
-
-
-def learning_rate(optimizer_config):
-  """A float, or a Keras schedule of the training step."""
-  rate = optimizer_config.learning_rate
-  if optimizer_config.schedule == 'exponential_decay':
-    return keras.optimizers.schedules.ExponentialDecay(
-        rate, optimizer_config.decay_steps, optimizer_config.decay_rate)
-  if optimizer_config.schedule == 'cosine_decay':
-    return keras.optimizers.schedules.CosineDecay(rate,
-                                                  optimizer_config.decay_steps)
-  return rate
 
 
 def optimizer(optimizer_config,
@@ -204,7 +196,7 @@ def optimizer(optimizer_config,
   Under mixed_float16 it is wrapped in a LossScaleOptimizer (float16
   gradients underflow without loss scaling; bfloat16 needs none).
   """
-  rate = learning_rate(optimizer_config)
+  rate = schedules.learning_rate(optimizer_config)
   name = optimizer_config.name
   if name == 'sgd':
     result = keras.optimizers.SGD(rate, momentum=optimizer_config.momentum)

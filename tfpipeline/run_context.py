@@ -64,7 +64,13 @@ class Trained:
     model: the trained Keras model.
     start_step: the step this process resumed from (0 for a fresh run).
     seconds: wall time of the training loop in this process.
+    end_step: the last step trained (before the last epoch when early
+      stopping ended the run).
+    training: how training ended and which weights the model holds
+      (`epoch_end.EpochEnd.summary`).
   """
   model: Any
   start_step: int
   seconds: float
+  end_step: int
+  training: dict

@@ -158,7 +158,7 @@ def _prepared(config, model_dir: pathlib.Path, strategy, *, tpu: str,
   inputs = pipeline.inputs(splits, config)
   _check_batch(config, len(splits.train), strategy.num_replicas_in_sync,
                per_replica_multiple=8 if strategy_lib.is_tpu(strategy) else 1)
-  config = config_lib.with_decay_epochs(config, len(splits.train))
+  config = config_lib.with_epochs_as_steps(config, len(splits.train))
   config = _calibrate_noise(config, len(splits.train))
   identity = run_identity.of(splits, engine)
   if chief:
@@ -239,11 +239,20 @@ def _train_and_export(run_context: RunContext, model,
   run_log = RunLog(output_dir, config.train.epochs, start_step=start_step)
   train_start = time.perf_counter()
   try:
-    trainer.train(engine, run_context, run_log=run_log, evaluator=evaluator)
+    finished = trainer.train(engine, run_context, run_log=run_log,
+                             evaluator=evaluator)
   finally:
     run_log.close()
+  best = finished.epoch_end.best_weights()
+  if best:
+    engine.load_weights(best)
+    logging.info('train.keep_best: the weights of epoch %d (%s %.6g)',
+                 finished.epoch_end.state.best_epoch, finished.epoch_end.metric,
+                 finished.epoch_end.state.best)
   trained = Trained(engine.trained_model(), start_step,
-                    time.perf_counter() - train_start)
+                    time.perf_counter() - train_start, end_step=finished.step,
+                    training=finished.epoch_end.summary(
+                        finished.step, run_context.steps_per_epoch))
   try:
     return _evaluate_export_report(run_context, trained, evaluator, meter)
   except Interrupted as e:

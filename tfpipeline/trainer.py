@@ -2,11 +2,14 @@
 
 As Orbit's `Controller.train` with `train_actions`: the engine runs a block
 of steps and reports it; after every finite block the loop runs the same
-named actions in order: log it (validation at epoch ends), save by the
-checkpoint cadence, and stop if preempted. A block whose loss or weights
-became NaN or Inf stops the run, or with train.nan_policy=rollback restores
-the last checkpoint at half the learning rate, up to `MAX_ROLLBACKS` times.
-The loop imports no TensorFlow: it sees blocks and their results only.
+named actions in order: log it (at epoch ends, validation and the
+`epoch_end` policies: early stopping, the best weights, a plateau's lower
+learning rate), save by the checkpoint cadence, and stop if preempted. A
+block whose loss or weights became NaN or Inf stops the run, or with
+train.nan_policy=rollback restores the last checkpoint at half the learning
+rate, up to `MAX_ROLLBACKS` times. Every checkpoint is saved with the
+policies' state. The loop imports no TensorFlow: it sees blocks and their
+results only.
 """
 
 import dataclasses
@@ -15,6 +18,7 @@ from typing import Callable
 
 from absl import logging
 
+from tfpipeline import epoch_end as epoch_end_lib
 from tfpipeline.engines import engine as engine_lib
 
 MAX_ROLLBACKS = 3
@@ -37,25 +41,46 @@ class BlockDone:
 Action = Callable[[BlockDone], None]
 
 
-def train(engine: engine_lib.Engine, run, *, run_log, evaluator) -> None:
-  """Trains from `engine.start_step` to the run's last step.
+@dataclasses.dataclass(frozen=True)
+class Finished:
+  """Where training ended.
+
+  Attributes:
+    step: the last step trained: the run's last, or the end of the epoch
+      early stopping ended it at.
+    epoch_end: the epoch-end policies in their final state (the best
+      epoch, whether and why the run stopped early).
+  """
+  step: int
+  epoch_end: epoch_end_lib.EpochEnd
+
+
+def train(engine: engine_lib.Engine, run, *, run_log, evaluator) -> Finished:
+  """Trains from `engine.start_step` to the run's last step, or to the
+  epoch early stopping ends it at.
 
   Args:
     engine: the run's engine, its state restored.
     run: the `RunContext`.
     run_log: the `RunLog` the blocks are recorded to.
     evaluator: validates at epoch ends.
+
+  Returns:
+    Where training ended.
   """
   step = engine.start_step
+  epoch_end = epoch_end_lib.EpochEnd(run, engine)
+  epoch_end.restore(step)
+  saver = Saver(engine, run, epoch_end)
   if not engine.has_checkpoint():
-    engine.save(step)  # The initial weights: a state to roll back to.
-  cadence = SaveByCadence(engine, run, last_saved=step)
-  rollback = Rollback(engine, run, run_log)
+    saver(step)  # The initial weights: a state to roll back to.
+  cadence = SaveByCadence(saver, engine, run, epoch_end, last_saved=step)
+  rollback = Rollback(engine, run, run_log, epoch_end)
   with engine.preemption_watch() as watch:
-    actions = (LogBlock(run, run_log, evaluator), cadence,
-               StopIfPreempted(engine, watch))
+    actions = (LogBlock(run, run_log, evaluator, engine, epoch_end), cadence,
+               StopIfPreempted(saver, watch))
     progress = _progress_line(run, run_log)
-    while step < run.total_steps:
+    while step < run.total_steps and not epoch_end.stopped:
       start = time.perf_counter()
       result = engine.run_block(progress)
       seconds = time.perf_counter() - start
@@ -66,28 +91,50 @@ def train(engine: engine_lib.Engine, run, *, run_log, evaluator) -> None:
       done = BlockDone(step, result, seconds)
       for action in actions:
         action(done)
+  return Finished(step, epoch_end)
+
+
+class Saver:
+  """Saves the policies' state, then the engine's checkpoint of the same
+  step, then forgets the states of checkpoints the engine no longer keeps."""
+
+  def __init__(self, engine: engine_lib.Engine, run, epoch_end):
+    self._engine, self._epoch_end = engine, epoch_end
+    self._directory = run.output_dir / 'checkpoints'
+
+  def __call__(self, step: int) -> None:
+    self._epoch_end.save(step)
+    self._engine.save(step)
+    self._epoch_end.prune(type(self._engine).saved_steps(self._directory))
 
 
 class LogBlock:
-  """Records the block to the run log; at an epoch's end, with the
-  validation split's metrics, as a console line."""
+  """Records the block to the run log, with the learning rate; at an
+  epoch's end, with the validation split's metrics, as a console line, and
+  applies the epoch-end policies to them."""
 
-  def __init__(self, run, run_log, evaluator):
+  def __init__(self, run, run_log, evaluator, engine, epoch_end):
     self._run, self._run_log, self._evaluator = run, run_log, evaluator
+    self._engine, self._epoch_end = engine, epoch_end
 
   def __call__(self, done: BlockDone) -> None:
     epoch, into_epoch = divmod(done.step, self._run.steps_per_epoch)
-    epoch_end = into_epoch == 0
+    at_epoch_end = into_epoch == 0
     result, seconds = done.result, done.seconds
     timed = result.waited_s is not None
+    # The rate of the block's steps, before a plateau lowers it.
+    learning_rate = self._engine.learning_rate
+    validation = self._validation() if at_epoch_end else {}
     self._run_log.record(
-        step=done.step, epoch=epoch if epoch_end else epoch + 1,
-        console=epoch_end, loss=result.loss,
-        **(self._validation() if epoch_end else {}),
+        step=done.step, epoch=epoch if at_epoch_end else epoch + 1,
+        console=at_epoch_end, loss=result.loss, **validation,
+        learning_rate=learning_rate,
         examples_per_sec=(result.steps *
                           self._run.config.train.global_batch_size / seconds),
         input_stall_pct=100.0 * result.waited_s / seconds if timed else None,
         call_s=seconds if timed else None)
+    if at_epoch_end:
+      self._epoch_end(epoch, validation)
 
   def _validation(self) -> dict[str, float]:
     return {f'val_{k}': v for k, v in self._evaluator.evaluate(
@@ -96,38 +143,42 @@ class LogBlock:
 
 class SaveByCadence:
   """Saves every train.checkpoint_every_steps steps (at a block's end), at
-  the last step, and after every block of an engine that asks for it."""
+  the last step or where early stopping ends the run, and after every block
+  of an engine that asks for it."""
 
-  def __init__(self, engine: engine_lib.Engine, run, *, last_saved: int):
-    self._engine = engine
+  def __init__(self, saver: Saver, engine: engine_lib.Engine, run, epoch_end,
+               *, last_saved: int):
+    self._saver, self._epoch_end = saver, epoch_end
+    self._every_block = engine.checkpoint_every_block
     self._every = run.config.train.checkpoint_every_steps
     self._total = run.total_steps
     self.last_saved = last_saved
 
   def __call__(self, done: BlockDone) -> None:
-    if (self._engine.checkpoint_every_block or
-        done.step - self.last_saved >= self._every or
-        done.step == self._total):
-      self._engine.save(done.step)
+    if (self._every_block or done.step - self.last_saved >= self._every or
+        done.step == self._total or self._epoch_end.stopped):
+      self._saver(done.step)
       self.last_saved = done.step
 
 
 class StopIfPreempted:
   """Saves and raises Preempted once the run is asked to stop."""
 
-  def __init__(self, engine: engine_lib.Engine, watch):
-    self._engine, self._watch = engine, watch
+  def __init__(self, saver: Saver, watch):
+    self._saver, self._watch = saver, watch
 
   def __call__(self, done: BlockDone) -> None:
-    self._watch.check(self._engine.save, done.step)
+    self._watch.check(self._saver, done.step)
 
 
 class Rollback:
-  """With train.nan_policy=rollback, restores the last checkpoint at half
-  the learning rate; otherwise, or after MAX_ROLLBACKS, raises."""
+  """With train.nan_policy=rollback, restores the last checkpoint (and the
+  epoch-end policies' state) at half the learning rate; otherwise, or after
+  MAX_ROLLBACKS, raises."""
 
-  def __init__(self, engine: engine_lib.Engine, run, run_log):
+  def __init__(self, engine: engine_lib.Engine, run, run_log, epoch_end):
     self._engine, self._run, self._run_log = engine, run, run_log
+    self._epoch_end = epoch_end
     self._count = 0
 
   def __call__(self, bad_step: int) -> int:
@@ -140,6 +191,7 @@ class Rollback:
     # The rate before restoring: the checkpoint holds an older one.
     rate = engine.learning_rate / 2
     step = engine.restore()
+    self._epoch_end.restore(step)
     engine.learning_rate = rate
     logging.warning('non-finite loss by step %d: rolled back to step %d, '
                     'learning rate now %g', bad_step, step, rate)

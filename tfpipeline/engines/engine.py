@@ -84,6 +84,11 @@ class Engine(abc.ABC):
     copy of them writes them back)."""
     return self.model
 
+  def load_weights(self, path) -> None:
+    """Sets the model's weights to those in `path` (a Keras weights file:
+    train.keep_best's best epoch); the optimizer's state stays."""
+    self.model.load_weights(path)
+
   @property
   @abc.abstractmethod
   def learning_rate(self) -> float:

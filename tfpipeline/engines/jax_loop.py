@@ -32,6 +32,7 @@ from tfpipeline import checkpointing
 from tfpipeline import dp_sgd
 from tfpipeline import dp_sgd_jax
 from tfpipeline import models
+from tfpipeline import schedules
 from tfpipeline.data import pipeline
 from tfpipeline.engines import engine
 from tfpipeline.engines import orbax_checkpoints
@@ -50,6 +51,7 @@ class JaxLoop(engine.Engine):
     self.optimizer = models.optimizer(config.optimizer,
                                       config.train.mixed_precision)
     self.optimizer.build(model.trainable_variables)
+    self._schedule = schedules.learning_rate(config.optimizer)
     self._checkpoints = orbax_checkpoints.Checkpoints(
         run.model_dir / 'checkpoints', keep=config.train.keep_checkpoints,
         writes=run.chief)
@@ -225,8 +227,18 @@ class JaxLoop(engine.Engine):
         variable.assign(np.asarray(value))
     return self.model
 
+  def load_weights(self, path) -> None:
+    self.trained_model().load_weights(path)
+    self._state = {**self._state, **self._placed(
+        {key: [v.value for v in variables] for key, variables in (
+            ('trainable', self.model.trainable_variables),
+            ('non_trainable', self.model.non_trainable_variables))})}
+
   @property
   def learning_rate(self) -> float:
+    if callable(self._schedule):  # A schedule of the optimizer's step.
+      step = self._state['optimizer'][self._iterations_index]
+      return float(self._schedule(np.asarray(step)))
     return float(self._state['optimizer'][self._rate_index()])
 
   @learning_rate.setter

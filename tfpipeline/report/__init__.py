@@ -1,8 +1,9 @@
 """The responsibility report every run writes to `model_dir/report/`.
 
-report.json has six sections: compute (FLOPs, time, energy, CO2e), fairness
-(per-group test metrics), attributions (Integrated Gradients), privacy
-(DP-SGD budget), provenance (what produced the model) and model_card. It is
+report.json has seven sections: training (how it ended: early stopping, the
+exported epoch), compute (FLOPs, time, energy, CO2e), fairness (per-group
+test metrics), attributions (Integrated Gradients), privacy (DP-SGD
+budget), provenance (what produced the model) and model_card. It is
 rendered to report.md and a self-contained report.html with PNG plots, and
 the test split's predictions go to predictions.csv for anyone to audit.
 `python -m tfpipeline.report MODEL_DIR` renders a finished run again.
@@ -14,7 +15,6 @@ import pathlib
 import numpy as np
 
 from tfpipeline import atomic_files
-from tfpipeline import config as config_lib
 from tfpipeline import integrity
 from tfpipeline import run_identity
 from tfpipeline.data import sources
@@ -28,7 +28,7 @@ from tfpipeline.report import privacy
 from tfpipeline.report import provenance
 from tfpipeline.report import render
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4  # 4: the training section
 # Files written before the report, whose hashes the report itself shows.
 _TRAINED_ARTEFACTS = ('config.json', 'metrics.json', 'model.keras',
                       'saved_model/saved_model.pb')
@@ -55,12 +55,13 @@ def write(run, trained, test_evaluation, test_metrics: dict, *,
   report_dir = model_dir / 'report'
   report_dir.mkdir(exist_ok=True)
   batch = config.train.global_batch_size
-  total_steps = config_lib.total_steps(config, len(train))
+  end_step = trained.end_step
   report = {
       'schema_version': SCHEMA_VERSION,
+      'training': trained.training,
       'compute': compute.section(
           model, strategy, config.report, times,
-          examples_seen=(total_steps - start_step) * batch,
+          examples_seen=(end_step - start_step) * batch,
           train_seconds=trained.seconds, resumed_from_step=start_step,
           mixed_precision=config.train.mixed_precision),
       'fairness': fairness.section(
@@ -70,7 +71,7 @@ def write(run, trained, test_evaluation, test_metrics: dict, *,
       'attributions': _attributions(model, splits, inputs, config,
                                     report_dir, strategy),
       'privacy': privacy.section(config.privacy, batch_size=batch,
-                                 train_rows=len(train), steps=total_steps),
+                                 train_rows=len(train), steps=end_step),
       'provenance': provenance.section(
           config, (model_dir / 'config.json').read_text(), splits,
           started=times['started_utc']),

@@ -40,6 +40,21 @@ def _software(backend: str, versions: dict) -> str:
   return f"{keras} on TensorFlow {versions['tensorflow']}"
 
 
+def _training_end(training: dict) -> str:
+  """'; stopped early after epoch 12 (...); the weights of epoch 9 (...)'."""
+  said = ''
+  if training['stopped_early']:
+    said += (f"; stopped early after epoch {training['stopped_epoch']} "
+             f"({training['stop_reason']})")
+  if training['exported_weights'] == 'best epoch':
+    said += (f"; the weights of epoch {training['best_epoch']}, the best "
+             f"{training['metric']} ({training['best_value']:.6g})")
+  if training['learning_rate_reductions']:
+    said += (f"; learning rate lowered {training['learning_rate_reductions']}"
+             f" time(s) on a plateau of {training['metric']}")
+  return said
+
+
 def section(config, report: dict, *, test_metrics: dict, model_summary: str
             ) -> dict:
   """The report's `model_card` section, from the other sections."""
@@ -87,7 +102,8 @@ def section(config, report: dict, *, test_metrics: dict, model_summary: str
                        f"{config.optimizer.learning_rate:g} "
                        f"({config.optimizer.schedule}), loss {config.loss}, "
                        f"{config.train.epochs} epochs of batch "
-                       f"{config.train.global_batch_size}"),
+                       f"{config.train.global_batch_size}"
+                       + _training_end(report['training'])),
           'trained': provenance['finished_utc'],
           'backend': provenance['backend'],
           'software': _software(provenance['backend'],

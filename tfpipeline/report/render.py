@@ -138,6 +138,7 @@ def _blocks(report: dict, images: dict) -> list:
                   f"{provenance['config_sha256'][:16]}...")]
 
   blocks += [_Heading('Training'), _Image('loss.png', 'loss curves'),
+             _Text(card['model_details']['training'] + '.'),
              _Table(['test metric', 'value'],
                     [[k, _number(v)] for k, v in
                      card['metrics']['test'].items()])]

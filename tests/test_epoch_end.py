@@ -1,0 +1,254 @@
+"""Epoch-end policies: early stopping, the best weights, a plateau's lower
+learning rate and the warm-up, resumed exactly on every engine."""
+
+import json
+import signal
+import time
+import types
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import read_jsonl, run_cli, start_cli
+
+from tfpipeline import config as config_lib
+from tfpipeline import epoch_end as epoch_end_lib
+
+
+class _Engine:
+  """What the policies use of an engine."""
+
+  def __init__(self):
+    self.learning_rate = 0.1
+    self.saved = []
+
+  def trained_model(self):
+    engine = self
+
+    class Model:
+      def save_weights(self, path):
+        engine.saved.append(path.name)
+        path.write_text('weights')
+
+    return Model()
+
+
+def _policies(tmp_path, **settings):
+  config = config_lib.get_config()
+  for key, value in settings.items():
+    *sections, name = key.split('.')
+    node = config
+    for section in sections:
+      node = node[section]
+    node[name] = value
+  run = types.SimpleNamespace(config=config, model_dir=tmp_path,
+                              output_dir=tmp_path)
+  engine = _Engine()
+  return epoch_end_lib.EpochEnd(run, engine), engine
+
+
+def test_stops_after_patience_epochs_without_an_improvement(tmp_path):
+  policies, _ = _policies(tmp_path, **{
+      'train.early_stopping.patience': 2,
+      'train.early_stopping.min_delta': 0.5})
+  for epoch, loss in enumerate([10.0, 9.0, 8.7, 8.6], start=1):
+    assert not policies.stopped
+    policies(epoch, {'val_loss': loss})
+  # 8.7 and 8.6 improve on 9.0 by less than min_delta.
+  assert policies.stopped and policies.state.stopped_epoch == 4
+  assert (policies.state.best, policies.state.best_epoch) == (9.0, 2)
+  summary = policies.summary(end_step=40, steps_per_epoch=10)
+  assert summary['stop_reason'] == (
+      'val_loss did not improve on 9 (epoch 2) by more than 0.5 for 2 epochs')
+  assert summary['epochs_trained'] == 4
+
+
+def test_mode_auto_maximises_accuracy(tmp_path):
+  policies, _ = _policies(tmp_path, **{
+      'loss': 'sparse_categorical_crossentropy', 'model.output_units': 3,
+      'train.early_stopping.metric': 'val_accuracy',
+      'train.early_stopping.patience': 1})
+  assert policies.mode == 'max'
+  policies(1, {'val_accuracy': 0.5})
+  policies(2, {'val_accuracy': 0.7})
+  assert not policies.stopped and policies.state.best_epoch == 2
+  policies(3, {'val_accuracy': 0.6})
+  assert policies.stopped
+
+
+def test_a_plateau_lowers_the_rate_down_to_its_floor(tmp_path):
+  policies, engine = _policies(tmp_path, **{
+      'optimizer.reduce_on_plateau.patience': 2,
+      'optimizer.reduce_on_plateau.factor': 0.5,
+      'optimizer.reduce_on_plateau.min_learning_rate': 0.03})
+  rates = []
+  for epoch, loss in enumerate([5.0, 6.0, 6.0, 6.0, 6.0, 4.0, 6.0, 6.0, 6.0,
+                                6.0], start=1):
+    policies(epoch, {'val_loss': loss})
+    rates.append(engine.learning_rate)
+  np.testing.assert_allclose(rates, [0.1, 0.1, 0.05, 0.05, 0.03, 0.03, 0.03,
+                                     0.03, 0.03, 0.03])
+  assert policies.state.reductions == 2 and not policies.stopped
+
+
+def test_state_is_saved_per_checkpoint_and_pruned_with_it(tmp_path):
+  policies, engine = _policies(tmp_path, **{'train.keep_best': True})
+  policies(1, {'val_loss': 3.0})
+  policies.save(10)
+  policies(2, {'val_loss': 2.0})
+  policies.save(20)
+  policies(3, {'val_loss': 1.0})  # Best weights written, no checkpoint yet.
+  assert engine.saved == ['epoch-1.weights.h5', 'epoch-2.weights.h5',
+                          'epoch-3.weights.h5']
+  policies.prune([20])
+  assert sorted(p.name for p in (tmp_path / 'loop_state').iterdir()) == [
+      'step-20.json']
+  # Epoch 1's weights are named by no kept state; epoch 3's are newer than
+  # every kept state (a resume redoes epoch 3 and writes them again).
+  assert sorted(p.name for p in (tmp_path / 'best').iterdir()) == [
+      'epoch-2.weights.h5', 'epoch-3.weights.h5']
+  restored, _ = _policies(tmp_path, **{'train.keep_best': True})
+  restored.restore(20)
+  assert (restored.state.best, restored.state.best_epoch) == (2.0, 2)
+  assert restored.best_weights() == tmp_path / 'best' / 'epoch-2.weights.h5'
+
+
+def test_inactive_policies_write_nothing(tmp_path):
+  policies, _ = _policies(tmp_path)
+  assert not policies.active
+  policies(1, {'val_loss': 1.0})
+  policies.save(10)
+  policies.prune([10])
+  assert list(tmp_path.iterdir()) == []
+
+
+# The embedded default (diabetes: 9 steps an epoch) at a rate that reaches
+# its best validation loss within about ten epochs; a checkpoint and the
+# policies' state at every epoch's end, three device calls an epoch.
+RUN = ('--strategy=cpu', '--config.optimizer.learning_rate=0.01',
+       '--config.train.steps_per_loop=3',
+       '--config.train.checkpoint_every_steps=9',
+       '--config.train.deterministic=True')
+PATIENCE = ('--config.optimizer.warmup_epochs=3.0',
+            '--config.train.early_stopping.patience=5',
+            '--config.train.keep_best=True')
+PLATEAU = ('--config.optimizer.reduce_on_plateau.patience=2',
+           '--config.optimizer.reduce_on_plateau.factor=0.5',
+           '--config.train.early_stopping.patience=6')
+ENGINES = {'tfpipeline': ('--engine=tfpipeline',),
+           'keras_fit': ('--engine=keras_fit',),
+           'jax': ('--backend=jax',)}
+STEPS_PER_EPOCH = 9
+
+
+def _epochs(model_dir) -> list[dict]:
+  return [record for record in read_jsonl(model_dir / 'metrics.jsonl')
+          if 'val_loss' in record]
+
+
+def _killed_once_saved(args, model_dir, step: int) -> None:
+  """SIGKILLs a run once its policies' state for `step` is written: the
+  checkpoint of the epoch before is complete (the state comes first)."""
+  process = start_cli(f'--model_dir={model_dir}', *args)
+  state = model_dir / epoch_end_lib.STATE_DIR / f'step-{step}.json'
+  while process.poll() is None and not state.exists():
+    time.sleep(0.01)
+  process.send_signal(signal.SIGKILL)
+  process.communicate(timeout=300)
+  assert process.returncode == -signal.SIGKILL, 'the run ended before'
+
+
+def _model_weights(path) -> list:
+  return keras.saving.load_model(path, safe_mode=True).get_weights()
+
+
+def _curves(model_dir) -> list[dict]:
+  """metrics.jsonl without its timings: steps, losses, validation, rates."""
+  return [{k: v for k, v in record.items()
+           if k in ('step', 'epoch', 'loss', 'learning_rate') or
+           k.startswith('val_')}
+          for record in read_jsonl(model_dir / 'metrics.jsonl')]
+
+
+def _assert_same_run(got, want) -> None:
+  """Bit-identical: every record's losses and learning rate, the exported
+  weights, and how training ended."""
+  assert _curves(got) == _curves(want)
+  for a, b in zip(_model_weights(got / 'model.keras'),
+                  _model_weights(want / 'model.keras')):
+    np.testing.assert_array_equal(a, b)
+  report = json.loads((got / 'report' / 'report.json').read_text())
+  expected = json.loads((want / 'report' / 'report.json').read_text())
+  assert report['training'] == expected['training']
+
+
+@pytest.mark.parametrize('engine', sorted(ENGINES))
+def test_killed_in_warmup_and_patience_resumes_to_the_same_stop(
+    tmp_path, tfds_dir, engine):
+  """Early stopping, the best weights and the warm-up, on each engine: a
+  run killed during the warm-up and again inside the patience window ends
+  as the uninterrupted run does, at the same epoch, exporting the same best
+  epoch's weights."""
+  args = (f'--config.data.data_dir={tfds_dir}', *RUN, *ENGINES[engine],
+          *PATIENCE)
+  reference = tmp_path / 'reference'
+  result = run_cli(f'--model_dir={reference}', *args)
+  assert result.returncode == 0, result.stderr[-3000:]
+  training = json.loads(
+      (reference / 'report' / 'report.json').read_text())['training']
+  best, stopped = training['best_epoch'], training['stopped_epoch']
+  assert training['stopped_early'] and stopped == best + 5 < 50
+  assert training['exported_weights'] == 'best epoch'
+  epochs = _epochs(reference)
+  assert len(epochs) == stopped
+  assert [r['epoch'] for r in epochs] == list(range(1, stopped + 1))
+  # The warm-up: the rate of the next step, rising to 0.01 over 27 steps.
+  np.testing.assert_allclose([r['learning_rate'] for r in epochs[:4]],
+                             [0.01 * 10 / 27, 0.01 * 19 / 27, 0.01, 0.01],
+                             rtol=1e-6)
+  assert best > 3  # The patience window lies after the warm-up.
+  # The exported model holds the best epoch's weights.
+  model = keras.saving.load_model(reference / 'model.keras')
+  model.load_weights(reference / 'best' / f'epoch-{best}.weights.h5')
+  for a, b in zip(model.get_weights(),
+                  _model_weights(reference / 'model.keras')):
+    np.testing.assert_array_equal(a, b)
+
+  model_dir = tmp_path / 'run'
+  # During the warm-up (epochs 1 to 3), then inside the patience window.
+  _killed_once_saved(args, model_dir, 2 * STEPS_PER_EPOCH)
+  _killed_once_saved(args, model_dir, (best + 2) * STEPS_PER_EPOCH)
+  result = run_cli(f'--model_dir={model_dir}', *args)
+  assert result.returncode == 0, result.stderr[-3000:]
+  resumed_at = int(result.stderr.split('resuming from the checkpoint at '
+                                       'step ')[1].split()[0])
+  assert best * STEPS_PER_EPOCH < resumed_at < stopped * STEPS_PER_EPOCH
+  _assert_same_run(model_dir, reference)
+
+
+def test_a_plateau_halves_the_rate_and_resumes_exactly(tmp_path, tfds_dir):
+  """optimizer.reduce_on_plateau: the rate each epoch follows the rule
+  applied to the validation losses, and a run killed between two
+  reductions ends bit-identical to the uninterrupted one."""
+  args = (f'--config.data.data_dir={tfds_dir}', *RUN, *PLATEAU)
+  reference = tmp_path / 'reference'
+  result = run_cli(f'--model_dir={reference}', *args)
+  assert result.returncode == 0, result.stderr[-3000:]
+  epochs = _epochs(reference)
+  rate, best, waited, reductions = 0.01, float('inf'), 0, []
+  for epoch, record in enumerate(epochs, start=1):
+    assert record['learning_rate'] == pytest.approx(rate, rel=1e-6)
+    if record['val_loss'] < best:
+      best, waited = record['val_loss'], 0
+    else:
+      waited += 1
+    if waited == 2 and epoch < len(epochs):
+      rate, waited = rate / 2, 0
+      reductions.append(epoch)
+  assert len(reductions) >= 2
+  model_dir = tmp_path / 'run'
+  _killed_once_saved(args, model_dir, (reductions[0] + 2) * STEPS_PER_EPOCH)
+  result = run_cli(f'--model_dir={model_dir}', *args)
+  assert result.returncode == 0, result.stderr[-3000:]
+  _assert_same_run(model_dir, reference)
