@@ -75,7 +75,8 @@ def _exit_code(cli) -> int:
 def _isolated(stderr):
   """Flags at their defaults; absl's handler on the root logger (as app.run
   sets it up, once a process) writing to `stderr`. After: sys.argv, the
-  environment, signal handlers, logging and the console as they were."""
+  environment, signal handlers, logging (its lines' format too) and the
+  console as they were."""
   from tfpipeline import console  # pylint: disable=g-import-not-at-top
   root, handler = python_logging.getLogger(), logging.get_absl_handler()
   saved = dict(
@@ -85,6 +86,7 @@ def _isolated(stderr):
                                                 signal.SIGINT)},
       handlers=list(root.handlers), filters=list(handler.filters),
       stream=handler.python_handler.stream,
+      formatter=handler.python_handler.formatter,
       levels=(root.level, logging.get_absl_logger().level))
   # With TensorFlow's C++ log level set, the console filters no file
   # descriptor (that is run_cli's to test).
@@ -99,6 +101,7 @@ def _isolated(stderr):
     yield
   finally:
     handler.python_handler.stream = saved['stream']
+    handler.setFormatter(saved['formatter'])
     root.handlers[:] = saved['handlers']
     handler.filters[:] = saved['filters']
     _reset_flags()

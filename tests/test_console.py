@@ -1,17 +1,24 @@
 """tfpipeline.console and the console lines of a run: the package's own."""
 
+import fcntl
 import logging
+import os
+import pty
 import re
+import select
 import signal
+import struct
 import subprocess
 import sys
+import termios
 
 from absl import logging as absl_logging
 import pytest
 
 from tfpipeline import console
 from tfpipeline import run_log
-from conftest import cli_env
+from tfpipeline import trainer
+from conftest import REPO, cli_env, read_jsonl
 
 
 def test_cpp_info_lines_are_held_back_and_warnings_and_errors_kept():
@@ -189,6 +196,104 @@ def test_info_lines_pass_only_from_the_package():
       True, False, True]
 
 
+def test_a_live_bars_frames_pass_the_filter_at_once():
+  # A frame (a carriage return, no line end) reaches the terminal before
+  # the next line; a bar's clearing passes, the line after it is judged.
+  child = subprocess.Popen([sys.executable, '-m', 'tfpipeline.console'],
+                           env=cli_env(), stdin=subprocess.PIPE,
+                           stderr=subprocess.PIPE)
+  frame = b'\repoch 1/2 ###    3/9 steps  1,234 ex/s  loss 5.1  ETA 00:02'
+  child.stdin.write(frame)
+  child.stdin.flush()
+  assert select.select([child.stderr], [], [], 60)[0]
+  assert os.read(child.stderr.fileno(), 1024) == frame
+  clear = b'\r' + b' ' * 60 + b'\r'
+  _, rest = child.communicate(
+      clear + b'I0000 00:00:1.5    2842 port.cc:153] oneDNN\n' + clear +
+      b'epoch 1/2  step 9  loss 5\n', timeout=60)
+  assert rest == clear + clear + b'epoch 1/2  step 9  loss 5\n'
+
+
+def test_the_packages_info_lines_are_plain_and_the_others_keep_the_prefix():
+  def formatted(level, path, message):
+    return console._PlainOwnLines().format(  # pylint: disable=protected-access
+        logging.LogRecord('absl', level, path, 7, message, None, None))
+
+  assert formatted(logging.INFO, run_log.__file__, 'epoch 1/2') == 'epoch 1/2'
+  assert re.fullmatch(r'W\d{4} [\d:.]+ +\d+ trainer\.py:7\] rolled back',
+                      formatted(logging.WARNING, trainer.__file__,
+                                'rolled back'))
+  assert re.fullmatch(r'I\d{4} [\d:.]+ +\d+ saver\.py:7\] Assets written',
+                      formatted(logging.INFO, '/site-packages/tf/saver.py',
+                                'Assets written'))
+
+
+def _terminal_output(args, columns: int) -> tuple[int, str]:
+  """`python -m tfpipeline.train ARGS` with a pseudo-terminal `columns`
+  wide as its stderr: its exit code and what the terminal received."""
+  controller, terminal = pty.openpty()
+  fcntl.ioctl(terminal, termios.TIOCSWINSZ,
+              struct.pack('HHHH', 24, columns, 0, 0))
+  process = subprocess.Popen(
+      [sys.executable, '-m', 'tfpipeline.train', *args], cwd=REPO,
+      env=cli_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+      stderr=terminal)
+  os.close(terminal)
+  received = []
+  while select.select([controller], [], [], 300)[0]:
+    try:
+      chunk = os.read(controller, 1 << 16)
+    except OSError:  # EIO: every writer (the command, its filter) is gone.
+      break
+    if not chunk:
+      break
+    received.append(chunk)
+  os.close(controller)
+  return process.wait(timeout=60), b''.join(received).decode()
+
+
+def _screen(output: str) -> list[str]:
+  """The lines a terminal shows after `output`: each carriage return
+  writes over its line from the start."""
+  lines = []
+  for row in output.split('\n'):
+    shown = ''
+    for part in row.split('\r'):
+      shown = part + shown[len(part):]
+    if shown.strip():
+      lines.append(shown.rstrip())
+  return lines
+
+
+def test_a_terminal_shows_a_live_bar_and_keeps_plain_lines(tmp_path,
+                                                           tfds_dir):
+  model_dir = tmp_path / 'run'
+  code, output = _terminal_output(
+      [f'--model_dir={model_dir}', f'--config.data.data_dir={tfds_dir}',
+       '--config.train.epochs=2', '--config.train.steps_per_loop=3'],
+      columns=100)
+  assert code == 0, output[-3000:]
+  # Each epoch's first block is drawn at once: its steps, examples/s,
+  # loss and ETA.
+  frames = output.split('\r')
+  for epoch in (1, 2):
+    assert any(re.fullmatch(
+        rf'epoch {epoch}/2 \S+ +3/9 steps  [\d,]+ ex/s  loss [\d.e+]+  '
+        rf'ETA \d\d:\d\d *', frame) for frame in frames), frames
+  # What stays on the terminal: the plain lines, the bar cleared.
+  screen = _screen(output)
+  records = read_jsonl(model_dir / 'metrics.jsonl')
+  assert [r['step'] for r in records] == [3, 6, 9, 12, 15, 18]
+  epoch_lines = [line for line in screen if 'epoch' in line]
+  epoch_ends = [r for r in records if 'val_loss' in r]
+  assert len(epoch_lines) == len(epoch_ends) == 2, screen
+  for line, r in zip(epoch_lines, epoch_ends):
+    assert line.startswith(f'epoch {r["epoch"]}/2  step {r["step"]}  loss '
+                           f'{r["loss"]:.4g}  val_loss {r["val_loss"]:.4g}  ')
+  assert not [line for line in screen if re.match(r'[IWEF]\d{4} ', line)]
+  assert screen[-1] == f'wrote {model_dir}'
+
+
 def test_long_epochs_log_progress_and_stall_only_for_long_calls(
     tmp_path, monkeypatch, caplog):
   clock = [100.0]
@@ -213,3 +318,40 @@ def test_long_epochs_log_progress_and_stall_only_for_long_calls(
   assert lines == ['epoch 1/2  step 30 (in progress)  loss 1  stall 40.0%',
                    'epoch 1/2  step 40  loss 1']
   assert len((tmp_path / 'metrics.jsonl').read_text().splitlines()) == 5
+
+
+class _BarCalls:
+  """A live bar that lists what the run log asks of it."""
+
+  def __init__(self):
+    self.calls = []
+
+  def start(self, step):
+    self.calls.append(('start', step))
+
+  def show(self, step, loss):
+    self.calls.append(('show', step, loss))
+
+  def close(self):
+    self.calls.append(('close',))
+
+
+def test_with_a_live_bar_an_epochs_progress_goes_to_the_bar(
+    tmp_path, monkeypatch, caplog):
+  clock = [100.0]
+  monkeypatch.setattr(run_log.time, 'perf_counter', lambda: clock[0])
+  bar = _BarCalls()
+  log = run_log.RunLog(tmp_path, epochs=2, start_step=5, bar=bar)
+  absl_logging.set_verbosity(absl_logging.INFO)
+  caplog.set_level(logging.INFO)
+  clock[0] = 200.0  # Long past PROGRESS_EVERY_S: the bar, no line.
+  log.record(step=7, epoch=1, console=False, loss=2.0, examples_per_sec=9.0)
+  log.progress(step=8, epoch=1, loss=1.5)
+  log.record(step=10, epoch=1, console=True, loss=1.0)
+  log.rollback(10)
+  log.close()
+  assert bar.calls == [('start', 5), ('show', 7, 2.0), ('show', 8, 1.5),
+                       ('close',), ('start', 10), ('close',), ('start', 10),
+                       ('close',)]
+  lines = [r.getMessage() for r in caplog.records if r.name == 'absl']
+  assert lines == ['epoch 1/2  step 10  loss 1']

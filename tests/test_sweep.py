@@ -9,6 +9,7 @@ leg collects this file without the ray extra."""
 import csv
 import json
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -242,6 +243,12 @@ def test_a_resumed_sweep_resumes_trials_from_their_checkpoints(sweep):
   logs = [(sweep_dir / 'trials' / f'{row["trial"]}.log').read_text()
           for row in interrupted]
   assert any('resuming from the checkpoint at step' in log for log in logs)
+  # Plain lines: the sweep's own, and its trials' in their log files.
+  assert re.search(r'^trial_\d+ epoch \d  val_loss ', resumed.stderr,
+                   re.MULTILINE), resumed.stderr[-5000:]
+  assert any(re.search(r'^epoch \d/4  step \d+  loss ', log, re.MULTILINE)
+             for log in logs)
+  assert not any('\r' in log or '\x1b' in log for log in logs)
   for model_dir in _trial_dirs(sweep_dir):
     steps = [r['step'] for r in read_jsonl(model_dir / 'metrics.jsonl')]
     assert steps == sorted(set(steps)), model_dir  # No record twice.

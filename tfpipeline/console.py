@@ -1,16 +1,20 @@
 """The console of a command: tfpipeline's own lines, the libraries' held back.
 
-A command run prints the package's INFO lines and everyone's warnings and
-errors, TensorFlow's C++ ones included. It holds back TensorFlow's C++ INFO
+A command run prints the package's INFO lines, plain (their message alone),
+and everyone's warnings and errors with absl's prefix (level, time, thread,
+file and line), TensorFlow's C++ ones included; on a terminal, training adds
+a live bar (`progress_bar`), which the lines are written above. It holds back TensorFlow's C++ INFO
 lines (oneDNN, CUDA stubs, XLA), three C++ lines every healthy run prints
 (below), TF's C++ echoes of a tfpipeline UserError raised inside tf.data
 (the command's last line says it), TensorFlow's and TFDS's INFO lines (SavedModel's "Assets written",
 dataset generation), TFDS's progress bars and codecarbon's INFO and WARNING
-lines. `--verbosity=1` (absl's flag) shows them all; a TF_CPP_MIN_LOG_LEVEL
-set by the user decides TensorFlow's C++ lines.
+lines. `--verbosity=1` (absl's flag) shows them all, every line in absl's
+format, and no bar; a TF_CPP_MIN_LOG_LEVEL set by the user decides
+TensorFlow's C++ lines.
 
 Run as `python -m tfpipeline.console`, it is the filter itself: standard
-input to standard error, less the lines held back, until end of file.
+input to standard error, less the lines held back, until end of file; a
+live bar's frames (a carriage return, no line end) pass at once.
 """
 
 import atexit
@@ -22,6 +26,7 @@ import pathlib
 import re
 import subprocess
 import sys
+import warnings
 
 from absl import logging
 
@@ -64,37 +69,81 @@ _TF_CALLBACK_FRAME = re.compile(
     rb'\s+File ".*[/\\]tensorflow[/\\]python[/\\]ops[/\\]script_ops\.py", '
     rb'line \d+, in __call__')
 _quiet = False
+# With a quiet console on a terminal: a descriptor of the terminal (its
+# width), taken before the filter's pipe replaces file descriptor 2.
+_terminal = None
 _filtering = False  # fd 2 goes through the child that filters it.
 _said_last_line = False
+
+
+def _own_info(record: python_logging.LogRecord) -> bool:
+  """Whether `record` is an INFO (or DEBUG) line of this package's code."""
+  return (record.levelno < python_logging.WARNING and
+          record.pathname.startswith(_PACKAGE))
 
 
 class _OwnInfoOnly(python_logging.Filter):
   """Passes warnings and errors, and INFO lines logged by this package."""
 
   def filter(self, record: python_logging.LogRecord) -> bool:
-    return (record.levelno >= python_logging.WARNING or
-            record.pathname.startswith(_PACKAGE))
+    return record.levelno >= python_logging.WARNING or _own_info(record)
+
+
+class _PlainOwnLines(python_logging.Formatter):
+  """The package's INFO lines as their message alone; any other line (a
+  warning, an error, a library's line) after absl's prefix."""
+
+  def format(self, record: python_logging.LogRecord) -> str:
+    prefix = '' if _own_info(record) else logging.get_absl_log_prefix(record)
+    return prefix + super().format(record)
 
 
 def quiet() -> None:
-  """Holds the libraries' lines back, unless --verbosity is 1 or more.
+  """Holds the libraries' lines back and prints the package's plain
+  (`plain_lines`), unless --verbosity is 1 or more. On a terminal, log lines
+  and Python's warnings are written above a live bar.
 
   Call it once flags are parsed and before TensorFlow is imported.
   """
-  global _quiet
+  global _quiet, _terminal
   if logging.get_verbosity() >= logging.DEBUG:
     return
   _quiet = True
+  if sys.stderr.isatty():
+    _terminal = os.dup(sys.stderr.fileno())
+    from tfpipeline import progress_bar  # pylint: disable=g-import-not-at-top
+    logging.get_absl_handler().python_handler.stream = (
+        progress_bar.LinesAboveTheBar())
+    warnings.showwarning = progress_bar.show_warning
   if 'TF_CPP_MIN_LOG_LEVEL' not in os.environ:
     os.environ['TF_CPP_MIN_LOG_LEVEL'] = '1'  # Warnings and errors.
     _filter_stderr()
   os.environ.setdefault('CODECARBON_LOG_LEVEL', 'error')  # Read on import.
+  plain_lines()
   logging.get_absl_handler().addFilter(_OwnInfoOnly())
+
+
+def plain_lines() -> None:
+  """The package's INFO lines without absl's prefix, unless --verbosity is
+  1 or more. Call it once flags are parsed."""
+  if logging.get_verbosity() < logging.DEBUG:
+    logging.get_absl_handler().setFormatter(_PlainOwnLines())
 
 
 def is_quiet() -> bool:
   """Whether `quiet()` holds the libraries' lines back (progress bars)."""
   return _quiet
+
+
+def live_bar_columns() -> int | None:
+  """The terminal's width where `quiet()` found stderr a terminal (a live
+  bar may be drawn); None elsewhere."""
+  if _terminal is None:
+    return None
+  try:
+    return os.get_terminal_size(_terminal).columns
+  except OSError:  # The terminal closed.
+    return None
 
 
 @contextlib.contextmanager
@@ -184,7 +233,7 @@ def _forward_lines() -> None:
   error line, written in between).
   """
   echo, traceback = False, []
-  for line in sys.stdin.buffer:
+  for line in _lines_passing_frames():
     if traceback:  # Held until its first frame says whose it is.
       traceback.append(line)
       if not line.strip():
@@ -200,6 +249,25 @@ def _forward_lines() -> None:
       shown = [] if echo or _HELD_BACK_LINE.match(line) else [line]
     _write(shown)
   _write(traceback)
+
+
+def _lines_passing_frames():
+  """Standard input's lines, each from its last carriage return on: what
+  comes before it (a live bar's frame, its clearing) is written at once,
+  as is a partial line holding one (the bar redrawn in place)."""
+  pending = b''
+  while chunk := os.read(0, 1 << 16):
+    *lines, pending = (pending + chunk).split(b'\n')
+    for line in lines:
+      frame, carriage_return, line = line.rpartition(b'\r')
+      if carriage_return:
+        _write([frame + carriage_return])
+      yield line + b'\n'
+    if b'\r' in pending:
+      _write([pending])
+      pending = b''
+  if pending:
+    yield pending
 
 
 def _write(lines: list[bytes]) -> None:

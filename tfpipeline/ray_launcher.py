@@ -21,7 +21,7 @@ step. The controller appends each failed attempt to the run's audit log
 (the chief appends its own outcome, as in any run); a killed chief cannot.
 
 Console: the chief's lines, and only the warnings and errors of the other
-workers; Ray prefixes each with its worker.
+workers (they run with --verbosity=-1); Ray prefixes each with its worker.
 """
 
 import contextlib
@@ -31,7 +31,6 @@ import math
 import os
 import pathlib
 import random
-import re
 import signal
 import socket
 import subprocess
@@ -44,10 +43,6 @@ from tfpipeline.errors import Preempted
 from tfpipeline.errors import UserError
 from tfpipeline.errors import WorkersFailed
 from tfpipeline.errors import first_line
-
-# An absl INFO line: I1205 02:22:16.208123 12345 file.py:12] ...
-_ABSL_INFO = re.compile(r'I\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\] ')
-
 
 def parse_resources(text: str) -> dict[str, float]:
   """--resources_per_worker: a JSON object or a k=v list ('CPU=2,GPU=1').
@@ -232,19 +227,18 @@ class WorkerExit(Exception):
 
 def _run_worker(loop_config: dict) -> None:
   """Ray Train's function on each worker: the worker's command as a child
-  that dies with this process; rank 0 (the chief) shows every line, the
-  others their warnings and errors."""
+  that dies with this process, its lines shown; rank 0 (the chief) logs
+  every line, the others (--verbosity=-1) their warnings and errors."""
   from ray import train  # pylint: disable=g-import-not-at-top
   rank = train.get_context().get_world_rank()
-  child = ray_local.start_train(loop_config['argv'], cwd=loop_config['cwd'],
-                                dies_by=signal.SIGKILL,
-                                stderr=subprocess.PIPE)
+  child = ray_local.start_train(
+      loop_config['argv'] + ([] if rank == 0 else ['--verbosity=-1']),
+      cwd=loop_config['cwd'], dies_by=signal.SIGKILL, stderr=subprocess.PIPE)
   last = ''
   for line in child.stderr:
     last = line.strip() or last
-    if rank == 0 or not _ABSL_INFO.match(line):
-      sys.stderr.write(line)
-      sys.stderr.flush()
+    sys.stderr.write(line)
+    sys.stderr.flush()
   if child.wait():
     raise WorkerExit(rank, child.returncode, last)
 

@@ -9,9 +9,11 @@ from absl import logging
 import tensorflow as tf
 
 from tfpipeline import atomic_files
+from tfpipeline.progress_bar import EpochBar
 
 
-# A console line at least this often within a long epoch.
+# A console line at least this often within a long epoch (without a live
+# bar: on a terminal, the bar shows the epoch's progress).
 PROGRESS_EVERY_S = 30.0
 # The input stall is shown for device calls at least this long: in shorter
 # ones, fetching the next block's fixed cost dominates the share.
@@ -23,19 +25,23 @@ class RunLog:
 
   Records go to `metrics.jsonl` (one JSON object a line, flushed at once),
   to TensorBoard scalars under `tensorboard/`, and as one console line per
-  epoch, and per PROGRESS_EVERY_S within a long one.
+  epoch; within an epoch, to a live bar if given, else as a console line
+  per PROGRESS_EVERY_S.
   """
 
   def __init__(self, model_dir: pathlib.Path, epochs: int,
-               start_step: int = 0):
+               start_step: int = 0, bar: EpochBar | None = None):
     """Appends to `model_dir`'s logs; on a resume from `start_step`, drops
-    the records written after that checkpoint (they will be redone)."""
+    the records written after that checkpoint (they will be redone).
+    `bar`: the live bar of a terminal's console."""
     self._epochs = epochs
     self._path = model_dir / 'metrics.jsonl'
     self._tensorboard = model_dir / 'tensorboard'
+    self._bar = bar
     self._truncate(start_step)
     self._open()
     self._start = self._last_line = time.perf_counter()
+    self._start_bar(start_step)
 
   def _open(self) -> None:
     self._jsonl = open(self._path, 'a', encoding='utf-8')
@@ -55,6 +61,7 @@ class RunLog:
     self.close()
     self._truncate(step)
     self._open()
+    self._start_bar(step)
 
   def record(self, *, step: int, epoch: int, console: bool,
              call_s: float | None = None, **values) -> dict:
@@ -75,15 +82,20 @@ class RunLog:
     if call_s is None or call_s < STALL_SHOWN_FROM_S:
       values = {k: v for k, v in values.items() if k != 'input_stall_pct'}
     if console:
+      if self._bar:
+        self._bar.close()
       self._line(step, epoch, values)
+      self._start_bar(step)
     elif 'event' not in values:  # Events (rollbacks) are not progress.
       self.progress(step=step, epoch=epoch, **values)
     return row
 
   def progress(self, *, step: int, epoch: int, **values) -> None:
-    """Prints an epoch's progress if PROGRESS_EVERY_S passed since the
-    last console line."""
-    if time.perf_counter() - self._last_line >= PROGRESS_EVERY_S:
+    """Shows an epoch's progress on the live bar, or without one prints
+    it if PROGRESS_EVERY_S passed since the last console line."""
+    if self._bar:
+      self._bar.show(step, values['loss'])
+    elif time.perf_counter() - self._last_line >= PROGRESS_EVERY_S:
       self._line(step, epoch, values, ' (in progress)')
 
   def _line(self, step: int, epoch: int, values: dict, note: str = '') -> None:
@@ -91,7 +103,13 @@ class RunLog:
                  note, '  '.join(_format(k, v) for k, v in values.items()))
     self._last_line = time.perf_counter()
 
+  def _start_bar(self, step: int) -> None:
+    if self._bar:
+      self._bar.start(step)
+
   def close(self) -> None:
+    if self._bar:
+      self._bar.close()
     self._writer.flush()
     self._writer.close()
     self._jsonl.close()

@@ -22,6 +22,7 @@ from tfpipeline import atomic_files
 from tfpipeline import backend as backend_lib
 from tfpipeline import cluster
 from tfpipeline import config as config_lib
+from tfpipeline import console
 from tfpipeline import engines
 from tfpipeline import integrity
 from tfpipeline import run_identity
@@ -236,7 +237,8 @@ def _train_and_export(run_context: RunContext, model,
     logging.info('resuming from the checkpoint at step %d', start_step)
   run_identity.record(output_dir, run_context.identity, start_step)
   evaluator = engine.evaluator()
-  run_log = RunLog(output_dir, config.train.epochs, start_step=start_step)
+  run_log = RunLog(output_dir, config.train.epochs, start_step=start_step,
+                   bar=_live_bar(run_context))
   train_start = time.perf_counter()
   try:
     finished = trainer.train(engine, run_context, run_log=run_log,
@@ -260,6 +262,18 @@ def _train_and_export(run_context: RunContext, model,
     raise Interrupted(f'{signal_name}: stopped after training, before the '
                       f'model and report were written; rerun the same '
                       f'command') from None
+
+
+def _live_bar(run_context: RunContext):
+  """The chief's live bar on a terminal's console (`console.quiet`); else
+  None."""
+  if not (run_context.chief and console.live_bar_columns()):
+    return None
+  from tfpipeline import progress_bar  # pylint: disable=g-import-not-at-top
+  config = run_context.config
+  return progress_bar.EpochBar(config.train.epochs,
+                               run_context.steps_per_epoch,
+                               config.train.global_batch_size)
 
 
 def _evaluate_export_report(run_context: RunContext, trained: Trained,

@@ -41,6 +41,7 @@ from tfpipeline import commands
 from tfpipeline import config as config_lib
 from tfpipeline import config_checks
 from tfpipeline import config_flag
+from tfpipeline import console
 from tfpipeline import errors
 from tfpipeline import ray_local
 from tfpipeline import search_space
@@ -91,6 +92,7 @@ def main(argv: list[str]) -> int:
     raise UserError(f'unexpected arguments {argv[1:]}; flags look like '
                     f'--name=value')
   ray_local.check_installed('python -m tfpipeline.sweep')
+  console.plain_lines()
   if not _MODEL_DIR.present:
     raise UserError('--model_dir: give the sweep\'s directory')
   sweep_dir = pathlib.Path(_MODEL_DIR.value).absolute()

@@ -5,12 +5,16 @@
 
 A --model_dir that holds a run is resumed from its newest checkpoint.
 
-The console shows tfpipeline's own lines: the strategy, the data, one line
-per epoch (loss, validation metrics, examples/s, and the share of the last
-device call spent waiting for input, "stall", when that call took a second
-or more), a progress line at least every 30 s, the test metrics and where
-the outputs went. --verbosity=1 adds TensorFlow's, TFDS's and codecarbon's
-lines; TF_CPP_MIN_LOG_LEVEL, when set, decides TensorFlow's C++ lines.
+The console shows tfpipeline's own lines, plain: the strategy, the data, one
+line per epoch (loss, validation metrics, examples/s, and the share of the
+last device call spent waiting for input, "stall", when that call took a
+second or more), the test metrics and where the outputs went. Within an
+epoch, on a terminal, a live bar (steps, examples/s, loss, ETA); elsewhere
+(a pipe, a file) a progress line at least every 30 s. Warnings and errors
+always show, with absl's prefix (level, time, thread, file:line).
+--verbosity=1 adds TensorFlow's, TFDS's and codecarbon's lines, every line
+in absl's format, without the bar; TF_CPP_MIN_LOG_LEVEL, when set, decides
+TensorFlow's C++ lines.
 
 Exit codes: 0 done; 2 bad input (one-line message, nothing written); 3
 stopped by SIGTERM/SIGINT at any moment (in training: checkpoint saved;
