@@ -2,7 +2,7 @@
 
 import pytest
 
-from tfpipeline import config, runner
+from tfpipeline import config, engines, runner
 from tfpipeline.errors import UserError
 
 
@@ -25,6 +25,17 @@ def test_tpu_batches_need_8_examples_per_core():
     runner._check_batch(c, 1000, 8, per_replica_multiple=8)
   c.train.global_batch_size = 128
   runner._check_batch(c, 1000, 8, per_replica_multiple=8)
+
+
+def test_keras_fit_refuses_to_clip_each_replicas_part():
+  c = config.get_config()
+  c.optimizer.clipnorm = 1.0
+  engines.check_replicas('keras_fit', c, 1)
+  engines.check_replicas('tfpipeline', c, 2)
+  with pytest.raises(UserError, match=r'optimizer.clipnorm with '
+                     r'--engine=keras_fit on 2 replicas: Keras fit clips each '
+                     r"replica's part"):
+    engines.check_replicas('keras_fit', c, 2)
 
 
 def test_a_run_builds_its_model_once(tmp_path, monkeypatch):

@@ -63,6 +63,32 @@ def test_mirrored_over_two_logical_cpus_equals_one_device(
   _assert_same_training(model_dir, one_device)
 
 
+SGD = ('--config.optimizer.name=sgd', '--config.optimizer.learning_rate=0.05')
+
+
+def test_clipping_under_mirrored_clips_the_whole_batchs_gradient(
+    tmp_path, tfds_dir):
+  """Keras's optimizer clips each replica's part of the gradient; the own
+  loop clips their sum, so two replicas equal one device. Unclipped, SGD
+  at this rate diverges on the diabetes targets (raw units, squared)."""
+  runs = {}
+  for name, args in (('one', ('--strategy=cpu',)),
+                     ('mirrored', ('--strategy=mirrored', '--cpu_devices=2')),
+                     ('unclipped', ('--strategy=cpu',))):
+    runs[name] = tmp_path / name
+    clip = () if name == 'unclipped' else (
+        '--config.optimizer.global_clipnorm=0.5',)
+    result = run_cli(*args, f'--model_dir={runs[name]}',
+                     f'--config.data.data_dir={tfds_dir}',
+                     f'--config.train.epochs={EPOCHS}', *SGD, *clip)
+    if name == 'unclipped':
+      assert result.returncode == 1
+      assert 'loss or weights became NaN or Inf' in result.last_line
+    else:
+      assert result.returncode == 0, result.stderr[-3000:]
+  _assert_same_training(runs['mirrored'], runs['one'])
+
+
 def test_two_worker_processes_equal_one_device(tmp_path, tfds_dir,
                                                one_device):
   model_dir = tmp_path / 'run'

@@ -282,6 +282,11 @@ BAD_INPUTS = {
         lambda t, c: ['--config.train.early_stopping.metric=val_accuracy'],
         "train.early_stopping.metric='val_accuracy' is invalid: expected "
         'one of val_loss, val_mae, val_rmse, val_r2'),
+    'two ways to clip': (
+        lambda t, c: ['--config.optimizer.clipnorm=1.0',
+                      '--config.optimizer.clipvalue=0.5'],
+        'optimizer.clipvalue=0.5 is invalid: expected 0.0 with '
+        'optimizer.clipnorm set'),
     'a plateau under a schedule': (
         lambda t, c: ['--config.optimizer.reduce_on_plateau.patience=2',
                       '--config.optimizer.schedule=cosine_decay'],

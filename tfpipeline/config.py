@@ -119,6 +119,11 @@ def get_config() -> config_dict.ConfigDict:
   c.optimizer.decay_rate = 0.5  # exponential_decay: factor per decay_steps
   c.optimizer.momentum = 0.0  # sgd, rmsprop
   c.optimizer.weight_decay = 0.004  # adamw
+  # Gradient clipping, as Keras's optimizer arguments (at most one; 0: off),
+  # applied to the whole batch's gradient under every strategy.
+  c.optimizer.clipnorm = 0.0  # each variable's gradient to this L2 norm
+  c.optimizer.global_clipnorm = 0.0  # all gradients together to this L2 norm
+  c.optimizer.clipvalue = 0.0  # each gradient element to [-clipvalue, clipvalue]
   c.optimizer.warmup_steps = 0  # linear warm-up from 0 in front of the schedule
   c.optimizer.warmup_epochs = 0.0  # > 0: warmup_steps = this many epochs' steps
   c.optimizer.reduce_on_plateau = config_dict.ConfigDict()

@@ -195,12 +195,26 @@ _OPTIMIZER = (
     ('optimizer.decay_rate', _POSITIVE_FLOAT),
     ('optimizer.momentum', _NON_NEGATIVE_FLOAT),
     ('optimizer.weight_decay', _NON_NEGATIVE_FLOAT),
+    ('optimizer.clipnorm', _NON_NEGATIVE_FLOAT),
+    ('optimizer.global_clipnorm', _NON_NEGATIVE_FLOAT),
+    ('optimizer.clipvalue', _NON_NEGATIVE_FLOAT),
     ('optimizer.warmup_steps', _NON_NEGATIVE),
     ('optimizer.warmup_epochs', _NON_NEGATIVE_FLOAT),
     ('optimizer.reduce_on_plateau.patience', _NON_NEGATIVE),
     ('optimizer.reduce_on_plateau.factor', _FRACTION),
     ('optimizer.reduce_on_plateau.min_learning_rate', _NON_NEGATIVE_FLOAT),
 )
+
+
+CLIPPING = ('clipnorm', 'global_clipnorm', 'clipvalue')
+
+
+def _one_clipping(config) -> None:
+  """Keras's optimizers take at most one way to clip."""
+  chosen = [name for name in CLIPPING if config.optimizer[name]]
+  if len(chosen) > 1:
+    _check(False, f'optimizer.{chosen[1]}', config.optimizer[chosen[1]],
+           f'0.0 with optimizer.{chosen[0]} set: clip one way only')
 
 
 def _rate_setters_have_a_constant_rate(config) -> None:
@@ -309,7 +323,7 @@ _SECTIONS = (
     (_DATA, (_data_leaves_rows_to_train, _data_has_the_sources_keys)),
     (_MODEL, ()),
     (_TRAIN, (_jax_trains_without_loss_scaling,)),
-    (_OPTIMIZER, (_rate_setters_have_a_constant_rate,)),
+    (_OPTIMIZER, (_one_clipping, _rate_setters_have_a_constant_rate)),
     (_LOSS, (_loss_fits_the_labels, _monitored_metric_is_validated)),
     (_PRIVACY, (_dp_publishes_nothing_exact,)),
     (_REPORT, ()),

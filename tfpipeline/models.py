@@ -198,15 +198,20 @@ def optimizer(optimizer_config,
   """
   rate = schedules.learning_rate(optimizer_config)
   name = optimizer_config.name
+  clipping = {key: optimizer_config[key] for key in config_checks.CLIPPING
+              if optimizer_config[key]}
   if name == 'sgd':
-    result = keras.optimizers.SGD(rate, momentum=optimizer_config.momentum)
+    result = keras.optimizers.SGD(rate, momentum=optimizer_config.momentum,
+                                  **clipping)
   elif name == 'rmsprop':
-    result = keras.optimizers.RMSprop(rate, momentum=optimizer_config.momentum)
+    result = keras.optimizers.RMSprop(rate, momentum=optimizer_config.momentum,
+                                      **clipping)
   elif name == 'adamw':
     result = keras.optimizers.AdamW(rate,
-                                    weight_decay=optimizer_config.weight_decay)
+                                    weight_decay=optimizer_config.weight_decay,
+                                    **clipping)
   else:
-    result = keras.optimizers.Adam(rate)
+    result = keras.optimizers.Adam(rate, **clipping)
   if mixed_precision == 'mixed_float16':
     result = keras.optimizers.LossScaleOptimizer(result)
   return result

@@ -159,6 +159,7 @@ def _prepared(config, model_dir: pathlib.Path, strategy, *, tpu: str,
   inputs = pipeline.inputs(splits, config)
   _check_batch(config, len(splits.train), strategy.num_replicas_in_sync,
                per_replica_multiple=8 if strategy_lib.is_tpu(strategy) else 1)
+  engines.check_replicas(engine, config, strategy.num_replicas_in_sync)
   config = config_lib.with_epochs_as_steps(config, len(splits.train))
   config = _calibrate_noise(config, len(splits.train))
   identity = run_identity.of(splits, engine)

@@ -92,7 +92,8 @@ class TfEngine(engine.Engine):
 
   @property
   def learning_rate(self) -> float:
-    return float(self.optimizer.learning_rate)
+    # A variable (mirrored under a strategy), or a schedule's tensor.
+    return float(tf.convert_to_tensor(self.optimizer.learning_rate))
 
   @learning_rate.setter
   def learning_rate(self, rate: float) -> None:

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from tfpipeline import dp_sgd
 from tfpipeline import models
+from tfpipeline.config_checks import CLIPPING
 from tfpipeline.data import pipeline
 from tfpipeline.engines import engine
 from tfpipeline.engines import tf_engine
@@ -71,6 +72,8 @@ class StepLoop:
       with strategy.scope():
         optimizer.build(model.trainable_variables)
     self._fused = jit_compile and strategy.num_replicas_in_sync == 1
+    self._clips_the_sum = (strategy.num_replicas_in_sync > 1 and
+                           _clipping(optimizer) is not None)
     if self._fused:
       self._compiled_fused_steps = tf.function(self._fused_steps_on_block,
                                                jit_compile=True)
@@ -103,9 +106,29 @@ class StepLoop:
 
   def _one_step_on_data(self, features, labels):
     loss, gradients = self._compiled_gradients(features, labels)
+    if self._clips_the_sum:
+      gradients = self._share_of_the_clipped_sum(gradients)
     self._optimizer.apply_gradients(
         zip(gradients, self._model.trainable_variables))
     return loss
+
+  def _share_of_the_clipped_sum(self, gradients):
+    """Keras's optimizer clips the gradients it is given before it sums the
+    replicas' (Keras 3.15), so with several replicas it would clip each
+    replica's part. The whole batch's gradient is summed and clipped here;
+    each replica passes 1/n of it, which Keras's clipping leaves as it is
+    (its norm and values are 1/n of the clipped ones)."""
+    replicas = self._strategy.num_replicas_in_sync
+    total = tf.distribute.get_replica_context().all_reduce(
+        tf.distribute.ReduceOp.SUM, gradients)
+    # Under loss scaling the gradients are scaled: clip them unscaled.
+    scale = getattr(self._optimizer, 'dynamic_scale', None)
+    if scale is not None:
+      total = [g / scale for g in total]
+    clipped = _clipped(total, _clipping(self._optimizer))
+    if scale is not None:
+      clipped = [g * scale for g in clipped]
+    return [g / replicas for g in clipped]
 
   def _fused_steps_on_block(self, features, labels, num_steps):
     """The first `num_steps` steps of one replica's block (the rest is
@@ -163,6 +186,25 @@ class StepLoop:
     waited = time.perf_counter() - start
     losses, num_steps, finite = self._compiled_block(features, labels, steps)
     return Block(losses.numpy()[:int(num_steps)], bool(finite), waited)
+
+
+def _clipping(optimizer) -> tuple[str, float] | None:
+  """The optimizer's clipping (Keras's argument and value), or None."""
+  inner = getattr(optimizer, 'inner_optimizer', optimizer)  # Loss scaling.
+  for name in CLIPPING:
+    if getattr(inner, name):
+      return name, getattr(inner, name)
+  return None
+
+
+def _clipped(gradients: list, clipping: tuple[str, float]) -> list:
+  """`gradients` clipped as Keras's optimizer argument `clipping` would."""
+  name, value = clipping
+  if name == 'clipnorm':
+    return [tf.clip_by_norm(g, value) for g in gradients]
+  if name == 'global_clipnorm':
+    return tf.clip_by_global_norm(gradients, value)[0]
+  return [tf.clip_by_value(g, -value, value) for g in gradients]
 
 
 class TfLoop(tf_engine.TfEngine):
