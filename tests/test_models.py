@@ -103,6 +103,21 @@ def test_warmup_rises_linearly_then_the_schedule_starts(name, after):
   assert float(restored(5)) == pytest.approx(rates[5])
 
 
+def test_label_smoothing_mixes_the_targets_with_uniform_ones():
+  c = config.get_config()
+  c.loss, c.model.output_units, c.train.label_smoothing = (
+      'sparse_categorical_crossentropy', 3, 0.3)
+  predictions = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], np.float32)
+  targets = np.array([[0.8, 0.1, 0.1], [0.1, 0.1, 0.8]])  # 0.7 + 0.3 / 3
+  np.testing.assert_allclose(
+      models.training_loss_fn(c)(np.array([0, 2]), predictions),
+      -(targets * np.log(predictions)).sum(axis=1), rtol=1e-6)
+  c.train.label_smoothing = 0.0
+  np.testing.assert_allclose(
+      models.training_loss_fn(c)(np.array([0, 2]), predictions),
+      -np.log([0.7, 0.8]), rtol=1e-6)
+
+
 def test_per_example_losses():
   y = np.array([[1.0], [3.0]], np.float32)
   p = np.array([[2.0], [1.0]], np.float32)

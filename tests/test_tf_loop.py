@@ -39,7 +39,8 @@ def _run_blocks(loop, dataset_fn):
 
 def _own_loop_losses(jit_compile):
   c, model, dataset_fn = _setup(steps_per_block=7)
-  loop = tf_loop.StepLoop(model, models.optimizer(c.optimizer), c.loss,
+  loop = tf_loop.StepLoop(model, models.optimizer(c.optimizer),
+                          models.loss_fn(c.loss),
                           tf.distribute.get_strategy(), global_batch_size=32,
                           jit_compile=jit_compile)
   return _run_blocks(loop, dataset_fn), model.get_weights()
@@ -89,7 +90,7 @@ def test_mixed_precision_computes_in_half_and_tracks_float32():
       optimizer = models.optimizer(c.optimizer, policy)
       assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer) == (
           policy == 'mixed_float16')
-      loop = tf_loop.StepLoop(model, optimizer, c.loss,
+      loop = tf_loop.StepLoop(model, optimizer, models.loss_fn(c.loss),
                               tf.distribute.get_strategy(),
                               global_batch_size=32, jit_compile=True)
       losses = _run_blocks(loop, dataset_fn)
@@ -103,7 +104,8 @@ def test_mixed_precision_computes_in_half_and_tracks_float32():
 def test_a_block_reports_non_finite_weights(jit_compile):
   """Checked on the device in the same call: one scalar comes back."""
   c, model, dataset_fn = _setup(steps_per_block=7)
-  loop = tf_loop.StepLoop(model, models.optimizer(c.optimizer), c.loss,
+  loop = tf_loop.StepLoop(model, models.optimizer(c.optimizer),
+                          models.loss_fn(c.loss),
                           tf.distribute.get_strategy(), global_batch_size=32,
                           jit_compile=jit_compile)
   iterator = iter(tf.distribute.get_strategy(
@@ -120,7 +122,8 @@ def test_one_trace_serves_epoch_ends_and_restarts(jit_compile):
   then a restart mid-epoch: one shape, so one trace (one XLA program)."""
   c, model, dataset_fn = _setup(steps_per_block=7)
   strategy = tf.distribute.get_strategy()
-  loop = tf_loop.StepLoop(model, models.optimizer(c.optimizer), c.loss,
+  loop = tf_loop.StepLoop(model, models.optimizer(c.optimizer),
+                          models.loss_fn(c.loss),
                           strategy, global_batch_size=32,
                           jit_compile=jit_compile)
   _run_blocks(loop, dataset_fn)

@@ -315,12 +315,13 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
   assert not model_dir.exists()
 
 
-@pytest.mark.parametrize('loss, units, label', [
-    ('binary_crossentropy', 1, lambda a, b: (a + b > 0).astype(int)),
+@pytest.mark.parametrize('loss, units, label, smoothing', [
+    ('binary_crossentropy', 1, lambda a, b: (a + b > 0).astype(int), 0.1),
     ('sparse_categorical_crossentropy', 3,
-     lambda a, b: np.digitize(a - b, [-0.7, 0.7])),
+     lambda a, b: np.digitize(a - b, [-0.7, 0.7]), 0.0),
 ])
-def test_table_classification_end_to_end(tmp_path, loss, units, label):
+def test_table_classification_end_to_end(tmp_path, loss, units, label,
+                                         smoothing):
   rng = np.random.default_rng(3)
   a, b = rng.normal(size=400), rng.normal(size=400)
   y = label(a, b)
@@ -334,13 +335,19 @@ def test_table_classification_end_to_end(tmp_path, loss, units, label):
                    f'--config.data.path={path}',
                    '--config.data.label=y', '--config.data.group=side',
                    f'--config.loss={loss}', f'--config.model.output_units={units}',
-                   '--config.train.epochs=30')
+                   '--config.train.epochs=30',
+                   f'--config.train.label_smoothing={smoothing}')
   assert result.returncode == 0, result.stderr[-3000:]
   metrics = json.loads((model_dir / 'metrics.json').read_text())
   assert metrics['accuracy'] >= 0.9
+  report = json.loads((model_dir / 'report' / 'report.json').read_text())
+  assert report['training']['label_smoothing'] == smoothing
+  if smoothing:  # Targets 0.95 and 0.05: no loss below their entropy.
+    floor = -(0.95 * np.log(0.95) + 0.05 * np.log(0.05))
+    assert min(r['loss'] for r in read_jsonl(
+        model_dir / 'metrics.jsonl')) >= floor - 1e-6
   assert set(metrics) == ({'loss', 'accuracy', 'auc'} if units == 1
                           else {'loss', 'accuracy'})
-  report = json.loads((model_dir / 'report' / 'report.json').read_text())
   assert sorted(report['fairness']['by_group']) == ['L', 'R']
   assert report['attributions']['output'].startswith(
       'output 0' if units == 1 else 'predicted class')

@@ -90,11 +90,15 @@ def _number(number_type=int, *, allow_zero: bool = False) -> tuple:
 
 
 def _between(low: float, high: float, expected: str, *,
-             inclusive: bool = False) -> tuple:
-  """A float from low to high (excluded, unless `inclusive`)."""
+             inclusive: bool = False, low_inclusive: bool = False) -> tuple:
+  """A float from low to high (excluded, unless `inclusive`; `low` alone
+  included with `low_inclusive`)."""
   def ok(value) -> bool:
-    return isinstance(value, float) and (
-        low <= value <= high if inclusive else low < value < high)
+    if not isinstance(value, float):
+      return False
+    if inclusive:
+      return low <= value <= high
+    return (low <= value if low_inclusive else low < value) and value < high
   return ok, expected
 
 
@@ -174,7 +178,17 @@ _TRAIN = (
     ('train.early_stopping.patience', _NON_NEGATIVE),
     ('train.early_stopping.min_delta', _NON_NEGATIVE_FLOAT),
     ('train.keep_best', _BOOL),
+    ('train.label_smoothing', _between(0, 1, 'a fraction from 0 to 1, 1 '
+                                       'excluded', low_inclusive=True)),
 )
+
+
+def _smoothing_needs_classes(config) -> None:
+  if config.train.label_smoothing:
+    _check('crossentropy' in config.loss, 'train.label_smoothing',
+           config.train.label_smoothing,
+           f'0.0 with loss={config.loss}: label smoothing is for the '
+           f'cross-entropy losses')
 
 
 def _monitored_metric_is_validated(config) -> None:
@@ -324,7 +338,8 @@ _SECTIONS = (
     (_MODEL, ()),
     (_TRAIN, (_jax_trains_without_loss_scaling,)),
     (_OPTIMIZER, (_one_clipping, _rate_setters_have_a_constant_rate)),
-    (_LOSS, (_loss_fits_the_labels, _monitored_metric_is_validated)),
+    (_LOSS, (_loss_fits_the_labels, _monitored_metric_is_validated,
+             _smoothing_needs_classes)),
     (_PRIVACY, (_dp_publishes_nothing_exact,)),
     (_REPORT, ()),
 )

@@ -11,6 +11,7 @@ layer that tokenized the training data in front, so the exported model
 takes raw strings.
 """
 
+import functools
 import inspect
 import re
 
@@ -187,6 +188,21 @@ def serving_model(model: keras.Model, vectorizer=None) -> keras.Model:
 def loss_fn(loss: str):
   """Per-example loss function `(y_true, y_pred) -> (batch,)`."""
   return _LOSSES[loss]
+
+
+def training_loss_fn(config):
+  """The per-example loss training minimises: `loss_fn(config.loss)` with
+  train.label_smoothing (the classification losses), as Keras's loss
+  argument. Validation and test metrics keep the plain loss."""
+  smoothing = config.train.label_smoothing
+  if not smoothing:
+    return loss_fn(config.loss)
+  if config.loss == 'sparse_categorical_crossentropy':
+    units = config.model.output_units
+    return lambda labels, predictions: keras.losses.categorical_crossentropy(
+        keras.ops.one_hot(keras.ops.reshape(labels, (-1,)), units),
+        predictions, label_smoothing=smoothing)
+  return functools.partial(_LOSSES[config.loss], label_smoothing=smoothing)
 
 
 def optimizer(optimizer_config,

@@ -34,11 +34,12 @@ class KerasFit(tf_engine.TfEngine):
     with run.strategy.scope():
       self._fitted = model
       if self.dp:
-        self._fitted = DpSgdModel(model, config.loss, self.dp,
+        self._fitted = DpSgdModel(model, models.training_loss_fn(config),
+                                  self.dp,
                                   config.train.global_batch_size)
       self._fitted.compile(
           optimizer=self.optimizer,
-          loss=None if self.dp else models.loss_fn(config.loss),
+          loss=None if self.dp else models.training_loss_fn(config),
           jit_compile=bool(config.train.jit_compile and single),
           steps_per_execution=(
               _steps_per_execution(config.train.steps_per_loop,
@@ -112,11 +113,11 @@ class _EpochWatch(keras.callbacks.Callback):
 class DpSgdModel(keras.Model):
   """`model` with a DP-SGD train step, for Keras fit (see `dp_sgd`)."""
 
-  def __init__(self, model: keras.Model, loss: str, dp: dp_sgd.DpSgd,
+  def __init__(self, model: keras.Model, loss_fn, dp: dp_sgd.DpSgd,
                global_batch_size: int):
     super().__init__(name=f'{model.name}_dp_sgd')
     self.inner = model
-    self._loss_fn = models.loss_fn(loss)
+    self._loss_fn = loss_fn
     self._dp, self._global_batch_size = dp, global_batch_size
     self._loss_mean = keras.metrics.Mean(name='loss')
 

@@ -56,12 +56,12 @@ class StepLoop:
   see `dp_sgd`).
   """
 
-  def __init__(self, model: keras.Model, optimizer, loss: str,
+  def __init__(self, model: keras.Model, optimizer, loss_fn,
                strategy: tf.distribute.Strategy, *, global_batch_size: int,
                jit_compile: bool, dp: dp_sgd.DpSgd | None = None):
     self._model = model
     self._optimizer = optimizer
-    self._loss_fn = models.loss_fn(loss)
+    self._loss_fn = loss_fn
     self._strategy = strategy
     self._global_batch_size = global_batch_size
     self._dp = dp
@@ -216,7 +216,8 @@ class TfLoop(tf_engine.TfEngine):
     super().__init__(run, model)
     train = run.config.train
     batch = train.global_batch_size
-    self._loop = StepLoop(model, self.optimizer, run.config.loss,
+    self._loop = StepLoop(model, self.optimizer,
+                          models.training_loss_fn(run.config),
                           run.strategy, global_batch_size=batch,
                           jit_compile=train.jit_compile, dp=self.dp)
     self._steps_per_block = pipeline.steps_per_block(

@@ -58,7 +58,8 @@ def write(run, trained, test_evaluation, test_metrics: dict, *,
   end_step = trained.end_step
   report = {
       'schema_version': SCHEMA_VERSION,
-      'training': trained.training,
+      'training': {**trained.training,
+                   'label_smoothing': config.train.label_smoothing},
       'compute': compute.section(
           model, strategy, config.report, times,
           examples_seen=(end_step - start_step) * batch,

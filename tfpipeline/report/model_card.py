@@ -43,6 +43,8 @@ def _software(backend: str, versions: dict) -> str:
 def _training_end(training: dict) -> str:
   """'; stopped early after epoch 12 (...); the weights of epoch 9 (...)'."""
   said = ''
+  if training['label_smoothing']:
+    said += f"; label smoothing {training['label_smoothing']:g}"
   if training['stopped_early']:
     said += (f"; stopped early after epoch {training['stopped_epoch']} "
              f"({training['stop_reason']})")
