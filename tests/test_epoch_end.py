@@ -187,9 +187,10 @@ def _assert_same_run(got, want) -> None:
 def test_killed_in_warmup_and_patience_resumes_to_the_same_stop(
     tmp_path, tfds_dir, engine):
   """Early stopping, the best weights and the warm-up, on each engine: a
-  run killed during the warm-up and again inside the patience window ends
-  as the uninterrupted run does, at the same epoch, exporting the same best
-  epoch's weights."""
+  run killed inside the patience window (the own TensorFlow loop: also
+  during the warm-up before) ends as the uninterrupted run does, at the
+  same epoch, exporting the same best epoch's weights. The policies' code
+  is the engines' shared loop; one kill each keeps CI's time."""
   args = (f'--config.data.data_dir={tfds_dir}', *RUN, *ENGINES[engine],
           *PATIENCE)
   reference = tmp_path / 'reference'
@@ -216,8 +217,8 @@ def test_killed_in_warmup_and_patience_resumes_to_the_same_stop(
     np.testing.assert_array_equal(a, b)
 
   model_dir = tmp_path / 'run'
-  # During the warm-up (epochs 1 to 3), then inside the patience window.
-  _killed_once_saved(args, model_dir, 2 * STEPS_PER_EPOCH)
+  if engine == 'tfpipeline':  # During the warm-up (epochs 1 to 3).
+    _killed_once_saved(args, model_dir, 2 * STEPS_PER_EPOCH)
   _killed_once_saved(args, model_dir, (best + 2) * STEPS_PER_EPOCH)
   result = run_cli(f'--model_dir={model_dir}', *args)
   assert result.returncode == 0, result.stderr[-3000:]
