@@ -221,6 +221,7 @@ def _train_and_export(run_context: RunContext, model,
   trains, evaluates, saves and, given the run's energy `meter` (the
   chief's), reports; writes under `run_context.output_dir`, recording the
   run's identity from the step it resumes at."""
+  from tfpipeline import hparams  # pylint: disable=g-import-not-at-top
   from tfpipeline import trainer  # pylint: disable=g-import-not-at-top
   from tfpipeline.data import sources  # pylint: disable=g-import-not-at-top
   from tfpipeline.run_log import RunLog  # pylint: disable=g-import-not-at-top
@@ -240,6 +241,9 @@ def _train_and_export(run_context: RunContext, model,
   evaluator = engine.evaluator()
   run_log = RunLog(output_dir, config.train.epochs, start_step=start_step,
                    bar=_live_bar(run_context))
+  if not start_step:
+    hparams.write_hyperparameters(output_dir / 'tensorboard', config,
+                                  trial_id=run_context.model_dir.name)
   train_start = time.perf_counter()
   try:
     finished = trainer.train(engine, run_context, run_log=run_log,
@@ -282,11 +286,14 @@ def _evaluate_export_report(run_context: RunContext, trained: Trained,
   """Writes metrics.json, model.keras, saved_model/ and (with the energy
   `meter`) the report."""
   from tfpipeline import export  # pylint: disable=g-import-not-at-top
+  from tfpipeline import hparams  # pylint: disable=g-import-not-at-top
   output_dir = run_context.output_dir
   test_evaluation = evaluator.run(run_context.inputs.test)
   test_metrics = evaluator.metrics(test_evaluation)
   atomic_files.write_text(output_dir / 'metrics.json',
                        json.dumps(test_metrics, indent=2) + '\n')
+  hparams.write_test_metrics(output_dir / 'tensorboard', test_metrics,
+                             trained.end_step)
   export.save(trained.model, output_dir, run_context.inputs.vectorizer)
   logging.info('test: %s', '  '.join(f'{k} {v:.4g}'
                                      for k, v in test_metrics.items()))
