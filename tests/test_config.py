@@ -100,6 +100,7 @@ def test_unknown_experiment_lists_the_available_ones():
     ('train.label_smoothing', 0.1,
      'train.label_smoothing=0.1 is invalid: expected 0.0 with loss=mse'),
     ('train.label_smoothing', 1.0, 'train.label_smoothing=1.0'),
+    ('train.profile_steps', (5, 5), 'train.profile_steps=(5, 5)'),
     ('optimizer.reduce_on_plateau.factor', 1.0,
      'optimizer.reduce_on_plateau.factor=1.0'),
     ('optimizer.reduce_on_plateau.min_learning_rate', -1.0,

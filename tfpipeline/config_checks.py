@@ -180,6 +180,12 @@ _TRAIN = (
     ('train.keep_best', _BOOL),
     ('train.label_smoothing', _between(0, 1, 'a fraction from 0 to 1, 1 '
                                        'excluded', low_inclusive=True)),
+    ('train.profile_steps', (lambda value: (
+        isinstance(value, (tuple, list)) and len(value) == 2 and
+        all(_is_int(step) for step in value) and
+        (tuple(value) == (0, 0) or 0 <= value[0] < value[1])),
+                             '(start, stop) steps with 0 <= start < stop, or '
+                             '(0, 0): off')),
 )
 
 

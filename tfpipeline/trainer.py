@@ -19,6 +19,7 @@ from typing import Callable
 from absl import logging
 
 from tfpipeline import epoch_end as epoch_end_lib
+from tfpipeline import profiling
 from tfpipeline.engines import engine as engine_lib
 
 MAX_ROLLBACKS = 3
@@ -76,21 +77,27 @@ def train(engine: engine_lib.Engine, run, *, run_log, evaluator) -> Finished:
     saver(step)  # The initial weights: a state to roll back to.
   cadence = SaveByCadence(saver, engine, run, epoch_end, last_saved=step)
   rollback = Rollback(engine, run, run_log, epoch_end)
+  profiler = profiling.Profiler(run)
   with engine.preemption_watch() as watch:
     actions = (LogBlock(run, run_log, evaluator, engine, epoch_end), cadence,
                StopIfPreempted(saver, watch))
     progress = _progress_line(run, run_log)
-    while step < run.total_steps and not epoch_end.stopped:
-      start = time.perf_counter()
-      result = engine.run_block(progress)
-      seconds = time.perf_counter() - start
-      if result.non_finite_at is not None:
-        step = cadence.last_saved = rollback(step + result.non_finite_at)
-        continue
-      step += result.steps
-      done = BlockDone(step, result, seconds)
-      for action in actions:
-        action(done)
+    try:
+      while step < run.total_steps and not epoch_end.stopped:
+        profiler.before_block(step)
+        start = time.perf_counter()
+        result = engine.run_block(progress)
+        seconds = time.perf_counter() - start
+        if result.non_finite_at is not None:
+          step = cadence.last_saved = rollback(step + result.non_finite_at)
+          continue
+        step += result.steps
+        profiler.after_block(step)
+        done = BlockDone(step, result, seconds)
+        for action in actions:
+          action(done)
+    finally:
+      profiler.after_block(step, last=True)
   return Finished(step, epoch_end)
 
 
