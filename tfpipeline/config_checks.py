@@ -1,6 +1,6 @@
 """The config's values checked section by section (`config.validate`).
 
-Each section (data, model, train, optimizer, loss, privacy, report) is a
+Each section (data, model, train, optimizer, loss, privacy, export, report) is a
 table of keys, each with its rule: one of some choices, a positive number,
 a fraction... Then its cross-field rules, small named functions: the
 splits leave rows to train, the source's own keys (`data.sources`), a
@@ -26,6 +26,9 @@ IG_BASELINES = {'table': ('mean', 'zeros'), 'image': ('black', 'blurred'),
                 'text': ('padding',)}
 AUGMENT_OPS = ('random_flip', 'random_crop')
 ENERGY_METHODS = ('auto', 'codecarbon', 'estimate')
+# What a run exports besides model.keras (`export`).
+EXPORT_FORMATS = ('saved_model', 'tflite', 'onnx')
+TFLITE_QUANTIZATIONS = ('none', 'dynamic_range', 'float16')
 
 
 def evaluation_metrics(loss: str, output_units: int) -> tuple[str, ...]:
@@ -235,6 +238,25 @@ def _dp_publishes_nothing_exact(config) -> None:
          'scale the clipped per-example gradients)')
 
 
+_FORMATS = (lambda value: isinstance(value, (tuple, list)) and all(
+    name in EXPORT_FORMATS for name in value) and len(set(value)) == len(
+        value), f'a tuple of distinct formats among {", ".join(EXPORT_FORMATS)}'
+            ", e.g. ('saved_model', 'tflite', 'onnx')")
+
+_EXPORT = (
+    ('export.formats', _FORMATS),
+    ('export.tflite_quantization', _one_of(TFLITE_QUANTIZATIONS)),
+)
+
+
+def _quantization_needs_tflite(config) -> None:
+  if config.export.tflite_quantization != 'none':
+    _check('tflite' in config.export.formats, 'export.formats',
+           tuple(config.export.formats),
+           f"formats including 'tflite' with export.tflite_quantization="
+           f"{config.export.tflite_quantization} (or set it to 'none')")
+
+
 _PUE = (lambda value: isinstance(value, float) and value >= 1,
         'a number >= 1.0')
 _COUNTRY = (lambda value: isinstance(value, str) and (
@@ -266,5 +288,6 @@ _SECTIONS = (
     (_OPTIMIZER, (_rollback_keeps_a_constant_rate,)),
     (_LOSS, (_loss_fits_the_labels,)),
     (_PRIVACY, (_dp_publishes_nothing_exact,)),
+    (_EXPORT, (_quantization_needs_tflite,)),
     (_REPORT, ()),
 )
