@@ -4,6 +4,7 @@ import contextlib
 import json
 import os
 import pathlib
+import re
 import shutil
 import socket
 import subprocess
@@ -160,6 +161,15 @@ def signal_after(process: subprocess.Popen, model_dir: pathlib.Path,
     process.send_signal(signum)
   _, stderr = process.communicate(timeout=300)
   return process.returncode, stderr
+
+
+def foreign_lines(stderr: str) -> list[str]:
+  """The lines of a command's console that tfpipeline's own modules did not
+  log (C++, TFDS, Keras, converters...)."""
+  modules = {p.name for p in (REPO / 'tfpipeline').rglob('*.py')}
+  return [line for line in stderr.splitlines()
+          if not ((match := re.match(r'[IWEF]\d{4} [\d:.]+ +\d+ ([\w.]+):\d+\] ',
+                                     line)) and match.group(1) in modules)]
 
 
 def cli_env() -> dict[str, str]:

@@ -3,12 +3,11 @@ bad input through the command's own cli() in this process."""
 
 import csv
 import json
-import re
 
 import numpy as np
 import pytest
 
-from conftest import REPO, read_jsonl, run_cli
+from conftest import foreign_lines, read_jsonl, run_cli
 from in_process import run_main
 
 # Also run on TF 2.20 in CI: the default run and what it writes, Keras fit's
@@ -39,10 +38,7 @@ def test_default_run_writes_every_artefact(diabetes_run):
 @smoke
 def test_default_console_shows_only_the_packages_lines(diabetes_run):
   model_dir, result = diabetes_run
-  modules = {p.name for p in (REPO / 'tfpipeline').rglob('*.py')}
-  for line in result.stderr.splitlines():  # No C++, TFDS, Keras lines.
-    match = re.match(r'[IWEF]\d{4} [\d:.]+ +\d+ ([\w.]+):\d+\] ', line)
-    assert match and match.group(1) in modules, line
+  assert not foreign_lines(result.stderr)  # No C++, TFDS, Keras lines.
   # An epoch line shows the input stall only when its device call took a
   # second or more (in a 9-step call the stall means nothing; metrics.jsonl
   # has it always). The call's time is its examples over its throughput.
@@ -277,6 +273,16 @@ BAD_INPUTS = {
                             'is a file; give a directory'),
     'multi_worker without TF_CONFIG': (lambda t, c: ['--strategy=multi_worker'],
                                        'needs TF_CONFIG'),
+    'unknown export format': (
+        lambda t, c: ["--config.export.formats=('saved_model','tfjs')"],
+        "export.formats=('saved_model', 'tfjs') is invalid"),
+    'unknown quantization': (
+        lambda t, c: ["--config.export.formats=('tflite',)",
+                      '--config.export.tflite_quantization=int4'],
+        "export.tflite_quantization='int4' is invalid"),
+    'quantization without tflite': (
+        lambda t, c: ['--config.export.tflite_quantization=float16'],
+        "expected formats including 'tflite'"),
 }
 
 

@@ -136,9 +136,14 @@ def _first_test_examples(model: keras.Model, test):
   """The first CHECK_EXAMPLES test examples as stored (strings for text)
   and the trained model's outputs on them."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  rows = tf.range(min(CHECK_EXAMPLES, len(test)), dtype=tf.int64)
-  raw = test.read(rows)['features']
-  reference = model.predict_on_batch(np.asarray(test.model_inputs(raw)))
+
+  @tf.function  # As tf.data reads them (a streamed split's read is a map).
+  def read(rows):
+    features = test.read(rows)['features']
+    return features, test.model_inputs(features)
+
+  raw, inputs = read(tf.range(min(CHECK_EXAMPLES, len(test)), dtype=tf.int64))
+  reference = model.predict_on_batch(inputs.numpy())
   return raw.numpy(), np.asarray(reference, dtype=np.float32)
 
 
