@@ -167,9 +167,9 @@ def foreign_lines(stderr: str) -> list[str]:
   """The lines of a command's console that tfpipeline's own modules did not
   log (C++, TFDS, Keras, converters...)."""
   modules = {p.name for p in (REPO / 'tfpipeline').rglob('*.py')}
+  logged = re.compile(r'[IWEF]\d{4} [\d:.]+ +\d+ ([\w.]+):\d+\] ')
   return [line for line in stderr.splitlines()
-          if not ((match := re.match(r'[IWEF]\d{4} [\d:.]+ +\d+ ([\w.]+):\d+\] ',
-                                     line)) and match.group(1) in modules)]
+          if not ((match := logged.match(line)) and match[1] in modules)]
 
 
 def cli_env() -> dict[str, str]:

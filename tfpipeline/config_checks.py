@@ -1,12 +1,13 @@
 """The config's values checked section by section (`config.validate`).
 
-Each section (data, model, train, optimizer, loss, privacy, export, report) is a
-table of keys, each with its rule: one of some choices, a positive number,
-a fraction... Then its cross-field rules, small named functions: the
-splits leave rows to train, the source's own keys (`data.sources`), a
+Each section (data, model, train, optimizer, loss, privacy, export, report)
+is a table of keys, each with its rule: one of some choices, a positive
+number, a fraction... Then its cross-field rules, small named functions:
+the splits leave rows to train, the source's own keys (`data.sources`), a
 NaN rollback's constant learning rate, the loss and the labels, what
-DP-SGD must not publish. A failed check raises UserError naming the key,
-its value and what is expected. No TensorFlow is imported.
+DP-SGD must not publish, a quantization with its format. A failed check
+raises UserError naming the key, its value and what is expected. No
+TensorFlow is imported.
 """
 
 from tfpipeline.backend import BACKENDS

@@ -2,8 +2,8 @@
 
 A command run prints the package's INFO lines and everyone's warnings and
 errors, TensorFlow's C++ ones included. It holds back TensorFlow's C++ INFO
-lines (oneDNN, CUDA stubs, XLA) and LiteRT's, C++ lines every healthy run prints
-(below), TF's C++ echoes of a tfpipeline UserError raised inside tf.data
+lines (oneDNN, CUDA stubs, XLA) and LiteRT's, C++ lines every healthy run
+prints (below), TF's C++ echoes of a tfpipeline UserError raised inside tf.data
 (the command's last line says it), TensorFlow's and TFDS's INFO lines (SavedModel's "Assets written",
 dataset generation), TFDS's progress bars and codecarbon's INFO and WARNING
 lines. `--verbosity=1` (absl's flag) shows them all; a TF_CPP_MIN_LOG_LEVEL
