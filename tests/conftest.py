@@ -4,6 +4,7 @@ import contextlib
 import json
 import os
 import pathlib
+import re
 import shutil
 import socket
 import subprocess
@@ -160,6 +161,17 @@ def signal_after(process: subprocess.Popen, model_dir: pathlib.Path,
     process.send_signal(signum)
   _, stderr = process.communicate(timeout=300)
   return process.returncode, stderr
+
+
+def foreign_lines(stderr: str) -> list[str]:
+  """The log lines of a command's console that tfpipeline's own modules did
+  not write (C++, TFDS, Keras, converters...): the package's INFO lines are
+  plain, its warnings keep absl's prefix naming its module."""
+  modules = {p.name for p in (REPO / 'tfpipeline').rglob('*.py')}
+  logged = re.compile(r'[IWEF]\d{4} [\d:.]+ +\d+ ([\w.]+):\d+\] ')
+  return [line for line in stderr.splitlines()
+          if ((match := logged.match(line)) and match[1] not in modules) or
+          re.match(r'(\d{4}-\d\d-\d\d |WARNING: All log messages)', line)]
 
 
 def cli_env() -> dict[str, str]:

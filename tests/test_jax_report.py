@@ -1,6 +1,7 @@
 """The report of runs on the JAX backend: XLA's FLOP count against the
 formula, devices and energy, fairness, Integrated Gradients complete and
-equal to the TensorFlow path's, and the backend recorded.
+equal to the TensorFlow path's, the backend recorded, and the TFLite and
+ONNX exports of digits_cnn checked against the JAX model.
 
 Keras takes one backend per process and this one runs on TensorFlow, so
 the runs are CLI subprocesses (a table, an image and a text experiment,
@@ -9,6 +10,7 @@ compared through tests/attributions_on_backend.py.
 """
 
 import concurrent.futures
+import csv
 import importlib.metadata
 import json
 import os
@@ -20,12 +22,15 @@ import pytest
 
 import attributions_on_backend
 from conftest import REPO, cli_env, run_cli
+from in_process import run_main
 
 # Few steps (the report, not the training, is under test), but digits_cnn
-# as shipped: test_digits_cnn_as_shipped_reaches_97_percent checks it.
+# as shipped: test_digits_cnn_as_shipped_reaches_97_percent checks it, and
+# its exports are checked.
 RUNS = {
     'table': ('--config.train.epochs=2',),
-    'image': ('--config=digits_cnn',),  # As shipped: its accuracy band too.
+    'image': ('--config=digits_cnn',  # As shipped: its accuracy band too.
+              "--config.export.formats=('saved_model','tflite','onnx')"),
     'text': ('--config.data.source=tfds', '--config.data.name=tiny_reviews',
              "--config.data.features=('text',)", '--config.data.label=label',
              '--config.data.group=length', '--config.data.vocab_size=40',
@@ -188,3 +193,29 @@ def test_digits_cnn_as_shipped_reaches_97_percent(runs):
   model_dir, _ = runs['image']
   assert json.loads((model_dir / 'metrics.json').read_text())[
       'accuracy'] >= 0.97
+
+
+def test_exports_of_digits_cnn_predict_like_the_jax_model(runs, tmp_path):
+  """Converted from model.keras on the TensorFlow backend (a child
+  process), checked in the run against the JAX model; predict --format
+  scores the test split as the report's predictions.csv recorded it."""
+  model_dir, report = runs['image']
+  listed = json.loads((model_dir / 'MANIFEST.json').read_text())['files']
+  for name, check in report['exports'].items():
+    assert check['ok'] and check['path'] in listed, check
+    assert check['examples'] == 256 and check['max_abs_diff'] <= 1e-4
+  with open(model_dir / 'report' / 'predictions.csv', newline='') as f:
+    recorded = list(csv.DictReader(f))
+  columns = [f'prediction_{c}' for c in range(10)]
+  want = np.array([[float(row[c]) for c in columns] for row in recorded])
+  for name in ('tflite', 'onnx'):
+    output = tmp_path / f'{name}.csv'
+    result = run_main(str(model_dir), '--input=tfds:test',
+                      f'--output={output}', f'--format={name}',
+                      command='predict')
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(output, newline='') as f:
+      rows = list(csv.DictReader(f))
+    assert [r['index'] for r in rows] == [r['index'] for r in recorded]
+    got = np.array([[float(row[c]) for c in columns] for row in rows])
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)

@@ -19,7 +19,7 @@ from conftest import REPO
 pytestmark = pytest.mark.smoke  # Also run on TF 2.20 in CI.
 
 SECTIONS = {'training', 'compute', 'fairness', 'attributions', 'privacy',
-            'provenance', 'model_card'}
+            'provenance', 'exports', 'model_card'}
 MODEL_CARD = ['model_details', 'intended_use', 'factors', 'metrics',
               'evaluation_data', 'training_data', 'ethical_considerations',
               'caveats_and_recommendations']
@@ -49,6 +49,7 @@ def test_report_files_and_sections(diabetes_run, report):
   for png in ('loss.png', 'groups.png', 'attributions.png'):
     assert (model_dir / 'report' / png).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
   assert SECTIONS | {'schema_version'} == set(report)
+  assert report['exports'] == {}  # The default exports no TFLite or ONNX.
   assert list(report['model_card']) == MODEL_CARD
   assert 'report: ' in result.stderr and 'report.html' in result.stderr
 
@@ -255,13 +256,15 @@ def test_report_command_renders_the_same_bytes(diabetes_run, tmp_path):
 
 
 def test_a_schema_2_report_still_renders(diabetes_run, tmp_path):
-  """Written before the JAX backend: no backend, no FLOP cross-check."""
+  """Written before the JAX backend: no backend, no FLOP cross-check (and
+  before the exports: none)."""
   model_dir = tmp_path / 'copy'
   shutil.copytree(diabetes_run[0], model_dir)
   path = model_dir / 'report' / 'report.json'
   report = json.loads(path.read_text())
   del report['training'], report['provenance']['backend']
   del report['compute']['forward_flops_per_example']['cross_check']
+  del report['exports']
   path.write_text(json.dumps({**report, 'schema_version': 2}))
   from tfpipeline.report import render
   render.render(model_dir)

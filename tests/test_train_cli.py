@@ -3,7 +3,6 @@ bad input through the command's own cli() in this process."""
 
 import csv
 import json
-import re
 
 import numpy as np
 import pytest
@@ -296,6 +295,16 @@ BAD_INPUTS = {
                             'is a file; give a directory'),
     'multi_worker without TF_CONFIG': (lambda t, c: ['--strategy=multi_worker'],
                                        'needs TF_CONFIG'),
+    'unknown export format': (
+        lambda t, c: ["--config.export.formats=('saved_model','tfjs')"],
+        "export.formats=('saved_model', 'tfjs') is invalid"),
+    'unknown quantization': (
+        lambda t, c: ["--config.export.formats=('tflite',)",
+                      '--config.export.tflite_quantization=int4'],
+        "export.tflite_quantization='int4' is invalid"),
+    'quantization without tflite': (
+        lambda t, c: ['--config.export.tflite_quantization=float16'],
+        "expected formats including 'tflite'"),
 }
 
 

@@ -29,7 +29,7 @@ RESUMABLE_CHANGES = frozenset({
     'train.keep_checkpoints', 'train.nan_policy', 'data.data_dir',
     'data.download', 'data.max_memory_mb'})
 # Prefixes of keys a resumed run may change: they act after training.
-RESUMABLE_PREFIXES = ('report.',)
+RESUMABLE_PREFIXES = ('report.', 'export.')
 
 # Where bare experiment names are looked up, in this order: the working
 # directory, a source checkout, an installed package's data files.
@@ -141,6 +141,13 @@ def get_config() -> config_dict.ConfigDict:
   c.privacy.noise_multiplier = 1.1  # noise std / l2_norm_clip
   c.privacy.target_epsilon = 0.0  # > 0: calibrate noise_multiplier to it
   c.privacy.delta = 1e-5  # the (epsilon, delta) guarantee's delta
+
+  c.export = config_dict.ConfigDict()
+  # Besides model.keras: saved_model (saved_model/), tflite (model.tflite),
+  # onnx (model.onnx); each tflite and onnx file is checked against
+  # model.keras on the test split (README, "Exports").
+  c.export.formats = ('saved_model',)
+  c.export.tflite_quantization = 'none'  # none | dynamic_range | float16
 
   c.report = config_dict.ConfigDict()
   c.report.attribution_examples = 100  # test examples explained (IG)

@@ -1,12 +1,13 @@
 """The config's values checked section by section (`config.validate`).
 
-Each section (data, model, train, optimizer, loss, privacy, report) is a
-table of keys, each with its rule: one of some choices, a positive number,
-a fraction... Then its cross-field rules, small named functions: the
-splits leave rows to train, the source's own keys (`data.sources`), a
+Each section (data, model, train, optimizer, loss, privacy, export, report)
+is a table of keys, each with its rule: one of some choices, a positive
+number, a fraction... Then its cross-field rules, small named functions:
+the splits leave rows to train, the source's own keys (`data.sources`), a
 NaN rollback's constant learning rate, the loss and the labels, what
-DP-SGD must not publish. A failed check raises UserError naming the key,
-its value and what is expected. No TensorFlow is imported.
+DP-SGD must not publish, a quantization with its format. A failed check
+raises UserError naming the key, its value and what is expected. No
+TensorFlow is imported.
 """
 
 from tfpipeline.backend import BACKENDS
@@ -29,6 +30,9 @@ IG_BASELINES = {'table': ('mean', 'zeros'), 'image': ('black', 'blurred'),
                 'text': ('padding',)}
 AUGMENT_OPS = ('random_flip', 'random_crop')
 ENERGY_METHODS = ('auto', 'codecarbon', 'estimate')
+# What a run exports besides model.keras (`export`).
+EXPORT_FORMATS = ('saved_model', 'tflite', 'onnx')
+TFLITE_QUANTIZATIONS = ('none', 'dynamic_range', 'float16')
 
 
 def evaluation_metrics(loss: str, output_units: int) -> tuple[str, ...]:
@@ -315,6 +319,25 @@ def _dp_publishes_nothing_exact(config) -> None:
          'scale the clipped per-example gradients)')
 
 
+_FORMATS = (lambda value: isinstance(value, (tuple, list)) and all(
+    name in EXPORT_FORMATS for name in value) and len(set(value)) == len(
+        value), f'a tuple of distinct formats among {", ".join(EXPORT_FORMATS)}'
+            ", e.g. ('saved_model', 'tflite', 'onnx')")
+
+_EXPORT = (
+    ('export.formats', _FORMATS),
+    ('export.tflite_quantization', _one_of(TFLITE_QUANTIZATIONS)),
+)
+
+
+def _quantization_needs_tflite(config) -> None:
+  if config.export.tflite_quantization != 'none':
+    _check('tflite' in config.export.formats, 'export.formats',
+           tuple(config.export.formats),
+           f"formats including 'tflite' with export.tflite_quantization="
+           f"{config.export.tflite_quantization} (or set it to 'none')")
+
+
 _PUE = (lambda value: isinstance(value, float) and value >= 1,
         'a number >= 1.0')
 _COUNTRY = (lambda value: isinstance(value, str) and (
@@ -347,5 +370,6 @@ _SECTIONS = (
     (_LOSS, (_loss_fits_the_labels, _monitored_metric_is_validated,
              _smoothing_needs_classes)),
     (_PRIVACY, (_dp_publishes_nothing_exact,)),
+    (_EXPORT, (_quantization_needs_tflite,)),
     (_REPORT, ()),
 )

@@ -3,9 +3,10 @@
 A command run prints the package's INFO lines, plain (their message alone),
 and everyone's warnings and errors with absl's prefix (level, time, thread,
 file and line), TensorFlow's C++ ones included; on a terminal, training adds
-a live bar (`progress_bar`), which the lines are written above. It holds back TensorFlow's C++ INFO
-lines (oneDNN, CUDA stubs, XLA), three C++ lines every healthy run prints
-(below), TF's C++ echoes of a tfpipeline UserError raised inside tf.data
+a live bar (`progress_bar`), which the lines are written above. It holds back
+TensorFlow's C++ INFO lines (oneDNN, CUDA stubs, XLA) and LiteRT's, C++ lines
+every healthy run prints (below), TF's C++ echoes of a tfpipeline UserError
+raised inside tf.data
 (the command's last line says it), TensorFlow's and TFDS's INFO lines (SavedModel's "Assets written",
 dataset generation), TFDS's progress bars and codecarbon's INFO and WARNING
 lines. `--verbosity=1` (absl's flag) shows them all, every line in absl's
@@ -42,21 +43,24 @@ def _cpp_log_prefix(levels: bytes) -> bytes:
           rb'] [\w/.]+:\d+\] )')
 
 
-# A line TensorFlow's C++ code logs at INFO; absl's notice that it logs to
-# stderr before being initialised; the second line of the CPU feature guard's
-# INFO line. Then four lines of healthy runs: cuInit failing with CUDA's
-# "shared object init failed" (no driver: TF's CUDA build on a CPU machine),
-# XLA dropping a tf.debugging assert it compiles, tf.data unable to optimise
+# A line TensorFlow's C++ code logs at INFO, or LiteRT's interpreter (its
+# XNNPACK delegate); absl's notice that it logs to stderr before being
+# initialised; the second line of the CPU feature guard's INFO line. Then
+# lines of healthy runs: cuInit failing with CUDA's "shared object init
+# failed" (no driver: TF's CUDA build on a CPU machine), XLA dropping a
+# tf.debugging assert it compiles, tf.data unable to optimise
 # tf.distribute's input generator, oneDNN falling back to Eigen for int64 on
-# a CPU without AVX-512.
+# a CPU without AVX-512, the TFLite converter ignoring two options of its
+# own on every conversion.
 _HELD_BACK_LINE = re.compile(
-    _cpp_log_prefix(b'I') + rb'|'
+    _cpp_log_prefix(b'I') + rb'|INFO: |'
     rb'WARNING: All log messages before absl::InitializeLog\(\) is called are '
     rb'written to STDERR|To enable the following instructions: |' +
     _cpp_log_prefix(b'EW') + rb'(failed call to cuInit: .*'
     rb'UNKNOWN ERROR \(303\)|Ignoring Assert operator |Input of '
     rb'GeneratorDatasetOp::Dataset will not be optimized|'
-    rb'oneDNN supports DT_INT64 only on platforms with AVX-512)')
+    rb'oneDNN supports DT_INT64 only on platforms with AVX-512|'
+    rb'Ignored (output_format|drop_control_dependency)\.)')
 # TF's C++ warnings echoing a UserError raised inside tf.data (a streamed
 # label the loss cannot take), with their traceback and node lines: the
 # command's last line gives the error.
@@ -160,6 +164,26 @@ def library_chatter_held_back():
       yield
   finally:
     logging.set_verbosity(verbosity)
+
+
+@contextlib.contextmanager
+def output_held_back():
+  """When quiet: all the block writes to stdout and stderr, C++ code's and
+  log lines included, is dropped (a model converter that fails prints its
+  whole program; the caller says why in one line)."""
+  if not _quiet:
+    yield
+    return
+  sys.stderr.flush()
+  saved = os.dup(2)
+  _point_stderr_at(os.devnull)
+  try:
+    with contextlib.redirect_stdout(io.StringIO()):
+      yield
+  finally:
+    sys.stderr.flush()
+    os.dup2(saved, 2)
+    os.close(saved)
 
 
 def last_line(text: str) -> None:

@@ -4,7 +4,7 @@
     python -m tfpipeline.predict /tmp/runs/diabetes --input=new.csv \
         --output=predictions.csv
     python -m tfpipeline.predict /tmp/runs/digits --input=tfds:test \
-        --output=digits_test.csv
+        --output=digits_test.csv --format=tflite
 
 --input is a CSV (.csv, .csv.gz), NPZ or Parquet file (or directory of
 Parquet parts) with the columns (keys) the model was trained on, or
@@ -19,10 +19,11 @@ classification: the probability of class 1), or one `prediction_<class>`
 probability per class and `predicted_class`: the columns of the report's
 predictions.csv, less the features.
 
-The model is checked against the run's MANIFEST.json and loaded in Keras
-safe mode. Exit codes: 0 written; 2 bad input (one line; nothing written);
-1 the run's model.keras or config.json changed since training; 3 stopped
-by SIGTERM or SIGINT (nothing written).
+The model (model.keras, or with --format the run's model.tflite or
+model.onnx) is checked against the run's MANIFEST.json; model.keras is
+loaded in Keras safe mode. Exit codes: 0 written; 2 bad input (one line;
+nothing written); 1 the run's model file or config.json changed since
+training; 3 stopped by SIGTERM or SIGINT (nothing written).
 """
 
 import json
@@ -46,6 +47,11 @@ _OUTPUT = flags.DEFINE_string(
     'output', None, 'CSV file to write (replaced atomically).')
 _BATCH_SIZE = flags.DEFINE_integer(
     'batch_size', 1024, 'Examples per model call.', lower_bound=1)
+_FORMAT = flags.DEFINE_enum(
+    'format', 'keras', ['keras', 'tflite', 'onnx'],
+    'The model file that predicts: model.keras, or the run\'s model.tflite '
+    '(LiteRT) or model.onnx (ONNX Runtime), when export.formats had it; '
+    "those need pip install 'tfpipeline[export]'.")
 
 _TFDS_PREFIX = 'tfds:'
 
@@ -139,7 +145,7 @@ def main(argv: list[str]) -> int:
   split = sources.read_rows(data)  # A file's bad cell fails before TF loads.
   from tfpipeline import export  # pylint: disable=g-import-not-at-top
   try:
-    model = export.load(model_dir)  # Checked, in Keras safe mode.
+    model = export.load(model_dir, _FORMAT.value)  # Checked; Keras: safe mode.
   except ValueError as e:
     _changed(e)
   predictions, labels, groups = predict(model, split, data, _BATCH_SIZE.value)

@@ -23,6 +23,7 @@ from tfpipeline import backend as backend_lib
 from tfpipeline import cluster
 from tfpipeline import config as config_lib
 from tfpipeline import console
+from tfpipeline import conversion
 from tfpipeline import engines
 from tfpipeline import integrity
 from tfpipeline import run_identity
@@ -102,10 +103,11 @@ def run(config=None, model_dir='/tmp/tfpipeline', *, strategy='auto',
 
 def checked_config(config, *, backend: str | None, engine: str):
   """`run`'s config (a ConfigDict, an experiment name or path, None),
-  loaded, on `backend` if given, validated and accepted by `engine`.
+  loaded, on `backend` if given, validated and accepted by `engine`, its
+  export formats' packages installed.
 
   Raises:
-    UserError: a bad config, backend or engine.
+    UserError: a bad config, backend or engine, or a missing package.
   """
   if config is None or isinstance(config, str):
     config = config_lib.load(config)
@@ -114,6 +116,7 @@ def checked_config(config, *, backend: str | None, engine: str):
     config.train.backend = backend
   config = config_lib.validate(config)
   engines.check(engine, config)
+  conversion.check_installed(config.export.formats)
   return config
 
 
@@ -283,25 +286,33 @@ def _live_bar(run_context: RunContext):
 
 def _evaluate_export_report(run_context: RunContext, trained: Trained,
                             evaluator, meter) -> dict[str, float]:
-  """Writes metrics.json, model.keras, saved_model/ and (with the energy
-  `meter`) the report."""
+  """Writes metrics.json, model.keras, export.formats (on the chief: the
+  TFLite and ONNX files, checked) and (with the energy `meter`) the
+  report."""
   from tfpipeline import export  # pylint: disable=g-import-not-at-top
   from tfpipeline import hparams  # pylint: disable=g-import-not-at-top
-  output_dir = run_context.output_dir
+  config, output_dir = run_context.config, run_context.output_dir
   test_evaluation = evaluator.run(run_context.inputs.test)
   test_metrics = evaluator.metrics(test_evaluation)
   atomic_files.write_text(output_dir / 'metrics.json',
                        json.dumps(test_metrics, indent=2) + '\n')
   hparams.write_test_metrics(output_dir / 'tensorboard', test_metrics,
                              trained.end_step)
-  export.save(trained.model, output_dir, run_context.inputs.vectorizer)
+  export.save(trained.model, output_dir, run_context.inputs.vectorizer,
+              config.export.formats)
   logging.info('test: %s', '  '.join(f'{k} {v:.4g}'
                                      for k, v in test_metrics.items()))
+  exports = {}
+  if run_context.chief:  # Other workers' outputs are thrown away.
+    exports = export.portable(trained.model, output_dir,
+                              run_context.inputs.test,
+                              formats=config.export.formats,
+                              quantization=config.export.tflite_quantization)
   if meter:
     report_start = time.perf_counter()
     from tfpipeline import report as report_lib  # pylint: disable=g-import-not-at-top
     report_lib.write(run_context, trained, test_evaluation, test_metrics,
-                     times=meter.stop())
+                     exports, times=meter.stop())
     logging.info('report: %s (%.2f s)', output_dir / 'report' / 'report.html',
                  time.perf_counter() - report_start)
   return test_metrics

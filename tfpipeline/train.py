@@ -2,6 +2,14 @@
 
     python -m tfpipeline.train --model_dir=/tmp/runs/diabetes
     python -m tfpipeline.train --config=seed_keras_mlp --config.train.epochs=3
+    python -m tfpipeline.train --config=digits_cnn \\
+        --config.export.formats="('saved_model','tflite','onnx')"
+
+export.formats adds model.tflite and model.onnx (pip install
+'tfpipeline[export]'), each checked against model.keras on the test split
+(export.tflite_quantization: none, dynamic_range, float16); see README,
+"Exports for devices and other runtimes", and tfpipeline/config.py for
+every config key.
 
 A --model_dir that holds a run is resumed from its newest checkpoint.
 
@@ -41,8 +49,9 @@ _CONFIG = config_flag.define()
 _MODEL_DIR = config_flag.define_model_dir(
     '/tmp/tfpipeline',
     'Directory for every output: config.json, metrics, checkpoints, '
-    'TensorBoard logs, model.keras, saved_model/. New or empty, or a run '
-    'to resume.')
+    'TensorBoard logs, model.keras, saved_model/ (and model.tflite, '
+    'model.onnx with config.export.formats). New or empty, or a run to '
+    'resume.')
 _STRATEGY = flags.DEFINE_enum(
     'strategy', 'auto', ['auto', 'cpu', 'gpu', 'mirrored', 'multi_worker',
                          'tpu'],

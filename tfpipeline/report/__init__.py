@@ -1,9 +1,10 @@
 """The responsibility report every run writes to `model_dir/report/`.
 
-report.json has seven sections: training (how it ended: early stopping, the
+report.json has eight sections: training (how it ended: early stopping, the
 exported epoch), compute (FLOPs, time, energy, CO2e), fairness (per-group
 test metrics), attributions (Integrated Gradients), privacy (DP-SGD
-budget), provenance (what produced the model) and model_card. It is
+budget), provenance (what produced the model), exports (the TFLite and ONNX
+files checked against model.keras) and model_card. It is
 rendered to report.md and a self-contained report.html with PNG plots, and
 the test split's predictions go to predictions.csv for anyone to audit.
 `python -m tfpipeline.report MODEL_DIR` renders a finished run again.
@@ -28,14 +29,15 @@ from tfpipeline.report import privacy
 from tfpipeline.report import provenance
 from tfpipeline.report import render
 
-SCHEMA_VERSION = 4  # 4: the training section
+SCHEMA_VERSION = 4  # 4: the training and exports sections
 # Files written before the report, whose hashes the report itself shows.
 _TRAINED_ARTEFACTS = ('config.json', 'metrics.json', 'model.keras',
-                      'saved_model/saved_model.pb')
+                      'saved_model/saved_model.pb', 'model.tflite',
+                      'model.onnx')
 
 
-def write(run, trained, test_evaluation, test_metrics: dict, *,
-          times: dict) -> dict:
+def write(run, trained, test_evaluation, test_metrics: dict, exports: dict,
+          *, times: dict) -> dict:
   """Writes report/ (json, md, html, png, predictions.csv); returns the json.
 
   Args:
@@ -46,6 +48,7 @@ def write(run, trained, test_evaluation, test_metrics: dict, *,
     test_evaluation: the model's outputs on the test split, with its labels
       and groups (an `evaluation.Evaluation`).
     test_metrics: as in metrics.json.
+    exports: `export.portable`'s checks of the TFLite and ONNX files.
     times: `compute.EnergyMeter.stop()`'s result.
   """
   config, splits, inputs = run.config, run.splits, run.inputs
@@ -82,6 +85,7 @@ def write(run, trained, test_evaluation, test_metrics: dict, *,
   report['provenance']['artefacts_sha256'] = {
       name: integrity.sha256_file(model_dir / name)
       for name in _TRAINED_ARTEFACTS if (model_dir / name).is_file()}
+  report['exports'] = exports
   report['model_card'] = model_card.section(
       config, report, test_metrics=test_metrics,
       model_summary=_summary(model))

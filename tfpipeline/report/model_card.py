@@ -57,6 +57,23 @@ def _training_end(training: dict) -> str:
   return said
 
 
+def _export_caveats(exports: dict) -> list[str]:
+  """A line per export that failed its check, or is quantized."""
+  caveats = []
+  for name, entry in exports.items():
+    if not entry['path']:
+      caveats.append(f"Not exported: {entry['error']}.")
+    elif not entry['ok']:
+      caveats.append(f"{entry['path']} differs from model.keras by up to "
+                     f"{entry['max_abs_diff']:.3g}, beyond its tolerance "
+                     f"{entry['tolerance']:.3g}: check it before use.")
+    elif entry.get('quantization', 'none') != 'none':
+      caveats.append(f"{entry['path']} is quantized "
+                     f"({entry['quantization']}): its outputs differ from "
+                     f"model.keras's by up to {entry['max_abs_diff']:.3g}.")
+  return caveats
+
+
 def section(config, report: dict, *, test_metrics: dict, model_summary: str
             ) -> dict:
   """The report's `model_card` section, from the other sections."""
@@ -89,6 +106,7 @@ def section(config, report: dict, *, test_metrics: dict, model_summary: str
   if attributions.get('completeness_warning'):
     caveats.append('Integrated Gradients did not converge (completeness '
                    'error above 5%); raise report.ig_steps.')
+  caveats += _export_caveats(report['exports'])
   caveats.append(f"Energy and CO2e ({compute['energy']['method']}): "
                  f"{compute['energy']['uncertainty']}")
   if privacy['dp_sgd']:

@@ -210,6 +210,8 @@ def _blocks(report: dict, images: dict) -> list:
   else:
     blocks.append(_Text(privacy['statement']))
 
+  blocks += _export_blocks(report.get('exports'))  # Schema 4 on.
+
   data = provenance['data']
   blocks += [
       _Heading('Provenance and integrity'),
@@ -253,6 +255,29 @@ def _blocks(report: dict, images: dict) -> list:
     else:
       blocks.append(_Text(value))
   return blocks
+
+
+def _export_blocks(exports: dict | None) -> list:
+  """The TFLite and ONNX files and their checks, if any was asked for."""
+  if not exports:
+    return []
+  rows = []
+  for name, entry in exports.items():
+    if entry['path']:
+      rows.append([name, entry['path'] + (
+          f" ({entry['quantization']})" if entry.get('quantization', 'none')
+          != 'none' else ''), _number(entry['max_abs_diff']),
+                   _number(entry['tolerance']), 'yes' if entry['ok'] else 'NO'])
+    else:
+      rows.append([name, entry['error'], '', '', 'NO'])
+  examples = max(entry.get('examples', 0) for entry in exports.values())
+  return [_Heading('Exports'),
+          _Table(['format', 'file', 'max |difference| from model.keras',
+                  'tolerance', 'within'], rows),
+          _Text(f'Each file run in its runtime (LiteRT, ONNX Runtime) on the '
+                f'first {examples} test examples; the tolerance is the '
+                f"format's relative tolerance times the largest |output| of "
+                f'model.keras on them.')]
 
 
 def _attribution_blocks(attributions: dict, images: dict) -> list:
