@@ -144,7 +144,7 @@ def test_json_is_the_resolved_config_with_overrides():
   assert written['model']['hidden_units'] == [64]
   assert written['data']['group'] == 'auto' and written['data']['path'] is None
   assert set(written) == {'data', 'model', 'train', 'optimizer', 'loss',
-                          'privacy', 'report'}
+                          'privacy', 'export', 'report'}
 
 
 def test_result_changes_ignore_what_a_resume_may_change():

@@ -3,6 +3,7 @@ bad input through the command's own cli() in this process."""
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest

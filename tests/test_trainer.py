@@ -1,10 +1,12 @@
 """tfpipeline.trainer: the loop over any engine, driven by a fake one."""
 
 import contextlib
+import pathlib
 import types
 
 import pytest
 
+from tfpipeline import config as config_lib
 from tfpipeline import trainer
 from tfpipeline.engines import engine as engine_lib
 
@@ -75,13 +77,19 @@ class _RunLog:
     pass
 
 
+# Nothing is written there: the policies and the profiler are off.
+_NOWHERE = pathlib.Path('/nonexistent-run')
+
+
 def _run(nan_policy='stop', every=8):
-  """10-step epochs, 20 steps, batch 4."""
-  train = types.SimpleNamespace(checkpoint_every_steps=every,
-                                global_batch_size=4, nan_policy=nan_policy)
+  """10-step epochs, 20 steps, batch 4; the epoch-end policies off."""
+  config = config_lib.get_config()
+  config.train.checkpoint_every_steps, config.train.global_batch_size = every, 4
+  config.train.nan_policy = nan_policy
   return types.SimpleNamespace(
-      config=types.SimpleNamespace(train=train), steps_per_epoch=10,
-      total_steps=20, inputs=types.SimpleNamespace(validation=None))
+      config=config, steps_per_epoch=10, total_steps=20, chief=True,
+      model_dir=_NOWHERE, output_dir=_NOWHERE,
+      inputs=types.SimpleNamespace(validation=None))
 
 
 def _train(engine, run):

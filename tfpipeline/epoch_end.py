@@ -102,8 +102,6 @@ class EpochEnd:
     """Deletes the states of checkpoints no longer kept, and the best
     weights that no kept state names (those of later epochs stay: a resume
     redoes those epochs and writes them again)."""
-    if not self.active:
-      return
     named, newest_epoch = set(), 0
     for path in (self._write_to / STATE_DIR).glob('step-*.json'):
       if int(path.stem.split('-')[1]) not in kept_steps:

@@ -8,8 +8,6 @@ first at or after `stop`. Only the chief profiles; the steps compute as
 without it.
 """
 
-import pathlib
-
 from absl import logging
 
 
@@ -20,7 +18,7 @@ class Profiler:
     self._start, self._stop = run.config.train.profile_steps
     self._on = run.chief and self._stop > 0
     self._jax = run.config.train.backend == 'jax'
-    self._directory = pathlib.Path(run.output_dir) / 'tensorboard'
+    self._directory = run.output_dir / 'tensorboard'
     self._tracing = False
 
   def before_block(self, step: int) -> None:

@@ -112,7 +112,8 @@ class Saver:
   def __call__(self, step: int) -> None:
     self._epoch_end.save(step)
     self._engine.save(step)
-    self._epoch_end.prune(type(self._engine).saved_steps(self._directory))
+    if self._epoch_end.active:
+      self._epoch_end.prune(type(self._engine).saved_steps(self._directory))
 
 
 class LogBlock:
