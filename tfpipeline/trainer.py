@@ -130,7 +130,7 @@ class LogBlock:
     at_epoch_end = into_epoch == 0
     result, seconds = done.result, done.seconds
     timed = result.waited_s is not None
-    # The rate of the block's steps, before a plateau lowers it.
+    # The rate of the next step, read before a plateau may lower it.
     learning_rate = self._engine.learning_rate
     validation = self._validation() if at_epoch_end else {}
     self._run_log.record(
