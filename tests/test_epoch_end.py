@@ -133,7 +133,7 @@ RUN = ('--strategy=cpu', '--config.optimizer.learning_rate=0.01',
        '--config.train.early_stopping.patience=5',
        '--config.train.keep_best=True')
 PATIENCE = 5
-WARMUP = ('--config.optimizer.warmup_epochs=3.0',)
+WARMUP = ('--config.optimizer.warmup_epochs=5.0',)  # 45 steps
 PLATEAU = ('--config.optimizer.reduce_on_plateau.patience=2',
            '--config.optimizer.reduce_on_plateau.factor=0.5')
 STEPS_PER_EPOCH = 9
@@ -207,11 +207,11 @@ def test_killed_and_rerun_ends_as_the_uninterrupted_run(tmp_path, tfds_dir,
   assert training['exported_weights'] == 'best epoch'
   epochs = _epochs(reference)
   assert [r['epoch'] for r in epochs] == list(range(1, stopped + 1))
-  if rate_policy == WARMUP:  # The rate of the next step, to 0.01 in 27.
-    np.testing.assert_allclose([r['learning_rate'] for r in epochs[:4]],
-                               [0.01 * 10 / 27, 0.01 * 19 / 27, 0.01, 0.01],
-                               rtol=1e-6)
-    assert best > 3  # The patience window lies after the warm-up.
+  if rate_policy == WARMUP:  # The rate of the next step, to 0.01 in 45.
+    np.testing.assert_allclose(
+        [r['learning_rate'] for r in epochs[:6]],
+        [0.01 * (9 * epoch + 1) / 45 for epoch in range(1, 5)] + [0.01] * 2,
+        rtol=1e-6)
   else:
     _assert_rates_follow_the_plateau_rule(epochs)
     assert training['learning_rate_reductions'] >= 1
@@ -223,8 +223,9 @@ def test_killed_and_rerun_ends_as_the_uninterrupted_run(tmp_path, tfds_dir,
     np.testing.assert_array_equal(a, b)
 
   model_dir = tmp_path / 'run'
-  # The checkpoint of epoch 1 (warm-up: epochs 1 to 3), or of the epoch
-  # after the best, is complete once the next epoch's state is written.
+  # The checkpoint of epoch 1 (warm-up: epochs 1 to 5), or of the epoch
+  # after the best, is complete once the next epoch's state is written; the
+  # kill lands well before the warm-up's or the patience's end.
   kill_epoch = 2 if killed_in == 'warm-up' else best + 2
   _killed_once_saved(args, model_dir, kill_epoch * STEPS_PER_EPOCH)
   result = run_cli(f'--model_dir={model_dir}', *args)
@@ -232,7 +233,7 @@ def test_killed_and_rerun_ends_as_the_uninterrupted_run(tmp_path, tfds_dir,
   resumed_at = int(result.stderr.split('resuming from the checkpoint at '
                                        'step ')[1].split()[0])
   if killed_in == 'warm-up':
-    assert 0 < resumed_at < 27
+    assert 0 < resumed_at < 45
   else:
     assert best * STEPS_PER_EPOCH < resumed_at < stopped * STEPS_PER_EPOCH
   assert _curves(model_dir) == _curves(reference)
