@@ -11,6 +11,15 @@ export.formats adds model.tflite and model.onnx (pip install
 "Exports for devices and other runtimes", and tfpipeline/config.py for
 every config key.
 
+Trainer options, as Keras's callbacks and optimizer arguments, on every
+engine and resumed exactly: --config.train.early_stopping.patience=5 (and
+.metric, .mode, .min_delta), --config.train.keep_best=True,
+--config.optimizer.reduce_on_plateau.patience=2 (and .factor,
+.min_learning_rate), --config.optimizer.warmup_epochs=2,
+--config.optimizer.clipnorm (global_clipnorm, clipvalue),
+--config.train.label_smoothing, --config.train.profile_steps="(100, 200)";
+see README, "Early stopping, the best model, plateaus and warm-up".
+
 A --model_dir that holds a run is resumed from its newest checkpoint.
 
 The console shows tfpipeline's own lines, plain: the strategy, the data, one
