@@ -142,7 +142,7 @@ def _own_loop_weights(jit_compile, dp=DP):
   c, model, splits = _model_and_data()
   loop = tf_loop.StepLoop(model, models.optimizer(c.optimizer),
                           models.loss_fn(c.loss),
-                          tf.distribute.get_strategy(), global_batch_size=32,
+                          tf.distribute.get_strategy(), step_batch_size=32,
                           jit_compile=jit_compile, dp=dp)
   iterator = iter(tf.distribute.get_strategy().distribute_datasets_from_function(
       _batches(splits, steps_per_block=10)))
@@ -156,7 +156,8 @@ def test_dp_step_is_the_same_in_the_fused_loop_per_step_loop_and_keras_fit():
   plain_losses, plain = _own_loop_weights(jit_compile=False)
   np.testing.assert_allclose(fused_losses, plain_losses, rtol=1e-5)
   c, model, splits = _model_and_data()
-  wrapped = keras_fit.DpSgdModel(model, models.loss_fn(c.loss), DP, 32)
+  wrapped = keras_fit.OwnStep(model, keras_fit.dp_sgd_step(
+      model, models.loss_fn(c.loss), DP, 32))
   wrapped.compile(optimizer=models.optimizer(c.optimizer), jit_compile=True,
                   steps_per_execution=5)
   history = wrapped.fit(

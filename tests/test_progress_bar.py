@@ -10,7 +10,7 @@ def test_the_bar_draws_an_epochs_first_values_at_once_then_4_times_a_second(
   clock = [0.0]
   monkeypatch.setattr(progress_bar.time, 'monotonic', lambda: clock[0])
   bar = progress_bar.EpochBar(epochs=3, steps_per_epoch=100,
-                              global_batch_size=32)
+                              step_batch_size=32)
   bar.start(100)  # Epoch 2 starts.
   for step in range(101, 200):  # A step each 10 ms: a second.
     clock[0] = (step - 100) * 0.01
@@ -27,7 +27,7 @@ def test_the_bar_draws_an_epochs_first_values_at_once_then_4_times_a_second(
 
 def test_no_bar_after_the_last_epoch(capsys):
   bar = progress_bar.EpochBar(epochs=2, steps_per_epoch=10,
-                              global_batch_size=32)
+                              step_batch_size=32)
   bar.start(20)
   bar.show(20, loss=0.5)
   bar.close()

@@ -8,6 +8,7 @@ import tensorflow as tf
 from conftest import assert_weights_close
 from tfpipeline import config, models
 from tfpipeline.data import pipeline, sources
+from tfpipeline.engines import keras_fit
 from tfpipeline.engines import tf_loop
 
 pytestmark = pytest.mark.smoke  # Also run on TF 2.20 in CI.
@@ -41,7 +42,7 @@ def _own_loop_losses(jit_compile):
   c, model, dataset_fn = _setup(steps_per_block=7)
   loop = tf_loop.StepLoop(model, models.optimizer(c.optimizer),
                           models.loss_fn(c.loss),
-                          tf.distribute.get_strategy(), global_batch_size=32,
+                          tf.distribute.get_strategy(), step_batch_size=32,
                           jit_compile=jit_compile)
   return _run_blocks(loop, dataset_fn), model.get_weights()
 
@@ -92,7 +93,7 @@ def test_mixed_precision_computes_in_half_and_tracks_float32():
           policy == 'mixed_float16')
       loop = tf_loop.StepLoop(model, optimizer, models.loss_fn(c.loss),
                               tf.distribute.get_strategy(),
-                              global_batch_size=32, jit_compile=True)
+                              step_batch_size=32, jit_compile=True)
       losses = _run_blocks(loop, dataset_fn)
     finally:
       keras.mixed_precision.set_global_policy('float32')
@@ -106,7 +107,7 @@ def test_a_block_reports_non_finite_weights(jit_compile):
   c, model, dataset_fn = _setup(steps_per_block=7)
   loop = tf_loop.StepLoop(model, models.optimizer(c.optimizer),
                           models.loss_fn(c.loss),
-                          tf.distribute.get_strategy(), global_batch_size=32,
+                          tf.distribute.get_strategy(), step_batch_size=32,
                           jit_compile=jit_compile)
   iterator = iter(tf.distribute.get_strategy(
   ).distribute_datasets_from_function(dataset_fn))
@@ -124,7 +125,7 @@ def test_one_trace_serves_epoch_ends_and_restarts(jit_compile):
   strategy = tf.distribute.get_strategy()
   loop = tf_loop.StepLoop(model, models.optimizer(c.optimizer),
                           models.loss_fn(c.loss),
-                          strategy, global_batch_size=32,
+                          strategy, step_batch_size=32,
                           jit_compile=jit_compile)
   _run_blocks(loop, dataset_fn)
   restarted = pipeline.training_dataset_fn(
@@ -137,3 +138,42 @@ def test_one_trace_serves_epoch_ends_and_restarts(jit_compile):
   assert loop._next.experimental_get_tracing_count() == 1
   if jit_compile:
     assert loop._compiled_fused_steps.experimental_get_tracing_count() == 1
+
+
+def _sgd_loop(micro_batches: int, jit_compile: bool):
+  """20 SGD steps of the own loop, each over 32 rows in `micro_batches`
+  passes: the losses and the weights."""
+  c, model, dataset_fn = _setup(steps_per_block=7)
+  c.optimizer.name, c.optimizer.learning_rate = 'sgd', 0.01
+  loop = tf_loop.StepLoop(model, models.optimizer(c.optimizer),
+                          models.loss_fn(c.loss),
+                          tf.distribute.get_strategy(), step_batch_size=32,
+                          jit_compile=jit_compile, micro_batches=micro_batches)
+  return _run_blocks(loop, dataset_fn), model.get_weights()
+
+
+@pytest.mark.parametrize('way', ['fused XLA block', 'step by step',
+                                 'keras_fit'])
+def test_micro_batches_sum_to_the_whole_batchs_step(way):
+  """Gradient accumulation's core: each step over its 32 rows as 4 passes
+  of 8, gradients summed, equals the step over the whole batch (SGD;
+  float32 sums in another order)."""
+  whole_losses, whole = _sgd_loop(1, jit_compile=True)
+  if way == 'keras_fit':
+    c, model, dataset_fn = _setup()
+    c.optimizer.name, c.optimizer.learning_rate = 'sgd', 0.01
+    optimizer = models.optimizer(c.optimizer)
+    fitted = keras_fit.OwnStep(model, keras_fit.micro_batch_step(
+        model, models.loss_fn(c.loss), optimizer, 32, 4))
+    fitted.compile(optimizer=optimizer, jit_compile=True)
+    history = fitted.fit(dataset_fn(tf.distribute.InputContext()), epochs=2,
+                         steps_per_epoch=10, verbose=0)
+    np.testing.assert_allclose(
+        history.history['loss'],
+        [whole_losses[:10].mean(), whole_losses[10:].mean()], rtol=1e-5)
+    micro = model.get_weights()
+  else:
+    micro_losses, micro = _sgd_loop(4, jit_compile=way == 'fused XLA block')
+    np.testing.assert_allclose(micro_losses, whole_losses, rtol=1e-5)
+  assert_weights_close(micro, whole, atol=1e-6)
+  assert not np.allclose(micro[0], _setup()[1].get_weights()[0], atol=1e-3)

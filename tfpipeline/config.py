@@ -126,6 +126,10 @@ def get_config() -> config_dict.ConfigDict:
   c.optimizer.clipnorm = 0.0  # each variable's gradient to this L2 norm
   c.optimizer.global_clipnorm = 0.0  # all gradients together to this L2 norm
   c.optimizer.clipvalue = 0.0  # each gradient element to [-clipvalue, clipvalue]
+  # Gradient accumulation: a step sums the gradients of k forward and
+  # backward passes of train.global_batch_size each, one after another, and
+  # updates once: the step's batch is k times train.global_batch_size.
+  c.optimizer.gradient_accumulation_steps = 1  # k; 1: off
   c.optimizer.warmup_steps = 0  # linear warm-up from 0 in front of the schedule
   c.optimizer.warmup_epochs = 0.0  # > 0: warmup_steps = this many epochs' steps
   c.optimizer.reduce_on_plateau = config_dict.ConfigDict()
@@ -280,9 +284,17 @@ def resolve_for_device(config: config_dict.ConfigDict, *, on_tpu: bool,
   return config
 
 
+def step_batch_size(config: config_dict.ConfigDict) -> int:
+  """Examples per optimizer step across all replicas: train.global_batch_size
+  times optimizer.gradient_accumulation_steps."""
+  return (config.train.global_batch_size *
+          config.optimizer.gradient_accumulation_steps)
+
+
 def steps_per_epoch(config: config_dict.ConfigDict, train_rows: int) -> int:
-  """Full global batches per epoch: an epoch's last partial batch is dropped."""
-  return train_rows // config.train.global_batch_size
+  """Full steps' batches per epoch: an epoch's last partial batch is
+  dropped."""
+  return train_rows // step_batch_size(config)
 
 
 def total_steps(config: config_dict.ConfigDict, train_rows: int) -> int:

@@ -222,6 +222,7 @@ _OPTIMIZER = (
     ('optimizer.clipnorm', _NON_NEGATIVE_FLOAT),
     ('optimizer.global_clipnorm', _NON_NEGATIVE_FLOAT),
     ('optimizer.clipvalue', _NON_NEGATIVE_FLOAT),
+    ('optimizer.gradient_accumulation_steps', _POSITIVE),
     ('optimizer.warmup_steps', _NON_NEGATIVE),
     ('optimizer.warmup_epochs', _NON_NEGATIVE_FLOAT),
     ('optimizer.reduce_on_plateau.patience', _NON_NEGATIVE),
@@ -319,6 +320,16 @@ def _dp_publishes_nothing_exact(config) -> None:
          'scale the clipped per-example gradients)')
 
 
+def _dp_steps_one_pass(config) -> None:
+  if config.privacy.dp:
+    _check(config.optimizer.gradient_accumulation_steps == 1,
+           'optimizer.gradient_accumulation_steps',
+           config.optimizer.gradient_accumulation_steps,
+           "1 with privacy.dp: DP-SGD's steps clip and noise one pass's "
+           'batch (gradient accumulation is not built for it); raise '
+           'train.global_batch_size instead')
+
+
 _FORMATS = (lambda value: isinstance(value, (tuple, list)) and all(
     name in EXPORT_FORMATS for name in value) and len(set(value)) == len(
         value), f'a tuple of distinct formats among {", ".join(EXPORT_FORMATS)}'
@@ -369,7 +380,7 @@ _SECTIONS = (
     (_OPTIMIZER, (_one_clipping, _rate_setters_have_a_constant_rate)),
     (_LOSS, (_loss_fits_the_labels, _monitored_metric_is_validated,
              _smoothing_needs_classes)),
-    (_PRIVACY, (_dp_publishes_nothing_exact,)),
+    (_PRIVACY, (_dp_publishes_nothing_exact, _dp_steps_one_pass)),
     (_EXPORT, (_quantization_needs_tflite,)),
     (_REPORT, ()),
 )

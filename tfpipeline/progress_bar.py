@@ -26,9 +26,9 @@ class EpochBar:
   """The bar of the epoch in training; none after the run's last."""
 
   def __init__(self, epochs: int, steps_per_epoch: int,
-               global_batch_size: int):
+               step_batch_size: int):
     self._epochs, self._steps_per_epoch = epochs, steps_per_epoch
-    self._global_batch_size = global_batch_size
+    self._step_batch_size = step_batch_size
     self._bar = None
     self._epoch_start = 0
     self._next_draw = 0.0
@@ -42,7 +42,7 @@ class EpochBar:
       return
     self._epoch_start, self._next_draw = step - done, 0.0
     self._bar = _Bar(
-        self._global_batch_size, total=self._steps_per_epoch, initial=done,
+        self._step_batch_size, total=self._steps_per_epoch, initial=done,
         desc=f'epoch {epoch + 1}/{self._epochs}', file=sys.stderr,
         ncols=console.live_bar_columns(), leave=False,
         bar_format='{desc} {bar} {n}/{total} steps{figures}')
@@ -71,9 +71,9 @@ class _Bar(tqdm.tqdm):
 
   monitor_interval = 0  # No monitor thread: `EpochBar.show` redraws.
 
-  def __init__(self, global_batch_size: int, **kwargs):
+  def __init__(self, step_batch_size: int, **kwargs):
     self.loss = None
-    self._global_batch_size = global_batch_size
+    self._step_batch_size = step_batch_size
     super().__init__(**kwargs)
 
   @property
@@ -84,7 +84,7 @@ class _Bar(tqdm.tqdm):
     if self.loss is not None and done > 0 and seconds > 0:
       rate = done / seconds
       fields['figures'] = (
-          f'  {rate * self._global_batch_size:,.0f} ex/s  loss '
+          f'  {rate * self._step_batch_size:,.0f} ex/s  loss '
           f'{self.loss:.4g}  ETA '
           f'{self.format_interval((fields["total"] - fields["n"]) / rate)}')
     return fields

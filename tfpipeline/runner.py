@@ -281,7 +281,7 @@ def _live_bar(run_context: RunContext):
   config = run_context.config
   return progress_bar.EpochBar(config.train.epochs,
                                run_context.steps_per_epoch,
-                               config.train.global_batch_size)
+                               config_lib.step_batch_size(config))
 
 
 def _evaluate_export_report(run_context: RunContext, trained: Trained,
@@ -376,7 +376,7 @@ def _calibrate_noise(config, train_rows: int):
   if not (config.privacy.dp and config.privacy.target_epsilon):
     return config
   from tfpipeline.report import privacy  # pylint: disable=g-import-not-at-top
-  batch = config.train.global_batch_size
+  batch = config_lib.step_batch_size(config)
   config = config.copy_and_resolve_references()
   config.privacy.noise_multiplier = privacy.calibrate_noise_multiplier(
       target_epsilon=config.privacy.target_epsilon,
@@ -440,12 +440,17 @@ def _check_resume(model_dir: pathlib.Path, config, allow_config_change: bool,
 
 def _check_batch(config, train_rows: int, replicas: int, *,
                  per_replica_multiple: int = 1) -> None:
-  """One full batch of training rows, split evenly (TPUs: 8 per core)."""
+  """One full step's batch of training rows, each pass's split evenly
+  (TPUs: 8 per core)."""
   batch = config.train.global_batch_size
-  if train_rows < batch:
+  passes = config.optimizer.gradient_accumulation_steps
+  if train_rows < batch * passes:
+    of_passes = (f' x optimizer.gradient_accumulation_steps={passes}'
+                 if passes > 1 else '')
     raise UserError(f'data: {train_rows} training rows are fewer than one '
-                    f'batch (train.global_batch_size={batch}); lower '
-                    f'--config.train.global_batch_size or add rows')
+                    f"step's batch (train.global_batch_size={batch}"
+                    f'{of_passes}); lower --config.train.global_batch_size '
+                    f'or add rows')
   check_batch_split(config, replicas,
                     per_replica_multiple=per_replica_multiple)
 

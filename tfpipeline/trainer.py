@@ -18,6 +18,7 @@ from typing import Callable
 
 from absl import logging
 
+from tfpipeline import config as config_lib
 from tfpipeline import epoch_end as epoch_end_lib
 from tfpipeline import profiling
 from tfpipeline.engines import engine as engine_lib
@@ -137,8 +138,8 @@ class LogBlock:
         step=done.step, epoch=epoch if at_epoch_end else epoch + 1,
         console=at_epoch_end, loss=result.loss, **validation,
         learning_rate=learning_rate,
-        examples_per_sec=(result.steps *
-                          self._run.config.train.global_batch_size / seconds),
+        examples_per_sec=(result.steps * config_lib.step_batch_size(
+            self._run.config) / seconds),
         input_stall_pct=100.0 * result.waited_s / seconds if timed else None,
         call_s=seconds if timed else None)
     if at_epoch_end:

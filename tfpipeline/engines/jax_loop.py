@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfpipeline import checkpointing
+from tfpipeline import config as config_lib
 from tfpipeline import dp_sgd
 from tfpipeline import dp_sgd_jax
 from tfpipeline import models
@@ -46,7 +47,8 @@ class JaxLoop(engine.Engine):
     config = run.config
     self.run, self.model = run, model
     self._devices = run.strategy
-    self._global_batch_size = config.train.global_batch_size
+    self._step_batch_size = config_lib.step_batch_size(config)
+    self._micro_batches = config.optimizer.gradient_accumulation_steps
     self._loss_fn = models.training_loss_fn(config)
     self.optimizer = models.optimizer(config.optimizer,
                                       config.train.mixed_precision)
@@ -62,7 +64,7 @@ class JaxLoop(engine.Engine):
     self.start_step = self._step = self.restore()
     self._steps_per_block = pipeline.steps_per_block(
         config.train.steps_per_loop, run.steps_per_epoch,
-        self._global_batch_size * run.inputs.bytes_per_example())
+        self._step_batch_size * run.inputs.bytes_per_example())
     self._fused = config.train.jit_compile
     self._compiled_block = jax.jit(self._steps_on_block, donate_argnums=0)
     self._compiled_step = jax.jit(self._step_on_batch, donate_argnums=0)
@@ -95,15 +97,44 @@ class JaxLoop(engine.Engine):
   # Training.
 
   def _loss_and_updates(self, trainable, non_trainable, features, labels):
-    """The step's loss (mean over the global batch, plus the layers'
-    regularization losses) and the model's new non-trainable state."""
+    """A pass's share of the step's loss (each example counting 1 / the
+    step's batch, the layers' regularization losses once a step) and the
+    model's new non-trainable state."""
     predictions, non_trainable, losses = self.model.stateless_call(
         trainable, non_trainable, features, training=True, return_losses=True)
     per_example = self._loss_fn(labels, predictions)
-    loss = jnp.sum(per_example.astype('float32')) / self._global_batch_size
+    loss = jnp.sum(per_example.astype('float32')) / self._step_batch_size
     for penalty in losses:
-      loss += penalty.astype('float32')
+      loss += penalty.astype('float32') / self._micro_batches
     return loss, non_trainable
+
+  def _loss_and_gradients(self, trainable, non_trainable, features, labels):
+    """The step's loss, the model's new non-trainable state and the
+    gradients. With optimizer.gradient_accumulation_steps k, k passes in a
+    `lax.scan`, gradients summed; micro-batch j takes rows j, j + k, ... (as
+    the TensorFlow engines), so each device keeps its own rows."""
+    gradients_of = jax.value_and_grad(self._loss_and_updates, has_aux=True)
+    if self._micro_batches == 1:
+      (loss, non_trainable), gradients = gradients_of(
+          trainable, non_trainable, features, labels)
+      return loss, non_trainable, gradients
+
+    def micro_batches_of(part):
+      return jnp.moveaxis(
+          part.reshape(-1, self._micro_batches, *part.shape[1:]), 1, 0)
+
+    def one_pass(carry, part):
+      non_trainable, loss, gradients = carry
+      (part_loss, non_trainable), part_gradients = gradients_of(
+          trainable, non_trainable, *part)
+      return (non_trainable, loss + part_loss,
+              jax.tree.map(jnp.add, gradients, part_gradients)), None
+
+    (non_trainable, loss, gradients), _ = jax.lax.scan(
+        one_pass, (non_trainable, jnp.zeros((), jnp.float32),
+                   jax.tree.map(jnp.zeros_like, trainable)),
+        jax.tree.map(micro_batches_of, (features, labels)))
+    return loss, non_trainable, gradients
 
   def _step_on_batch(self, state: dict, features, labels):
     """One step: the next state and the step's loss (with `dp`, DP-SGD's
@@ -114,8 +145,7 @@ class JaxLoop(engine.Engine):
           state['non_trainable'], features, labels, self.dp,
           step=state['optimizer'][self._iterations_index])
     else:
-      gradients_of = jax.value_and_grad(self._loss_and_updates, has_aux=True)
-      (loss, non_trainable), gradients = gradients_of(
+      loss, non_trainable, gradients = self._loss_and_gradients(
           state['trainable'], state['non_trainable'], features, labels)
     trainable, optimizer = self.optimizer.stateless_apply(
         state['optimizer'], gradients, state['trainable'])
@@ -177,7 +207,7 @@ class JaxLoop(engine.Engine):
     run = self.run
     train = run.config.train
     dataset_fn = pipeline.training_dataset_fn(
-        run.inputs.train, train.global_batch_size, seed=train.seed,
+        run.inputs.train, self._step_batch_size, seed=train.seed,
         steps_per_block=self._steps_per_block, start_step=step)
     hosts = self._devices.process_count
     context = tf.distribute.InputContext(

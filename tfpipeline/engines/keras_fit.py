@@ -12,8 +12,10 @@ same per-replica batches as the own loop, from its first step.
 import math
 
 import keras
+import tensorflow as tf
 
 from tfpipeline import checkpointing
+from tfpipeline import config as config_lib
 from tfpipeline import dp_sgd
 from tfpipeline import models
 from tfpipeline.data import pipeline
@@ -22,8 +24,8 @@ from tfpipeline.engines import tf_engine
 
 
 class KerasFit(tf_engine.TfEngine):
-  """Compiles the model (wrapped for DP-SGD's train step under
-  privacy.dp) for fit."""
+  """Compiles the model for fit: with Keras's train step, or wrapped in
+  `OwnStep` for DP-SGD's (privacy.dp) or gradient accumulation's."""
 
   checkpoint_every_block = True
 
@@ -31,15 +33,21 @@ class KerasFit(tf_engine.TfEngine):
     super().__init__(run, model)
     config = run.config
     single = run.strategy.num_replicas_in_sync == 1
+    loss_fn = models.training_loss_fn(config)
+    batch = config_lib.step_batch_size(config)
+    micro_batches = config.optimizer.gradient_accumulation_steps
     with run.strategy.scope():
-      self._fitted = model
       if self.dp:
-        self._fitted = DpSgdModel(model, models.training_loss_fn(config),
-                                  self.dp,
-                                  config.train.global_batch_size)
+        self._fitted = OwnStep(model, dp_sgd_step(model, loss_fn, self.dp,
+                                                  batch))
+      elif micro_batches > 1:
+        self._fitted = OwnStep(model, micro_batch_step(
+            model, loss_fn, self.optimizer, batch, micro_batches))
+      else:
+        self._fitted = model
       self._fitted.compile(
           optimizer=self.optimizer,
-          loss=None if self.dp else models.training_loss_fn(config),
+          loss=None if self._fitted is not model else loss_fn,
           jit_compile=bool(config.train.jit_compile and single),
           steps_per_execution=(
               _steps_per_execution(config.train.steps_per_loop,
@@ -58,8 +66,8 @@ class KerasFit(tf_engine.TfEngine):
     epoch = self._step // steps
     dataset = run.strategy.distribute_datasets_from_function(
         pipeline.training_dataset_fn(
-            run.inputs.train, train.global_batch_size, seed=train.seed,
-            start_step=epoch * steps))
+            run.inputs.train, config_lib.step_batch_size(run.config),
+            seed=train.seed, start_step=epoch * steps))
     watch = _EpochWatch(epoch * steps, progress)
     try:
       self._fitted.fit(dataset, initial_epoch=epoch, epochs=epoch + 1,
@@ -110,15 +118,45 @@ class _EpochWatch(keras.callbacks.Callback):
     self.loss = float(logs['loss'])
 
 
-class DpSgdModel(keras.Model):
-  """`model` with a DP-SGD train step, for Keras fit (see `dp_sgd`)."""
+def dp_sgd_step(model, loss_fn, dp: dp_sgd.DpSgd, step_batch_size: int):
+  """`OwnStep`'s step for DP-SGD (see `dp_sgd.gradients`)."""
 
-  def __init__(self, model: keras.Model, loss_fn, dp: dp_sgd.DpSgd,
-               global_batch_size: int):
-    super().__init__(name=f'{model.name}_dp_sgd')
+  def step(features, labels, iteration):
+    losses, penalty, gradients = dp_sgd.gradients(
+        model, loss_fn, features, labels, dp,
+        global_batch_size=step_batch_size, step=iteration)
+    return losses + penalty, gradients
+
+  return step
+
+
+def micro_batch_step(model, loss_fn, optimizer, step_batch_size: int,
+                     micro_batches: int):
+  """`OwnStep`'s step over `micro_batches` passes, gradients summed (see
+  `tf_engine.loss_and_gradients`)."""
+
+  def step(features, labels, iteration):
+    del iteration
+    loss, gradients = tf_engine.loss_and_gradients(
+        model, loss_fn, optimizer, features, labels,
+        step_batch_size=step_batch_size, micro_batches=micro_batches)
+    # This replica's part of the step's loss: fit's mean over the replicas
+    # of n times it is the step's loss.
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return loss * replicas, gradients
+
+  return step
+
+
+class OwnStep(keras.Model):
+  """`model` whose fit step takes its losses and gradients from
+  `step(features, labels, optimizer iteration)`; fit's loss is the mean of
+  the losses."""
+
+  def __init__(self, model: keras.Model, step):
+    super().__init__(name=f'{model.name}_own_step')
     self.inner = model
-    self._loss_fn = loss_fn
-    self._dp, self._global_batch_size = dp, global_batch_size
+    self._step = step
     self._loss_mean = keras.metrics.Mean(name='loss')
 
   def call(self, inputs, training=False):
@@ -126,13 +164,10 @@ class DpSgdModel(keras.Model):
 
   def train_step(self, data):
     features, labels = data
-    losses, penalty, gradients = dp_sgd.gradients(
-        self.inner, self._loss_fn, features, labels, self._dp,
-        global_batch_size=self._global_batch_size,
-        step=self.optimizer.iterations)
+    losses, gradients = self._step(features, labels, self.optimizer.iterations)
     self.optimizer.apply_gradients(
         zip(gradients, self.inner.trainable_variables))
-    self._loss_mean.update_state(losses + penalty)
+    self._loss_mean.update_state(losses)
     return {'loss': self._loss_mean.result()}
 
   @property

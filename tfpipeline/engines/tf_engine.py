@@ -129,3 +129,59 @@ def finite_weights(model) -> tf.Tensor:
   """A boolean scalar: no trainable weight is NaN or Inf."""
   return tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(v))
                                  for v in model.trainable_variables]))
+
+
+def loss_and_gradients(model, loss_fn, optimizer, features, labels, *,
+                       step_batch_size: int, micro_batches: int = 1):
+  """This replica's part of a step: its loss, in float32 (a float64
+  model's too), and the gradients of it (scaled under loss scaling).
+
+  Each example counts 1 / `step_batch_size` (the step's examples over all
+  replicas) and the layers' regularization losses once a step, scaled for
+  the replicas. With `micro_batches` k > 1, the batch runs as k forward
+  and backward passes in a loop, one after another, whose gradients are
+  summed: gradient accumulation, with one pass's activations in memory.
+  """
+  variables = model.trainable_variables
+
+  def on_part(features, labels):
+    with tf.GradientTape() as tape:
+      predictions = model(features, training=True)
+      loss = tf.nn.compute_average_loss(loss_fn(labels, predictions),
+                                        global_batch_size=step_batch_size)
+      if model.losses:
+        loss += tf.nn.scale_regularization_loss(
+            tf.add_n(model.losses)) / micro_batches
+      scaled = optimizer.scale_loss(loss)  # LossScaleOptimizer: x scale
+    return tf.cast(loss, tf.float32), tape.gradient(scaled, variables)
+
+  if micro_batches == 1:
+    return on_part(features, labels)
+
+  def micro_batches_of(part):
+    # (k, batch / k, ...): micro-batch j takes rows j, j + k, ..., as on
+    # JAX, whose devices then keep their own rows.
+    split = tf.reshape(part, tf.concat([[-1, micro_batches],
+                                        tf.shape(part)[1:]], axis=0))
+    return tf.transpose(split, [1, 0, *range(2, part.shape.rank + 1)])
+
+  features, labels = tf.nest.map_structure(micro_batches_of,
+                                           (features, labels))
+
+  def one_pass(i, loss, gradients):
+    part_loss, part_gradients = on_part(
+        *tf.nest.map_structure(lambda part: part[i], (features, labels)))
+    # Embeddings' gradients come as IndexedSlices: summed dense.
+    return i + 1, loss + part_loss, [
+        total + tf.convert_to_tensor(part)
+        for total, part in zip(gradients, part_gradients)]
+
+  # One pass at a time (a while loop may otherwise run passes side by
+  # side); a loop that Keras fit's train step, traced without AutoGraph,
+  # can hold too.
+  _, loss, gradients = tf.while_loop(
+      lambda i, loss, gradients: i < micro_batches, one_pass,
+      (tf.constant(0), tf.zeros([]),
+       [tf.zeros_like(variable) for variable in variables]),
+      parallel_iterations=1)
+  return loss, gradients

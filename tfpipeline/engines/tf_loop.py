@@ -18,6 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfpipeline import config as config_lib
 from tfpipeline import dp_sgd
 from tfpipeline import models
 from tfpipeline.config_checks import CLIPPING
@@ -53,17 +54,20 @@ class StepLoop:
   `strategy.run` with XLA on the forward and backward pass and the
   optimizer, whose gradient all-reduce runs across devices, applied outside
   XLA. With `dp`, the gradients are DP-SGD's (clipped per example, noised;
-  see `dp_sgd`).
+  see `dp_sgd`). With `micro_batches` k, each replica's batch of a step runs
+  as k passes whose gradients are summed (gradient accumulation).
   """
 
   def __init__(self, model: keras.Model, optimizer, loss_fn,
-               strategy: tf.distribute.Strategy, *, global_batch_size: int,
-               jit_compile: bool, dp: dp_sgd.DpSgd | None = None):
+               strategy: tf.distribute.Strategy, *, step_batch_size: int,
+               jit_compile: bool, dp: dp_sgd.DpSgd | None = None,
+               micro_batches: int = 1):
     self._model = model
+    self._micro_batches = micro_batches
     self._optimizer = optimizer
     self._loss_fn = loss_fn
     self._strategy = strategy
-    self._global_batch_size = global_batch_size
+    self._step_batch_size = step_batch_size
     self._dp = dp
     # Slot variables made here, not lazily inside the compiled loop: creating
     # variables in a tf.function under MirroredStrategy fails ("You must feed
@@ -84,25 +88,19 @@ class StepLoop:
     self._compiled_block = tf.function(self._multi_step_on_block)
 
   def _loss_and_gradients_on_data(self, features, labels):
-    """The step's loss, in float32 as the JAX engine's (a float64 model's
-    too), and the gradients."""
+    """This replica's part of the step's loss and its gradients (see
+    `tf_engine.loss_and_gradients`; DP-SGD's with `dp`)."""
     if self._dp:
       losses, penalty, gradients = dp_sgd.gradients(
           self._model, self._loss_fn, features, labels, self._dp,
-          global_batch_size=self._global_batch_size,
+          global_batch_size=self._step_batch_size,
           step=self._optimizer.iterations)
-      return (tf.reduce_sum(losses) / self._global_batch_size +
+      return (tf.reduce_sum(losses) / self._step_batch_size +
               tf.nn.scale_regularization_loss(penalty)), gradients
-    variables = self._model.trainable_variables
-    with tf.GradientTape() as tape:
-      predictions = self._model(features, training=True)
-      per_example = self._loss_fn(labels, predictions)
-      loss = tf.nn.compute_average_loss(
-          per_example, global_batch_size=self._global_batch_size)
-      if self._model.losses:
-        loss += tf.nn.scale_regularization_loss(tf.add_n(self._model.losses))
-      scaled = self._optimizer.scale_loss(loss)  # LossScaleOptimizer: x scale
-    return tf.cast(loss, tf.float32), tape.gradient(scaled, variables)
+    return tf_engine.loss_and_gradients(
+        self._model, self._loss_fn, self._optimizer, features, labels,
+        step_batch_size=self._step_batch_size,
+        micro_batches=self._micro_batches)
 
   def _one_step_on_data(self, features, labels):
     loss, gradients = self._compiled_gradients(features, labels)
@@ -215,11 +213,12 @@ class TfLoop(tf_engine.TfEngine):
   def __init__(self, run, model):
     super().__init__(run, model)
     train = run.config.train
-    batch = train.global_batch_size
-    self._loop = StepLoop(model, self.optimizer,
-                          models.training_loss_fn(run.config),
-                          run.strategy, global_batch_size=batch,
-                          jit_compile=train.jit_compile, dp=self.dp)
+    batch = config_lib.step_batch_size(run.config)
+    self._loop = StepLoop(
+        model, self.optimizer, models.training_loss_fn(run.config),
+        run.strategy, step_batch_size=batch, jit_compile=train.jit_compile,
+        dp=self.dp,
+        micro_batches=run.config.optimizer.gradient_accumulation_steps)
     self._steps_per_block = pipeline.steps_per_block(
         train.steps_per_loop, run.steps_per_epoch,
         batch * run.inputs.bytes_per_example())
@@ -251,6 +250,7 @@ class TfLoop(tf_engine.TfEngine):
     run = self.run
     train = run.config.train
     dataset_fn = pipeline.training_dataset_fn(
-        run.inputs.train, train.global_batch_size, seed=train.seed,
-        steps_per_block=self._steps_per_block, start_step=step)
+        run.inputs.train, config_lib.step_batch_size(run.config),
+        seed=train.seed, steps_per_block=self._steps_per_block,
+        start_step=step)
     return iter(run.strategy.distribute_datasets_from_function(dataset_fn))

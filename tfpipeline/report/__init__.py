@@ -16,6 +16,7 @@ import pathlib
 import numpy as np
 
 from tfpipeline import atomic_files
+from tfpipeline import config as config_lib
 from tfpipeline import integrity
 from tfpipeline import run_identity
 from tfpipeline.data import sources
@@ -57,12 +58,15 @@ def write(run, trained, test_evaluation, test_metrics: dict, exports: dict,
   train, test = splits.train, test_evaluation
   report_dir = model_dir / 'report'
   report_dir.mkdir(exist_ok=True)
-  batch = config.train.global_batch_size
+  batch = config_lib.step_batch_size(config)
   end_step = trained.end_step
   report = {
       'schema_version': SCHEMA_VERSION,
       'training': {**trained.training,
-                   'label_smoothing': config.train.label_smoothing},
+                   'label_smoothing': config.train.label_smoothing,
+                   'global_batch_size': config.train.global_batch_size,
+                   'gradient_accumulation_steps':
+                       config.optimizer.gradient_accumulation_steps},
       'compute': compute.section(
           model, strategy, config.report, times,
           examples_seen=(end_step - start_step) * batch,

@@ -40,6 +40,15 @@ def _software(backend: str, versions: dict) -> str:
   return f"{keras} on TensorFlow {versions['tensorflow']}"
 
 
+def _step_batch(training: dict) -> str:
+  """'32', or '128 (4 passes of 32, gradients accumulated)'."""
+  batch, passes = (training['global_batch_size'],
+                   training['gradient_accumulation_steps'])
+  if passes == 1:
+    return str(batch)
+  return f'{batch * passes} ({passes} passes of {batch}, gradients accumulated)'
+
+
 def _training_end(training: dict) -> str:
   """'; stopped early after epoch 12 (...); the weights of epoch 9 (...)'."""
   said = ''
@@ -122,7 +131,7 @@ def section(config, report: dict, *, test_metrics: dict, model_summary: str
                        f"{config.optimizer.learning_rate:g} "
                        f"({config.optimizer.schedule}), loss {config.loss}, "
                        f"{config.train.epochs} epochs of batch "
-                       f"{config.train.global_batch_size}"
+                       f"{_step_batch(report['training'])}"
                        + _training_end(report['training'])),
           'trained': provenance['finished_utc'],
           'backend': provenance['backend'],
