@@ -3,7 +3,7 @@ given initial weights: the cross-backend equality's helper. Keras takes one
 backend per process, so the test runs this once per backend:
 
     KERAS_BACKEND=jax python tests/engine_steps.py CONFIG DATA_DIR STEPS \
-        INIT.npz OUT.npz [dp|float64]
+        INIT.npz OUT.npz [dp|float64|accumulate]
 
 If INIT.npz does not exist, the model's own initial weights are written to
 it first. Writes the weights after the steps to OUT.npz and prints the
@@ -11,7 +11,8 @@ number of steps taken. The optimizer is plain SGD, whose steps differ
 between backends by rounding only (Adam amplifies it), and Dropout is
 removed: each backend draws its own masks. With `dp`, the steps are
 DP-SGD's with clipping at 0.5 and noise 1e-9: the backends draw different
-noise from one key, so only the clipping is compared.
+noise from one key, so only the clipping is compared. With `accumulate`,
+each step's batch runs as 4 passes of a quarter of it, gradients summed.
 
 With `float64`, every layer computes in float64. A convnet's float32
 trajectories part at a kink: where a ReLU's input or a max pool's top two
@@ -71,6 +72,9 @@ def main(name, data_dir, steps, init, out, mode=None):
     config.privacy.dp = True
     config.privacy.l2_norm_clip = 0.5
     config.privacy.noise_multiplier = 1e-9
+  if mode == 'accumulate':
+    config.optimizer.gradient_accumulation_steps = 4
+    config.train.global_batch_size //= 4
   config = config_lib.validate(config)
   if config.train.backend == 'jax':
     from tfpipeline import jax_devices as devices  # pylint: disable=g-import-not-at-top

@@ -97,6 +97,8 @@ def test_unknown_experiment_lists_the_available_ones():
     ('train.early_stopping.min_delta', -0.5,
      'train.early_stopping.min_delta=-0.5'),
     ('optimizer.warmup_steps', -2, 'optimizer.warmup_steps=-2'),
+    ('optimizer.gradient_accumulation_steps', 0,
+     'optimizer.gradient_accumulation_steps=0'),
     ('train.label_smoothing', 0.1,
      'train.label_smoothing=0.1 is invalid: expected 0.0 with loss=mse'),
     ('train.label_smoothing', 1.0, 'train.label_smoothing=1.0'),
@@ -217,6 +219,19 @@ def test_dp_refuses_float16_loss_scaling():
   c.privacy.dp = True
   c.train.mixed_precision = 'mixed_float16'
   with pytest.raises(UserError, match='with privacy.dp'):
+    config.validate(c)
+
+
+def test_dp_refuses_gradient_accumulation():
+  c = config.get_config()
+  c.privacy.dp, c.model.normalize_inputs, c.model.standardize_targets = (
+      True, False, False)
+  c.report.ig_baseline = 'zeros'
+  config.validate(c)
+  c.optimizer.gradient_accumulation_steps = 2
+  with pytest.raises(UserError, match=re.escape(
+      'optimizer.gradient_accumulation_steps=2 is invalid: expected 1 with '
+      'privacy.dp')):
     config.validate(c)
 
 

@@ -137,12 +137,17 @@ WARMUP = ('--config.optimizer.warmup_epochs=5.0',)  # 45 steps
 PLATEAU = ('--config.optimizer.reduce_on_plateau.patience=2',
            '--config.optimizer.reduce_on_plateau.factor=0.5')
 STEPS_PER_EPOCH = 9
+# Steps of 32 rows in 2 passes of 16: a kill lands between steps, never
+# between the passes of one.
+ACCUMULATED = ('--config.train.global_batch_size=16',
+               '--config.optimizer.gradient_accumulation_steps=2')
 # Each engine: its flags, the rate policy (a plateau needs a constant rate,
 # so it goes without the warm-up) and where its run is killed. The policies
 # are the engines' shared loop: one kill a run keeps CI's time.
-ENGINES = {'tfpipeline': (('--engine=tfpipeline',), PLATEAU, 'patience'),
+ENGINES = {'tfpipeline': (('--engine=tfpipeline', *ACCUMULATED), PLATEAU,
+                          'patience'),
            'keras_fit': (('--engine=keras_fit',), WARMUP, 'patience'),
-           'jax': (('--backend=jax',), WARMUP, 'warm-up')}
+           'jax': (('--backend=jax', *ACCUMULATED), WARMUP, 'warm-up')}
 
 
 def _epochs(model_dir) -> list[dict]:
@@ -192,19 +197,26 @@ def _assert_rates_follow_the_plateau_rule(epochs: list[dict]) -> None:
 def test_killed_and_rerun_ends_as_the_uninterrupted_run(tmp_path, tfds_dir,
                                                         engine):
   """Early stopping, the best weights and a warm-up or a plateau on each
-  engine: a run killed inside the patience window (or the warm-up) and
-  rerun ends as the uninterrupted run does, record by record, at the same
-  epoch, exporting the same best epoch's weights."""
+  engine (with gradient accumulation on the own loops): a run killed
+  inside the patience window (or the warm-up) and rerun ends as the
+  uninterrupted run does, record by record, at the same epoch, exporting
+  the same best epoch's weights."""
   flags, rate_policy, killed_in = ENGINES[engine]
   args = (f'--config.data.data_dir={tfds_dir}', *RUN, *flags, *rate_policy)
   reference = tmp_path / 'reference'
   result = run_cli(f'--model_dir={reference}', *args)
   assert result.returncode == 0, result.stderr[-3000:]
-  training = json.loads(
-      (reference / 'report' / 'report.json').read_text())['training']
+  report = json.loads((reference / 'report' / 'report.json').read_text())
+  training = report['training']
   best, stopped = training['best_epoch'], training['stopped_epoch']
   assert training['stopped_early'] and stopped == best + PATIENCE < 50
   assert training['exported_weights'] == 'best epoch'
+  accumulated = ACCUMULATED[0] in flags
+  assert (training['global_batch_size'],
+          training['gradient_accumulation_steps']) == (
+              (16, 2) if accumulated else (32, 1))
+  assert ('epochs of batch 32 (2 passes of 16, gradients accumulated)' in
+          report['model_card']['model_details']['training']) == accumulated
   epochs = _epochs(reference)
   assert [r['epoch'] for r in epochs] == list(range(1, stopped + 1))
   if rate_policy == WARMUP:  # The rate of the next step, to 0.01 in 45.

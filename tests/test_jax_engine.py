@@ -59,32 +59,43 @@ def _engine_steps(backend, experiment, data_dir, init, out, mode) -> int:
 
 @pytest.mark.parametrize('experiment, mode, tolerance', [
     pytest.param('seed_keras_mlp', None, 1e-4, marks=pytest.mark.smoke),
-    ('digits_cnn', 'float64', 1e-12), ('seed_keras_mlp', 'dp', 1e-4)])
+    ('digits_cnn', 'float64', 1e-12), ('seed_keras_mlp', 'dp', 1e-4),
+    ('seed_keras_mlp', 'accumulate', 1e-4)])
 def test_jax_steps_equal_the_tensorflow_engines(tmp_path, experiment, mode,
                                                 tolerance, request):
   """From the same initial weights and batches, 50 SGD steps (and the rest
   of the last block) on each backend's own engine. With `dp`, DP-SGD's
   per-example clipping (its noise made negligible); with `float64`, the
   convnet in float64, where rounding cannot part the two backends' paths at
-  a ReLU or a max pool (see engine_steps.py)."""
+  a ReLU or a max pool (see engine_steps.py); with `accumulate`, each step
+  as 4 passes, also equal to the whole batch's steps."""
   init = tmp_path / 'init.npz'
   data_dir = request.getfixturevalue('digits_array_record_dir') if (
       experiment == 'digits_cnn') else ''
-  steps = {backend: _engine_steps(backend, experiment, data_dir, init,
-                                  tmp_path / f'{backend}.npz', mode)
-           for backend in ('tensorflow', 'jax')}
-  assert steps['tensorflow'] == steps['jax'] >= 50
-  with np.load(tmp_path / 'tensorflow.npz') as tf_weights, np.load(
-      tmp_path / 'jax.npz') as jax_weights, np.load(init) as initial:
-    assert tf_weights.files == jax_weights.files
-    dtype = 'float64' if mode == 'float64' else 'float32'
-    for key in tf_weights.files:
-      assert jax_weights[key].dtype == tf_weights[key].dtype == dtype
-      np.testing.assert_allclose(jax_weights[key], tf_weights[key], rtol=0,
+  runs = {backend: (backend, mode) for backend in ('tensorflow', 'jax')}
+  if mode == 'accumulate':
+    runs['whole batch'] = ('tensorflow', None)
+  steps = {name: _engine_steps(backend, experiment, data_dir, init,
+                               tmp_path / f'{name}.npz', run_mode)
+           for name, (backend, run_mode) in runs.items()}
+  assert len(set(steps.values())) == 1 and steps['jax'] >= 50
+  initial, *trained = (_weights(tmp_path / f'{name}.npz')
+                       for name in ('init', *runs))
+  dtype = 'float64' if mode == 'float64' else 'float32'
+  for weights in trained:  # The first is TensorFlow's.
+    assert list(weights) == list(initial)
+    for key, value in weights.items():
+      assert value.dtype == dtype
+      np.testing.assert_allclose(value, trained[0][key], rtol=0,
                                  atol=tolerance)
-    # Training moved the weights far beyond that tolerance.
-    assert max(np.abs(tf_weights[k] - initial[k]).max()
-               for k in initial.files) > 1e-3
+  # Training moved the weights far beyond that tolerance.
+  assert max(np.abs(trained[0][key] - initial[key]).max()
+             for key in initial) > 1e-3
+
+
+def _weights(path) -> dict:
+  with np.load(path) as saved:
+    return {key: saved[key] for key in saved.files}
 
 
 def test_dp_noise_follows_the_secret_key_not_the_seed(tmp_path):

@@ -17,6 +17,8 @@ engine and resumed exactly: --config.train.early_stopping.patience=5 (and
 --config.optimizer.reduce_on_plateau.patience=2 (and .factor,
 .min_learning_rate), --config.optimizer.warmup_epochs=2,
 --config.optimizer.clipnorm (global_clipnorm, clipvalue),
+--config.optimizer.gradient_accumulation_steps=4 (a step: 4 passes of
+train.global_batch_size, gradients summed),
 --config.train.label_smoothing, --config.train.profile_steps="(100, 200)";
 see README, "Early stopping, the best model, plateaus and warm-up".
 
