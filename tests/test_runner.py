@@ -10,11 +10,17 @@ def test_batch_must_fit_the_data_and_split_over_replicas():
   c = config.get_config()
   c.train.global_batch_size = 32
   runner._check_batch(c, 309, 2)
-  with pytest.raises(UserError, match='20 training rows are fewer than one '
-                     'batch'):
+  with pytest.raises(UserError, match="20 training rows are fewer than one "
+                     r"step's batch \(train.global_batch_size=32\)"):
     runner._check_batch(c, 20, 1)
   with pytest.raises(UserError, match='over 3 replicas; use a multiple of 3'):
     runner._check_batch(c, 309, 3)
+  c.optimizer.gradient_accumulation_steps = 16  # Steps of 512 rows.
+  with pytest.raises(UserError, match=(
+      r"309 training rows are fewer than one step's batch \("
+      r'train.global_batch_size=32 x optimizer.gradient_accumulation_steps='
+      r'16\)')):
+    runner._check_batch(c, 309, 2)
 
 
 def test_tpu_batches_need_8_examples_per_core():

@@ -265,7 +265,7 @@ BAD_INPUTS = {
                   "bad.csv, row 10, label 'y' is -inf"),
     'fewer rows than a batch': (lambda t, c: _bad_csv(t, c, lambda l: l) + [
         '--config.train.global_batch_size=128'],
-                                'fewer than one batch'),
+                                "fewer than one step's batch"),
     'TFDS not prepared': (lambda t, c: [
         '--config.data.name=mnist', f'--config.data.data_dir={t}/tfds',
         '--config.data.download=False', "--config.data.features=('image',)",
