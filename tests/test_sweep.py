@@ -220,7 +220,7 @@ def sweep(tmp_path_factory):
   assert rerun.last_line == resumed.last_line
   after_rerun = {d.name: _files(d) for d in _trial_dirs(sweep_dir)}
   return (sweep_dir, driver.returncode, stderr, interrupted, resumed,
-          complete, after_rerun)
+          complete, rerun, after_rerun)
 
 
 def test_an_interrupted_sweep_exits_3_and_says_how_to_resume(sweep):
@@ -255,12 +255,15 @@ def test_a_resumed_sweep_resumes_trials_from_their_checkpoints(sweep):
 
 
 def test_a_complete_sweep_rerun_keeps_every_trial(sweep):
-  *_, complete, after_rerun = sweep
+  """Without starting Ray: its state says every trial has ended."""
+  *_, complete, rerun, after_rerun = sweep
   assert after_rerun == complete
+  assert 'has ended; nothing to resume' in rerun.stderr
+  assert 'resuming the sweep' not in rerun.stderr
 
 
 def test_the_sweep_ranks_its_trials_by_their_metric(sweep):
-  sweep_dir, *_, resumed, _, _ = sweep
+  sweep_dir, _, _, _, resumed, *_ = sweep
   rows = _summary(sweep_dir)
   assert [p.name for p in _trial_dirs(sweep_dir)] == sorted(
       row['trial'] for row in rows) and len(rows) == 4

@@ -31,6 +31,15 @@ def check_installed(what: str) -> None:
     raise UserError(f'{what} needs Ray: {INSTALL}')
 
 
+def own_token() -> None:
+  """Gives the local cluster this process starts a token of its own,
+  unless RAY_AUTH_MODE says otherwise. Ray reads it when it is imported:
+  call this before anything imports Ray."""
+  if 'RAY_AUTH_MODE' not in os.environ:
+    os.environ.update(RAY_AUTH_MODE='token',
+                      RAY_AUTH_TOKEN=secrets.token_hex(32))
+
+
 @contextlib.contextmanager
 def connected(address: str | None, num_cpus: int | None = None):
   """Ray initialised for this process, logging warnings only; yields a
@@ -38,10 +47,8 @@ def connected(address: str | None, num_cpus: int | None = None):
   `num_cpus` CPUs that keeps its files there, with no dashboard or job API
   and a token of its own (unless RAY_AUTH_MODE says otherwise); else the
   cluster at `address` ('auto', host:port)."""
-  if not address and 'RAY_AUTH_MODE' not in os.environ:
-    # Read when Ray is imported.
-    os.environ.update(RAY_AUTH_MODE='token',
-                      RAY_AUTH_TOKEN=secrets.token_hex(32))
+  if not address:
+    own_token()
   import ray  # pylint: disable=g-import-not-at-top
   scratch = tempfile.mkdtemp(prefix='tfpipeline-ray-')
   try:

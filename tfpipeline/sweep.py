@@ -104,8 +104,15 @@ def main(argv: list[str]) -> int:
   if not (sweep_dir / 'sweep.json').is_file():
     atomic_files.write_text(sweep_dir / 'sweep.json',
                             json.dumps(plan, indent=2, sort_keys=True) + '\n')
-  with ray_local.connected(None, os.cpu_count()):
-    trials, interrupted = _tune(sweep_dir, config, dimensions)
+  ray_local.own_token()  # Before _ended_sweep imports Ray.
+  trials, endings = _ended_sweep(sweep_dir)
+  if trials:
+    logging.info('every trial of the sweep in %s has ended; nothing to '
+                 'resume', sweep_dir)
+  else:
+    with ray_local.connected(None, os.cpu_count()):
+      trials, endings = _tune(sweep_dir, config, dimensions)
+  interrupted = sweep_summary.UNFINISHED in endings
   rows = sweep_summary.write(sweep_dir, trials, dimensions, _METRIC.value,
                              _MODE.value)
   logging.info('wrote %s and %s', sweep_dir / 'summary.csv',
@@ -204,8 +211,7 @@ def _overrides() -> dict:
 
 
 def _tune(sweep_dir: pathlib.Path, config, dimensions: list):
-  """Runs (or resumes) the sweep on Ray Tune; returns its trials' rows
-  and whether it was interrupted."""
+  """Runs (or resumes) the sweep on Ray Tune; returns `_trials`."""
   # Tune's own console (a configuration box, result tables) stays off; a
   # trial's heartbeats (sweep_trial) have no metric.
   os.environ.setdefault('RAY_AIR_NEW_OUTPUT', '0')
@@ -253,12 +259,27 @@ def _tune(sweep_dir: pathlib.Path, config, dimensions: list):
   return _trials(sweep_dir, state)
 
 
+def _ended_sweep(sweep_dir: pathlib.Path) -> tuple[list, list]:
+  """`_trials` of a sweep whose every trial finished or was stopped, read
+  from its saved state without starting Ray (a rerun would resume nothing);
+  ([], []) otherwise."""
+  from ray import tune  # pylint: disable=g-import-not-at-top
+  state = sweep_dir / 'tune'
+  if not tune.Tuner.can_restore(str(state)):
+    return [], []
+  trials, endings = _trials(sweep_dir, state)
+  if len(trials) < _TRIALS.value or not set(endings) <= {
+      sweep_summary.FINISHED, sweep_summary.STOPPED}:
+    return [], []  # Trials to start, resume or retry (resume_errored).
+  return trials, endings
+
+
 def _trials(sweep_dir: pathlib.Path, state: pathlib.Path):
-  """Each trial's row, from Tune's saved state and its model_dir, and
-  whether any trial is unfinished."""
+  """Each trial's row, from Tune's saved state and its model_dir, and how
+  each ended (sweep_summary.FINISHED, STOPPED, FAILED or UNFINISHED)."""
   from ray import tune  # pylint: disable=g-import-not-at-top
   from tfpipeline import sweep_trial  # pylint: disable=g-import-not-at-top
-  rows, interrupted = [], False
+  rows, endings = [], []
   for trial in tune.ExperimentAnalysis(str(state)).trials:
     name = sweep_trial.trial_name(trial.trial_id)
     result = trial.last_result or {}
@@ -266,12 +287,12 @@ def _trials(sweep_dir: pathlib.Path, state: pathlib.Path):
         sweep_trial.FINISHED) else sweep_summary.STOPPED,
              'ERROR': sweep_summary.FAILED}.get(trial.status,
                                                 sweep_summary.UNFINISHED)
-    interrupted |= ended == sweep_summary.UNFINISHED
+    endings.append(ended)
     model_dir, log = sweep_trial.trial_paths(sweep_dir, name)
     rows.append(sweep_summary.trial(
         name, model_dir, dict(trial.config), ended, result.get('epoch', 0),
         _METRIC.value, _MODE.value, log))
-  return rows, interrupted
+  return rows, endings
 
 
 def _config_file() -> str:
