@@ -263,11 +263,11 @@ def test_decay_and_warmup_epochs_become_the_runs_steps():
   assert resolved.optimizer.warmup_steps == 4  # 4.5, rounded half to even
   assert c.optimizer.decay_steps == 1000  # The caller's config is kept.
   assert c.optimizer.warmup_steps == 0
-  # The cifar10 experiment decays over its 100 epochs of 175 steps, which
-  # it had spelt out as 100 * 175.
-  cifar = config.load('cifar10_cnn')
-  assert config.with_epochs_as_steps(cifar, 45_000).optimizer.decay_steps == (
-      17_500)
+  # The cifar10 experiment warms up over 5 of its 100 epochs of 175 steps
+  # and decays over the other 95.
+  cifar = config.with_epochs_as_steps(config.load('cifar10_cnn'), 45_000)
+  assert (cifar.optimizer.warmup_steps, cifar.optimizer.decay_steps) == (
+      875, 16_625)
 
 
 def test_config_and_its_checks_import_no_tensorflow():

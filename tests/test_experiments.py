@@ -37,3 +37,6 @@ def test_catalogue_experiment_trains_on_mock_data(tmp_path, experiment,
   assert attributions['kind'] == ('text' if experiment == 'imdb_text'
                                   else 'image')
   assert attributions['completeness_error'] <= 0.05
+  # cifar10_cnn exports its best epoch's weights (of one here).
+  assert (report['training']['exported_weights'] == 'best epoch') == (
+      experiment == 'cifar10_cnn')
