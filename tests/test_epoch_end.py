@@ -14,6 +14,7 @@ from conftest import read_jsonl, run_cli, start_cli
 
 from tfpipeline import config as config_lib
 from tfpipeline import epoch_end as epoch_end_lib
+from tfpipeline.errors import UserError
 
 
 class _Engine:
@@ -112,6 +113,10 @@ def test_state_is_saved_per_checkpoint_and_pruned_with_it(tmp_path):
   restored.restore(20)
   assert (restored.state.best, restored.state.best_epoch) == (2.0, 2)
   assert restored.best_weights() == tmp_path / 'best' / 'epoch-2.weights.h5'
+  (tmp_path / 'loop_state' / 'step-20.json').write_text('{"best": 2.0, "bst')
+  with pytest.raises(UserError, match=r'loop_state/step-20.json is not an '
+                     r'epoch-end state \(.*\); restore it, or delete it'):
+    restored.restore(20)
 
 
 def test_inactive_policies_write_nothing(tmp_path):

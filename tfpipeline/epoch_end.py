@@ -23,6 +23,7 @@ from absl import logging
 
 from tfpipeline import atomic_files
 from tfpipeline import config_checks
+from tfpipeline.errors import UserError
 
 STATE_DIR = 'loop_state'
 BEST_DIR = 'best'
@@ -86,7 +87,7 @@ class EpochEnd:
                       'had epoch-end policies); they start afresh from step '
                       '%d', path, step)
       return
-    self.state = State(**json.loads(path.read_text()))
+    self.state = _read(path)
 
   def save(self, step: int) -> None:
     """Writes the state for the checkpoint of `step`: call it just before
@@ -107,7 +108,7 @@ class EpochEnd:
       if int(path.stem.split('-')[1]) not in kept_steps:
         path.unlink()
         continue
-      state = State(**json.loads(path.read_text()))
+      state = _read(path)
       named.add(state.best_epoch)
       newest_epoch = max(newest_epoch, state.best_epoch)
     for path in (self._write_to / BEST_DIR).glob('epoch-*.weights.h5'):
@@ -191,3 +192,14 @@ class EpochEnd:
                              'last step'),
         'learning_rate_reductions': state.reductions,
     }
+
+
+def _read(path: pathlib.Path) -> State:
+  """The state in `path`; raises UserError if it is not one (the files are
+  written whole, so only a hand edit or another tool makes that)."""
+  try:
+    return State(**json.loads(path.read_text()))
+  except (ValueError, TypeError) as e:
+    raise UserError(f'{path} is not an epoch-end state ({e}); restore it, '
+                    f'or delete it with its checkpoint to resume from the '
+                    f'one before') from None
