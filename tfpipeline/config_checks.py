@@ -234,9 +234,16 @@ _OPTIMIZER = (
 CLIPPING = ('clipnorm', 'global_clipnorm', 'clipvalue')
 
 
+def clipping(optimizer_config) -> dict[str, float]:
+  """The clipping arguments set ({} if none), as Keras's optimizers take
+  them."""
+  return {name: optimizer_config[name] for name in CLIPPING
+          if optimizer_config[name]}
+
+
 def _one_clipping(config) -> None:
   """Keras's optimizers take at most one way to clip."""
-  chosen = [name for name in CLIPPING if config.optimizer[name]]
+  chosen = list(clipping(config.optimizer))
   if len(chosen) > 1:
     _check(False, f'optimizer.{chosen[1]}', config.optimizer[chosen[1]],
            f'0.0 with optimizer.{chosen[0]} set: clip one way only')

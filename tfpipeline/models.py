@@ -214,8 +214,7 @@ def optimizer(optimizer_config,
   """
   rate = schedules.learning_rate(optimizer_config)
   name = optimizer_config.name
-  clipping = {key: optimizer_config[key] for key in config_checks.CLIPPING
-              if optimizer_config[key]}
+  clipping = config_checks.clipping(optimizer_config)
   if name == 'sgd':
     result = keras.optimizers.SGD(rate, momentum=optimizer_config.momentum,
                                   **clipping)

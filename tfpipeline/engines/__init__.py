@@ -12,7 +12,7 @@
 
 import importlib
 
-from tfpipeline.config_checks import CLIPPING
+from tfpipeline import config_checks
 from tfpipeline.errors import UserError
 
 # (train.backend, --engine): the engine's class, as module.Class here.
@@ -41,11 +41,10 @@ def check(name: str, config) -> None:
 def check_replicas(name: str, config, replicas: int) -> None:
   """Raises UserError if engine `name` cannot train `config` over
   `replicas` replicas as it would on one."""
-  clipping = [f'optimizer.{key}' for key in CLIPPING
-              if config.optimizer[key]]
+  clipping = list(config_checks.clipping(config.optimizer))
   if name == 'keras_fit' and replicas > 1 and clipping:
     raise UserError(
-        f'{clipping[0]} with --engine=keras_fit on {replicas} replicas: Keras '
+        f'optimizer.{clipping[0]} with --engine=keras_fit on {replicas} replicas: Keras '
         f"fit clips each replica's part of the gradient before it sums them "
         f'(Keras 3.15), so the result would depend on the replicas; use '
         f"--engine=tfpipeline, which clips the whole batch's gradient")
