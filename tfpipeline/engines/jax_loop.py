@@ -47,7 +47,7 @@ class JaxLoop(engine.Engine):
     self.run, self.model = run, model
     self._devices = run.strategy
     self._global_batch_size = config.train.global_batch_size
-    self._loss_fn = models.training_loss_fn(config)
+    self._loss_fn = models.training_loss_fn(config, run.class_weights)
     self.optimizer = models.optimizer(config.optimizer,
                                       config.train.mixed_precision)
     self.optimizer.build(model.trainable_variables)

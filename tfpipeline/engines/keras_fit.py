@@ -31,15 +31,15 @@ class KerasFit(tf_engine.TfEngine):
     super().__init__(run, model)
     config = run.config
     single = run.strategy.num_replicas_in_sync == 1
+    loss = models.training_loss_fn(config, run.class_weights)
     with run.strategy.scope():
       self._fitted = model
       if self.dp:
-        self._fitted = DpSgdModel(model, models.training_loss_fn(config),
-                                  self.dp,
+        self._fitted = DpSgdModel(model, loss, self.dp,
                                   config.train.global_batch_size)
       self._fitted.compile(
           optimizer=self.optimizer,
-          loss=None if self.dp else models.training_loss_fn(config),
+          loss=None if self.dp else loss,
           jit_compile=bool(config.train.jit_compile and single),
           steps_per_execution=(
               _steps_per_execution(config.train.steps_per_loop,

@@ -217,7 +217,8 @@ class TfLoop(tf_engine.TfEngine):
     train = run.config.train
     batch = train.global_batch_size
     self._loop = StepLoop(model, self.optimizer,
-                          models.training_loss_fn(run.config),
+                          models.training_loss_fn(run.config,
+                                                   run.class_weights),
                           run.strategy, global_batch_size=batch,
                           jit_compile=train.jit_compile, dp=self.dp)
     self._steps_per_block = pipeline.steps_per_block(
