@@ -20,7 +20,7 @@ from tfpipeline.data.splits import Split
 _STREAM_BATCH = 4096
 
 
-def class_ids(labels: np.ndarray, loss: str) -> np.ndarray:
+def _class_ids(labels: np.ndarray, loss: str) -> np.ndarray:
   """Labels (n, k) as the loss takes them -> (n,) int class ids: a one-hot
   (or probability) row's most likely class, else the label itself."""
   labels = labels.reshape(len(labels), -1)
@@ -48,7 +48,7 @@ def count(splits, split_name: str, data_config, *, loss: str,
   classes = config_checks.class_count(loss, output_units)
   counts = np.zeros(classes, np.int64)
   for labels in batches:
-    counts += np.bincount(class_ids(labels, loss), minlength=classes)
+    counts += np.bincount(_class_ids(labels, loss), minlength=classes)
   return counts
 
 
