@@ -102,6 +102,13 @@ def test_unknown_experiment_lists_the_available_ones():
     ('train.label_smoothing', 0.1,
      'train.label_smoothing=0.1 is invalid: expected 0.0 with loss=mse'),
     ('train.label_smoothing', 1.0, 'train.label_smoothing=1.0'),
+    ('train.class_weight', (1.0, 4.0),
+     "train.class_weight=(1.0, 4.0) is invalid: expected '' with loss=mse"),
+    ('train.class_weight', 'even',
+     "train.class_weight='even' is invalid: expected '' (none), 'balanced', "
+     'or a tuple of one finite, non-negative weight per class'),
+    ('train.class_weight', (1.0, -4.0), 'train.class_weight=(1.0, -4.0)'),
+    ('train.class_weight', (0, 0.0), 'train.class_weight=(0, 0.0)'),
     ('train.profile_steps', (5, 5), 'train.profile_steps=(5, 5)'),
     ('optimizer.reduce_on_plateau.factor', 1.0,
      'optimizer.reduce_on_plateau.factor=1.0'),
@@ -116,6 +123,36 @@ def test_invalid_values_name_their_key(key, value, fragment):
       ')', r'\)').replace('.', r'\.')) as error:
     config.validate(c)
   assert '\n' not in str(error.value)
+
+
+@pytest.mark.parametrize('loss, units, weights, expected', [
+    ('binary_crossentropy', 1, (1.0, 2.0, 3.0),
+     '2 weights, one per class of loss=binary_crossentropy'),
+    ('sparse_categorical_crossentropy', 3, (1.0, 2.0),
+     '3 weights, one per class of loss=sparse_categorical_crossentropy with '
+     'model.output_units=3'),
+])
+def test_class_weights_are_one_per_class(loss, units, weights, expected):
+  c = config.get_config()
+  c.loss, c.model.output_units = loss, units
+  c.train.class_weight = weights
+  with pytest.raises(UserError, match=re.escape(
+      f'train.class_weight={weights} is invalid: expected {expected}')):
+    config.validate(c)
+  c.train.class_weight = (1.0,) * (units if units > 1 else 2)
+  config.validate(c)
+
+
+def test_dp_refuses_balanced_class_weights():
+  c = config.get_config()
+  c.loss, c.model.output_units = 'binary_crossentropy', 1
+  c.privacy.dp, c.model.normalize_inputs = True, False
+  c.train.class_weight = 'balanced'
+  with pytest.raises(UserError, match="train.class_weight='balanced' is "
+                     "invalid: expected given weights or '' with privacy.dp"):
+    config.validate(c)
+  c.train.class_weight = (1.0, 3.0)  # Public weights are the config's.
+  config.validate(c)
 
 
 def test_csv_needs_a_path():
@@ -243,6 +280,10 @@ def test_report_keys_may_change_on_resume_training_keys_may_not():
   assert config.result_changes(saved, c) == []
   c.privacy.dp = True
   assert config.result_changes(saved, c) == [('privacy.dp', False, True)]
+  c.privacy.dp = False
+  c.train.class_weight = 'balanced'  # It changes what each step computes.
+  assert config.result_changes(saved, c) == [
+      ('train.class_weight', '', 'balanced')]
 
 
 def test_steps_drop_each_epochs_partial_batch():

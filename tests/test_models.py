@@ -110,12 +110,49 @@ def test_label_smoothing_mixes_the_targets_with_uniform_ones():
   predictions = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], np.float32)
   targets = np.array([[0.8, 0.1, 0.1], [0.1, 0.1, 0.8]])  # 0.7 + 0.3 / 3
   np.testing.assert_allclose(
-      models.training_loss_fn(c)(np.array([0, 2]), predictions),
+      models.training_loss_fn(c, None)(np.array([0, 2]), predictions),
       -(targets * np.log(predictions)).sum(axis=1), rtol=1e-6)
   c.train.label_smoothing = 0.0
   np.testing.assert_allclose(
-      models.training_loss_fn(c)(np.array([0, 2]), predictions),
+      models.training_loss_fn(c, None)(np.array([0, 2]), predictions),
       -np.log([0.7, 0.8]), rtol=1e-6)
+
+
+def _cross_entropy(loss: str, labels, predictions, smoothing: float):
+  """Cross-entropy per example, by hand, on targets smoothed towards
+  uniform ones."""
+  if loss == 'binary_crossentropy':
+    targets = labels * (1 - smoothing) + smoothing / 2
+    return -(targets * np.log(predictions) + (1 - targets) * np.log(
+        1 - predictions)).mean(axis=1)
+  one_hot = labels if loss == 'categorical_crossentropy' else np.eye(3)[
+      labels[:, 0].astype(int)]
+  targets = one_hot * (1 - smoothing) + smoothing / 3
+  return -(targets * np.log(predictions)).sum(axis=1)
+
+
+@pytest.mark.parametrize('loss, labels, predictions', [
+    ('sparse_categorical_crossentropy', [[2], [0], [1], [2]],
+     [[0.2, 0.3, 0.5], [0.6, 0.3, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]]),
+    ('categorical_crossentropy', [[0, 0, 1], [1, 0, 0], [0, 1, 0], [0, 0, 1]],
+     [[0.2, 0.3, 0.5], [0.6, 0.3, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]]),
+    ('binary_crossentropy', [[1], [0], [0], [1]], [[0.9], [0.2], [0.6], [0.3]]),
+])
+@pytest.mark.parametrize('smoothing', [0.0, 0.2])
+def test_class_weights_multiply_each_examples_loss_by_its_labels_weight(
+    loss, labels, predictions, smoothing):
+  c = config.get_config()
+  c.loss, c.train.label_smoothing = loss, smoothing
+  c.model.output_units = 1 if loss == 'binary_crossentropy' else 3
+  labels = np.array(labels, np.float32)
+  predictions = np.array(predictions, np.float32)
+  binary = loss == 'binary_crossentropy'
+  weights = (0.5, 3.0) if binary else (0.5, 3.0, 0.0)
+  # The examples' classes: 1, 0, 0, 1 (binary); 2, 0, 1, 2.
+  each = np.array([3.0, 0.5, 0.5, 3.0] if binary else [0.0, 0.5, 3.0, 0.0])
+  np.testing.assert_allclose(
+      models.training_loss_fn(c, weights)(labels, predictions),
+      each * _cross_entropy(loss, labels, predictions, smoothing), rtol=1e-5)
 
 
 def test_per_example_losses():

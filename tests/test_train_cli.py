@@ -219,6 +219,17 @@ BAD_INPUTS = {
         t, '  return c.to_dict()\n'),
                                   'get_config() returned a dict, not an '
                                   'ml_collections ConfigDict'),
+    'class weights, one too many': (
+        lambda t, c: ['--config.loss=binary_crossentropy',
+                      '--config.train.class_weight=(1.0, 2.0, 0.5)'],
+        'train.class_weight=(1.0, 2.0, 0.5) is invalid: expected 2 weights'),
+    'balanced weights for a class without examples': (lambda t, c: _bad_csv(
+        t, c, lambda l: l[:1] + [f'{r.rsplit(",", 1)[0]},{i % 3}'
+                                 for i, r in enumerate(l[1:])]) + [
+        '--config.loss=sparse_categorical_crossentropy',
+        '--config.model.output_units=4', '--config.train.class_weight=balanced'],
+        "train.class_weight='balanced': class 3 of label 'y' has no training "
+        'example (of 84)'),
     'class id out of range': (lambda t, c: _bad_csv(
         t, c, lambda l: l[:1] + [
             f'{r.rsplit(",", 1)[0]},{7 if i == 10 else i % 5}'
@@ -325,13 +336,14 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
   assert not model_dir.exists()
 
 
-@pytest.mark.parametrize('loss, units, label, smoothing', [
-    ('binary_crossentropy', 1, lambda a, b: (a + b > 0).astype(int), 0.1),
+@pytest.mark.parametrize('loss, units, label, smoothing, class_weight', [
+    ('binary_crossentropy', 1, lambda a, b: (a + b > 0).astype(int), 0.1,
+     '(1.0, 2.0)'),
     ('sparse_categorical_crossentropy', 3,
-     lambda a, b: np.digitize(a - b, [-0.7, 0.7]), 0.0),
+     lambda a, b: np.digitize(a - b, [-0.7, 0.7]), 0.0, 'balanced'),
 ])
 def test_table_classification_end_to_end(tmp_path, loss, units, label,
-                                         smoothing):
+                                         smoothing, class_weight):
   rng = np.random.default_rng(3)
   a, b = rng.normal(size=400), rng.normal(size=400)
   y = label(a, b)
@@ -346,13 +358,33 @@ def test_table_classification_end_to_end(tmp_path, loss, units, label,
                    '--config.data.label=y', '--config.data.group=side',
                    f'--config.loss={loss}', f'--config.model.output_units={units}',
                    '--config.train.epochs=30',
-                   f'--config.train.label_smoothing={smoothing}')
+                   f'--config.train.label_smoothing={smoothing}',
+                   f'--config.train.class_weight={class_weight}')
   assert result.returncode == 0, result.stderr[-3000:]
   metrics = json.loads((model_dir / 'metrics.json').read_text())
   assert metrics['accuracy'] >= 0.9
   report = json.loads((model_dir / 'report' / 'report.json').read_text())
   assert report['training']['label_smoothing'] == smoothing
-  if smoothing:  # Targets 0.95 and 0.05: no loss below their entropy.
+  training = report['model_card']['model_details']['training']
+  if class_weight == 'balanced':  # n / (3 count) of the training split's.
+    from tfpipeline import config
+    from tfpipeline.data import sources
+    data = config.get_config().data
+    data.update(json.loads((model_dir / 'config.json').read_text())['data'])
+    counts = np.bincount(sources.load(data, loss=loss).train.take()[
+        'labels'][:, 0].astype(int), minlength=3)
+    weights = counts.sum() / (3 * counts)
+    assert not np.allclose(weights, 400 / (3 * np.bincount(y)))  # All rows'.
+    assert 'balanced class weights ' in training
+  else:
+    weights = [1.0, 2.0]
+    assert 'class weights 1, 2' in training
+  assert report['training']['class_weight'] == (
+      'balanced' if class_weight == 'balanced' else 'given')
+  np.testing.assert_allclose(report['training']['class_weights'], weights,
+                             rtol=1e-12)
+  if smoothing:  # Targets 0.95 and 0.05, weights >= 1: no loss below their
+    # entropy.
     floor = -(0.95 * np.log(0.95) + 0.05 * np.log(0.05))
     assert min(r['loss'] for r in read_jsonl(
         model_dir / 'metrics.jsonl')) >= floor - 1e-6

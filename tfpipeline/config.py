@@ -110,6 +110,10 @@ def get_config() -> config_dict.ConfigDict:
   c.train.early_stopping.min_delta = 0.0  # an improvement is larger than this
   c.train.keep_best = False  # export the best epoch's weights, not the last
   c.train.label_smoothing = 0.0  # classification losses: targets 1 - s, + s / classes
+  # Classification losses: each example's training loss times its class's
+  # weight. '': none; 'balanced': n / (classes * count) from the training
+  # split's labels; or one weight per class, by class id: (1.0, 4.0).
+  c.train.class_weight = config_dict.FieldReference('', field_type=object)
   c.train.profile_steps = (0, 0)  # (start, stop): profile those steps to tensorboard/; (0, 0): off
 
   c.optimizer = config_dict.ConfigDict()

@@ -4,11 +4,13 @@ Each section (data, model, train, optimizer, loss, privacy, export, report)
 is a table of keys, each with its rule: one of some choices, a positive
 number, a fraction... Then its cross-field rules, small named functions:
 the splits leave rows to train, the source's own keys (`data.sources`), a
-NaN rollback's constant learning rate, the loss and the labels, what
-DP-SGD must not publish, a quantization with its format. A failed check
-raises UserError naming the key, its value and what is expected. No
-TensorFlow is imported.
+NaN rollback's constant learning rate, the loss and the labels (and a
+weight per class), what DP-SGD must not publish, a quantization with its
+format. A failed check raises UserError naming the key, its value and what
+is expected. No TensorFlow is imported.
 """
+
+import math
 
 from tfpipeline.backend import BACKENDS
 from tfpipeline.data.sources import core as sources
@@ -33,6 +35,12 @@ ENERGY_METHODS = ('auto', 'codecarbon', 'estimate')
 # What a run exports besides model.keras (`export`).
 EXPORT_FORMATS = ('saved_model', 'tflite', 'onnx')
 TFLITE_QUANTIZATIONS = ('none', 'dynamic_range', 'float16')
+
+
+def class_count(loss: str, output_units: int) -> int:
+  """The classes a classification loss tells apart: 2 for binary
+  cross-entropy's one output, else one per output unit."""
+  return 2 if loss == 'binary_crossentropy' else output_units
 
 
 def evaluation_metrics(loss: str, output_units: int) -> tuple[str, ...]:
@@ -117,6 +125,13 @@ _SEED = (lambda value: _is_int(value) and 0 <= value < 2**32,
          'an int from 0 to 2**32 - 1')
 _AUGMENT = (lambda value: isinstance(value, (tuple, list)) and all(
     op in AUGMENT_OPS for op in value), f'a tuple of {", ".join(AUGMENT_OPS)}')
+_CLASS_WEIGHT = (lambda value: value in ('', 'balanced') or (
+    isinstance(value, (tuple, list)) and bool(value) and all(
+        isinstance(w, (int, float)) and not isinstance(w, bool) and
+        0 <= w < math.inf for w in value) and any(w > 0 for w in value)),
+                 "'' (none), 'balanced', or a tuple of one finite, "
+                 'non-negative weight per class, at least one positive, e.g. '
+                 '(1.0, 4.0)')
 _VOCAB_SIZE = (lambda value: _is_int(value) and (value == 0 or value >= 3),
                '0 (no text) or the number of tokens, padding and OOV '
                'included (>= 3)')
@@ -184,6 +199,7 @@ _TRAIN = (
     ('train.keep_best', _BOOL),
     ('train.label_smoothing', _between(0, 1, 'a fraction from 0 to 1, 1 '
                                        'excluded', low_inclusive=True)),
+    ('train.class_weight', _CLASS_WEIGHT),
     ('train.profile_steps', (lambda value: (
         isinstance(value, (tuple, list)) and len(value) == 2 and
         all(_is_int(step) for step in value) and
@@ -199,6 +215,24 @@ def _smoothing_needs_classes(config) -> None:
            config.train.label_smoothing,
            f'0.0 with loss={config.loss}: label smoothing is for the '
            f'cross-entropy losses')
+
+
+def _class_weights_fit_the_classes(config) -> None:
+  """Class weights weigh a cross-entropy loss's examples: given, one per
+  class."""
+  weights = config.train.class_weight
+  if not weights:
+    return
+  _check('crossentropy' in config.loss, 'train.class_weight', weights,
+         f"'' with loss={config.loss}: class weights are for the "
+         f'cross-entropy losses')
+  if weights == 'balanced':
+    return
+  classes = class_count(config.loss, config.model.output_units)
+  _check(len(weights) == classes, 'train.class_weight', tuple(weights),
+         f'{classes} weights, one per class of loss={config.loss}' + (
+             '' if config.loss == 'binary_crossentropy' else
+             f' with model.output_units={config.model.output_units}'))
 
 
 def _monitored_metric_is_validated(config) -> None:
@@ -321,6 +355,10 @@ def _dp_publishes_nothing_exact(config) -> None:
   _check(config.report.ig_baseline != 'mean', 'report.ig_baseline', 'mean',
          "zeros or auto with privacy.dp: the report would publish the "
          "training split's exact means as the baseline")
+  _check(config.train.class_weight != 'balanced', 'train.class_weight',
+         'balanced', "given weights or '' with privacy.dp: balanced weights "
+         "are computed from the training split's exact class counts, "
+         'outside the DP guarantee, and the report publishes them')
   _check(config.train.mixed_precision != 'mixed_float16',
          'train.mixed_precision', config.train.mixed_precision,
          'float32 or mixed_bfloat16 with privacy.dp (loss scaling would '
@@ -386,7 +424,7 @@ _SECTIONS = (
     (_TRAIN, (_jax_trains_without_loss_scaling,)),
     (_OPTIMIZER, (_one_clipping, _rate_setters_have_a_constant_rate)),
     (_LOSS, (_loss_fits_the_labels, _monitored_metric_is_validated,
-             _smoothing_needs_classes)),
+             _smoothing_needs_classes, _class_weights_fit_the_classes)),
     (_PRIVACY, (_dp_publishes_nothing_exact, _dp_steps_one_pass)),
     (_EXPORT, (_quantization_needs_tflite,)),
     (_REPORT, ()),

@@ -190,10 +190,38 @@ def loss_fn(loss: str):
   return _LOSSES[loss]
 
 
-def training_loss_fn(config):
+def training_loss_fn(config, class_weights: tuple[float, ...] | None):
   """The per-example loss training minimises: `loss_fn(config.loss)` with
-  train.label_smoothing (the classification losses), as Keras's loss
-  argument. Validation and test metrics keep the plain loss."""
+  train.label_smoothing, times each example's class weight (the
+  classification losses), as Keras's loss argument. Validation and test
+  metrics keep the plain loss.
+
+  Args:
+    config: the run's config.
+    class_weights: one weight per class id (`class_weights.resolve`), or
+      None. Example i's loss becomes w[label_i] * l_i, its class from its
+      label before smoothing (a one-hot row's argmax); a step's loss stays
+      sum(w_i * l_i) / global batch size, as Keras's sample_weight with its
+      sum_over_batch_size reduction.
+  """
+  smoothed = _smoothed_loss_fn(config)
+  if class_weights is None:
+    return smoothed
+  weights = np.asarray(class_weights, np.float32)
+  one_hot = config.loss == 'categorical_crossentropy'
+
+  def weighted(labels, predictions):
+    losses = smoothed(labels, predictions)
+    classes = (keras.ops.argmax(labels, axis=-1) if one_hot else
+               keras.ops.reshape(labels, (-1,)))
+    return losses * keras.ops.cast(keras.ops.take(
+        weights, keras.ops.cast(classes, 'int32')), losses.dtype)
+
+  return weighted
+
+
+def _smoothed_loss_fn(config):
+  """`loss_fn(config.loss)` with train.label_smoothing, if any."""
   smoothing = config.train.label_smoothing
   if not smoothing:
     return loss_fn(config.loss)

@@ -27,6 +27,8 @@ class RunContext:
     engine: the --engine name (see `engines`).
     chief: whether this process writes `model_dir` and the report.
     identity: the run's data and engine identity (`run_identity.of`).
+    class_weights: train.class_weight resolved, one weight per class id
+      (`class_weights.resolve`), or None.
   """
   config: Any
   model_dir: pathlib.Path
@@ -37,15 +39,18 @@ class RunContext:
   engine: str
   chief: bool
   identity: dict
+  class_weights: tuple[float, ...] | None
 
   @classmethod
   def own_loop(cls, config, directory: pathlib.Path, strategy, splits,
                inputs) -> 'RunContext':
     """A single process's --engine=tfpipeline run in `directory` (no
     identity): what tests and benchmarks drive an engine through."""
+    from tfpipeline import class_weights  # pylint: disable=g-import-not-at-top
     return cls(config=config, model_dir=directory, output_dir=directory,
                strategy=strategy, splits=splits, inputs=inputs,
-               engine='tfpipeline', chief=True, identity={})
+               engine='tfpipeline', chief=True, identity={},
+               class_weights=class_weights.resolve(config, splits))
 
   @property
   def steps_per_epoch(self) -> int:

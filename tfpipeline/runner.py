@@ -136,7 +136,8 @@ def _prepared(config, model_dir: pathlib.Path, strategy, *, tpu: str,
               cpu_devices: int, engine: str, chief: bool,
               allow_config_change: bool) -> RunContext:
   """The run after the cheap checks: its device and data, checked (and, on
-  the chief, checked against the run in `model_dir`)."""
+  the chief, checked against the run in `model_dir`), and its class
+  weights."""
   # TensorFlow (and JAX) are imported only once the cheap checks have passed
   # (but for a JAX cluster, joined first: see `run`).
   on_jax = config.train.backend == 'jax'
@@ -144,6 +145,7 @@ def _prepared(config, model_dir: pathlib.Path, strategy, *, tpu: str,
     from tfpipeline import jax_devices as strategy_lib  # pylint: disable=g-import-not-at-top
   else:
     from tfpipeline import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
+  from tfpipeline import class_weights  # pylint: disable=g-import-not-at-top
   from tfpipeline.data import pipeline, sources  # pylint: disable=g-import-not-at-top
 
   if isinstance(strategy, str):
@@ -173,7 +175,8 @@ def _prepared(config, model_dir: pathlib.Path, strategy, *, tpu: str,
                        allow_change=allow_config_change)
   return RunContext(config=config, model_dir=model_dir, output_dir=model_dir,
                     strategy=strategy, splits=splits, inputs=inputs,
-                    engine=engine, chief=chief, identity=identity)
+                    engine=engine, chief=chief, identity=identity,
+                    class_weights=class_weights.resolve(config, splits))
 
 
 def _train_as_worker(run_context: RunContext, model) -> dict[str, float]:

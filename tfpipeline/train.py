@@ -21,6 +21,9 @@ engine and resumed exactly: --config.train.early_stopping.patience=5 (and
 train.global_batch_size, gradients summed),
 --config.train.label_smoothing, --config.train.profile_steps="(100, 200)";
 see README, "Early stopping, the best model, plateaus and warm-up".
+Class weights for the cross-entropy losses, by class id:
+--config.train.class_weight="(1.0, 4.0)", or =balanced (n / (classes x
+count) from the training split's labels); see README, "Class weights".
 
 A --model_dir that holds a run is resumed from its newest checkpoint.
 

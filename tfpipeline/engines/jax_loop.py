@@ -49,7 +49,7 @@ class JaxLoop(engine.Engine):
     self._devices = run.strategy
     self._step_batch_size = config_lib.step_batch_size(config)
     self._micro_batches = config.optimizer.gradient_accumulation_steps
-    self._loss_fn = models.training_loss_fn(config)
+    self._loss_fn = models.training_loss_fn(config, run.class_weights)
     self.optimizer = models.optimizer(config.optimizer,
                                       config.train.mixed_precision)
     self.optimizer.build(model.trainable_variables)

@@ -33,7 +33,7 @@ class KerasFit(tf_engine.TfEngine):
     super().__init__(run, model)
     config = run.config
     single = run.strategy.num_replicas_in_sync == 1
-    loss_fn = models.training_loss_fn(config)
+    loss_fn = models.training_loss_fn(config, run.class_weights)
     batch = config_lib.step_batch_size(config)
     micro_batches = config.optimizer.gradient_accumulation_steps
     with run.strategy.scope():

@@ -215,9 +215,9 @@ class TfLoop(tf_engine.TfEngine):
     train = run.config.train
     batch = config_lib.step_batch_size(run.config)
     self._loop = StepLoop(
-        model, self.optimizer, models.training_loss_fn(run.config),
-        run.strategy, step_batch_size=batch, jit_compile=train.jit_compile,
-        dp=self.dp,
+        model, self.optimizer,
+        models.training_loss_fn(run.config, run.class_weights), run.strategy,
+        step_batch_size=batch, jit_compile=train.jit_compile, dp=self.dp,
         micro_batches=run.config.optimizer.gradient_accumulation_steps)
     self._steps_per_block = pipeline.steps_per_block(
         train.steps_per_loop, run.steps_per_epoch,

@@ -1,12 +1,13 @@
 """The responsibility report every run writes to `model_dir/report/`.
 
-report.json has eight sections: training (how it ended: early stopping, the
-exported epoch), compute (FLOPs, time, energy, CO2e), fairness (per-group
-test metrics), attributions (Integrated Gradients), privacy (DP-SGD
-budget), provenance (what produced the model), exports (the TFLite and ONNX
-files checked against model.keras) and model_card. It is
-rendered to report.md and a self-contained report.html with PNG plots, and
-the test split's predictions go to predictions.csv for anyone to audit.
+report.json has eight sections: training (label smoothing, class weights,
+how it ended: early stopping, the exported epoch), compute (FLOPs, time,
+energy, CO2e), fairness (per-group test metrics), attributions (Integrated
+Gradients), privacy (DP-SGD budget), provenance (what produced the model),
+exports (the TFLite and ONNX files checked against model.keras) and
+model_card. It is rendered to report.md and a self-contained report.html
+with PNG plots, and the test split's predictions go to predictions.csv for
+anyone to audit.
 `python -m tfpipeline.report MODEL_DIR` renders a finished run again.
 """
 
@@ -16,6 +17,7 @@ import pathlib
 import numpy as np
 
 from tfpipeline import atomic_files
+from tfpipeline import class_weights
 from tfpipeline import config as config_lib
 from tfpipeline import integrity
 from tfpipeline import run_identity
@@ -66,7 +68,11 @@ def write(run, trained, test_evaluation, test_metrics: dict, exports: dict,
                    'label_smoothing': config.train.label_smoothing,
                    'global_batch_size': config.train.global_batch_size,
                    'gradient_accumulation_steps':
-                       config.optimizer.gradient_accumulation_steps},
+                       config.optimizer.gradient_accumulation_steps,
+                   'class_weight': class_weights.mode(
+                       config.train.class_weight),
+                   'class_weights': run.class_weights and list(
+                       run.class_weights)},
       'compute': compute.section(
           model, strategy, config.report, times,
           examples_seen=(end_step - start_step) * batch,

@@ -54,6 +54,8 @@ def _training_end(training: dict) -> str:
   said = ''
   if training['label_smoothing']:
     said += f"; label smoothing {training['label_smoothing']:g}"
+  if training['class_weights']:
+    said += _class_weights(training['class_weight'], training['class_weights'])
   if training['stopped_early']:
     said += (f"; stopped early after epoch {training['stopped_epoch']} "
              f"({training['stop_reason']})")
@@ -64,6 +66,14 @@ def _training_end(training: dict) -> str:
     said += (f"; learning rate lowered {training['learning_rate_reductions']}"
              f" time(s) on a plateau of {training['metric']}")
   return said
+
+
+def _class_weights(mode: str, weights: list[float]) -> str:
+  """'; balanced class weights 0.8, 1.33' (ten at most, else their
+  range)."""
+  shown = (', '.join(f'{w:.3g}' for w in weights) if len(weights) <= 10 else
+           f'from {min(weights):.3g} to {max(weights):.3g}')
+  return f"; {'balanced ' if mode == 'balanced' else ''}class weights {shown}"
 
 
 def _export_caveats(exports: dict) -> list[str]:
