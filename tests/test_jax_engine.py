@@ -79,7 +79,7 @@ def test_jax_steps_equal_the_tensorflow_engines(tmp_path, experiment, mode,
                                tmp_path / f'{name}.npz', run_mode)
            for name, (backend, run_mode) in runs.items()}
   assert len(set(steps.values())) == 1 and steps['jax'] >= 50
-  initial, *trained = (_weights(tmp_path / f'{name}.npz')
+  initial, *trained = (_arrays(tmp_path / f'{name}.npz')
                        for name in ('init', *runs))
   dtype = 'float64' if mode == 'float64' else 'float32'
   for weights in trained:  # The first is TensorFlow's.
@@ -93,7 +93,7 @@ def test_jax_steps_equal_the_tensorflow_engines(tmp_path, experiment, mode,
              for key in initial) > 1e-3
 
 
-def _weights(path) -> dict:
+def _arrays(path) -> dict:
   with np.load(path) as saved:
     return {key: saved[key] for key in saved.files}
 
