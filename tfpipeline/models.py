@@ -201,8 +201,8 @@ def training_loss_fn(config, class_weights: tuple[float, ...] | None):
     class_weights: one weight per class id (`class_weights.resolve`), or
       None. Example i's loss becomes w[label_i] * l_i, its class from its
       label before smoothing (a one-hot row's argmax); a step's loss stays
-      sum(w_i * l_i) / global batch size, as Keras's sample_weight with its
-      sum_over_batch_size reduction.
+      sum(w_i * l_i) / the step's batch size, as Keras's sample_weight
+      with its sum_over_batch_size reduction.
   """
   smoothed = _smoothed_loss_fn(config)
   if class_weights is None:
