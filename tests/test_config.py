@@ -259,19 +259,6 @@ def test_dp_refuses_float16_loss_scaling():
     config.validate(c)
 
 
-def test_dp_refuses_gradient_accumulation():
-  c = config.get_config()
-  c.privacy.dp, c.model.normalize_inputs, c.model.standardize_targets = (
-      True, False, False)
-  c.report.ig_baseline = 'zeros'
-  config.validate(c)
-  c.optimizer.gradient_accumulation_steps = 2
-  with pytest.raises(UserError, match=re.escape(
-      'optimizer.gradient_accumulation_steps=2 is invalid: expected 1 with '
-      'privacy.dp')):
-    config.validate(c)
-
-
 def test_report_keys_may_change_on_resume_training_keys_may_not():
   c = config.get_config()
   saved = config.to_json(c)

@@ -138,12 +138,13 @@ def _batches(splits, steps_per_block=None):
                                       steps_per_block=steps_per_block)
 
 
-def _own_loop_weights(jit_compile, dp=DP):
+def _own_loop_weights(jit_compile, dp=DP, micro_batches=1):
   c, model, splits = _model_and_data()
   loop = tf_loop.StepLoop(model, models.optimizer(c.optimizer),
                           models.loss_fn(c.loss),
                           tf.distribute.get_strategy(), step_batch_size=32,
-                          jit_compile=jit_compile, dp=dp)
+                          jit_compile=jit_compile, dp=dp,
+                          micro_batches=micro_batches)
   iterator = iter(tf.distribute.get_strategy().distribute_datasets_from_function(
       _batches(splits, steps_per_block=10)))
   losses = np.concatenate([loop.multi_step_on_iterator(iterator).losses
@@ -171,6 +172,30 @@ def test_dp_step_is_the_same_in_the_fused_loop_per_step_loop_and_keras_fit():
   # And DP changed the steps: without it the weights differ.
   _, without_dp = _own_loop_weights(jit_compile=True, dp=None)
   assert not np.allclose(fused[0], without_dp[0], atol=1e-3)
+
+
+def test_dp_over_4_passes_equals_the_whole_batch_noise_included():
+  """Gradient accumulation under DP-SGD: each step's 32 examples clipped
+  in 4 passes of 8 and their sum noised once equal the one pass's step,
+  noise included (one draw a step from the key), in the own loop with and
+  without XLA and in Keras fit."""
+  whole_losses, whole = _own_loop_weights(jit_compile=True)
+  for jit_compile in (True, False):
+    losses, weights = _own_loop_weights(jit_compile, micro_batches=4)
+    np.testing.assert_allclose(losses, whole_losses, rtol=1e-5)
+    assert_weights_close(weights, whole, atol=1e-5)
+  c, model, splits = _model_and_data()
+  fitted = keras_fit.OwnStep(model, keras_fit.dp_sgd_step(
+      model, models.loss_fn(c.loss), DP, 32, 4))
+  fitted.compile(optimizer=models.optimizer(c.optimizer), jit_compile=True,
+                 steps_per_execution=5)
+  history = fitted.fit(
+      tf.distribute.get_strategy().distribute_datasets_from_function(
+          _batches(splits)), epochs=2, steps_per_epoch=10, shuffle=False,
+      verbose=0)
+  assert history.history['loss'][0] == pytest.approx(
+      np.mean(whole_losses[:10]), rel=1e-5)
+  assert_weights_close(model.get_weights(), whole, atol=1e-5)
 
 
 # The diabetes default less its training statistics (refused under DP).

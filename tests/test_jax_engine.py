@@ -100,17 +100,28 @@ def _arrays(path) -> dict:
 
 def test_dp_noise_follows_the_secret_key_not_the_seed(tmp_path):
   """Two DP runs with one seed differ; a run given the first's key (as a
-  resumed run reads it) equals it; the key is in no published file."""
+  resumed run reads it) equals it, also with its steps of 32 as 2 passes
+  of 16 (gradient accumulation: the clipped sum noised once a step, with
+  the same draw); the key is in no published file."""
   run = (*RUN, '--config.data.num_examples=640', '--config.train.epochs=1',
          '--config.privacy.dp=True')
   first, second, same_key = (tmp_path / name
                              for name in ('first', 'second', 'same_key'))
   for model_dir in (first, second, same_key):
+    accumulated = ()
     if model_dir == same_key:
       with_noise_key_of(first, model_dir)
-    result = run_cli(f'--model_dir={model_dir}', *run)
+      accumulated = ('--config.train.global_batch_size=16',
+                     '--config.optimizer.gradient_accumulation_steps=2',
+                     '--allow_config_change')  # The copied config.json's.
+    result = run_cli(f'--model_dir={model_dir}', *run, *accumulated)
     assert result.returncode == 0, result.stderr[-3000:]
-  assert_weights_close(_weights(same_key), _weights(first))
+  assert_weights_close(_weights(same_key), _weights(first), atol=1e-5)
+  # The accounting takes the step's batch, 32 of 640 rows, either way.
+  privacy = [json.loads((d / 'report' / 'report.json').read_text())[
+      'privacy'] for d in (first, same_key)]
+  assert privacy[0]['sampling_probability'] == 32 / 640
+  assert privacy[1] == privacy[0]
   assert max(np.abs(a - b).max() for a, b in zip(
       _weights(second), _weights(first))) > 1e-4
   key = (first / 'checkpoints' / dp_sgd.NOISE_KEY_FILE).read_text().strip()

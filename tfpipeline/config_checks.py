@@ -365,16 +365,6 @@ def _dp_publishes_nothing_exact(config) -> None:
          'scale the clipped per-example gradients)')
 
 
-def _dp_steps_one_pass(config) -> None:
-  if config.privacy.dp:
-    _check(config.optimizer.gradient_accumulation_steps == 1,
-           'optimizer.gradient_accumulation_steps',
-           config.optimizer.gradient_accumulation_steps,
-           "1 with privacy.dp: DP-SGD's steps clip and noise one pass's "
-           'batch (gradient accumulation is not built for it); raise '
-           'train.global_batch_size instead')
-
-
 _FORMATS = (lambda value: isinstance(value, (tuple, list)) and all(
     name in EXPORT_FORMATS for name in value) and len(set(value)) == len(
         value), f'a tuple of distinct formats among {", ".join(EXPORT_FORMATS)}'
@@ -425,7 +415,7 @@ _SECTIONS = (
     (_OPTIMIZER, (_one_clipping, _rate_setters_have_a_constant_rate)),
     (_LOSS, (_loss_fits_the_labels, _monitored_metric_is_validated,
              _smoothing_needs_classes, _class_weights_fit_the_classes)),
-    (_PRIVACY, (_dp_publishes_nothing_exact, _dp_steps_one_pass)),
+    (_PRIVACY, (_dp_publishes_nothing_exact,)),
     (_EXPORT, (_quantization_needs_tflite,)),
     (_REPORT, ()),
 )

@@ -33,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfpipeline import atomic_files
+from tfpipeline import passes
 from tfpipeline.errors import UserError
 
 # Beside the checkpoints; as secret as they are (README, "Privacy").
@@ -128,8 +129,8 @@ def clip(gradients: list[tf.Tensor], l2_norm_clip: float) -> list[tf.Tensor]:
 
 
 def gradients(model: keras.Model, loss_fn, features, labels, dp: DpSgd, *,
-              global_batch_size: int, step) -> tuple[tf.Tensor, tf.Tensor,
-                                                     list]:
+              global_batch_size: int, step,
+              micro_batches: int = 1) -> tuple[tf.Tensor, tf.Tensor, list]:
   """One replica's share of a DP-SGD step.
 
   Args:
@@ -139,6 +140,10 @@ def gradients(model: keras.Model, loss_fn, features, labels, dp: DpSgd, *,
     dp: clip, noise multiplier and noise key.
     global_batch_size: examples over all replicas; the sum is divided by it.
     step: the optimizer's step (an integer tensor), which keys the noise.
+    micro_batches: k > 1 sums the clipped per-example gradients over k
+      passes of the batch in a loop, one pass's in memory at a time
+      (gradient accumulation, `passes`); the noise is added once, to the
+      step's sum, as without.
 
   Returns:
     Each example's loss; the regularisation loss (0 without regularizers);
@@ -146,9 +151,8 @@ def gradients(model: keras.Model, loss_fn, features, labels, dp: DpSgd, *,
     replica 0) / global_batch_size + this replica's share of the
     regularisation gradient: summed over replicas, the DP-SGD gradient.
   """
-  losses, per_example = per_example_gradients(model, loss_fn, features, labels)
-  summed = [tf.reduce_sum(g, axis=0) for g in clip(per_example,
-                                                  dp.l2_norm_clip)]
+  losses, summed = _clipped_sum(model, loss_fn, features, labels,
+                                dp.l2_norm_clip, micro_batches)
   replica_id = tf.distribute.get_replica_context().replica_id_in_sync_group
   first = tf.cast(tf.equal(replica_id, 0), tf.float32)
   key = tf.constant(dp.noise_key, tf.int64)
@@ -161,6 +165,35 @@ def gradients(model: keras.Model, loss_fn, features, labels, dp: DpSgd, *,
   return losses, penalty, [(s + scale * n) / global_batch_size + p
                            for s, n, p in zip(summed, noise,
                                               penalty_gradients)]
+
+
+def _clipped_sum(model: keras.Model, loss_fn, features, labels,
+                 l2_norm_clip: float, micro_batches: int):
+  """Each example's loss, and the sum of the examples' clipped gradients,
+  over `micro_batches` passes."""
+
+  def one_pass(features, labels):
+    losses, per_example = per_example_gradients(model, loss_fn, features,
+                                                labels)
+    return losses, [tf.reduce_sum(g, axis=0)
+                    for g in clip(per_example, l2_norm_clip)]
+
+  if micro_batches == 1:
+    return one_pass(features, labels)
+  features, labels = passes.split((features, labels), micro_batches)
+
+  def next_pass(i, losses, summed):
+    pass_losses, pass_summed = one_pass(features[i], labels[i])
+    return i + 1, losses.write(i, tf.cast(pass_losses, tf.float32)), [
+        total + part for total, part in zip(summed, pass_summed)]
+
+  # One pass at a time, as `tf_engine.loss_and_gradients`.
+  _, losses, summed = tf.while_loop(
+      lambda i, losses, summed: i < micro_batches, next_pass,
+      (tf.constant(0), tf.TensorArray(tf.float32, size=micro_batches),
+       [tf.zeros_like(v) for v in model.trainable_variables]),
+      parallel_iterations=1)
+  return tf.reshape(losses.stack(), [-1]), summed
 
 
 def _regularization(model: keras.Model) -> tuple[tf.Tensor, list]:

@@ -16,11 +16,12 @@ still N(0, 1), and unknown without all 128 bits.
 import jax
 import jax.numpy as jnp
 
+from tfpipeline import passes
 from tfpipeline.dp_sgd import DpSgd
 
 
 def gradients(model, loss_fn, trainable, non_trainable, features, labels,
-              dp: DpSgd, *, step):
+              dp: DpSgd, *, step, micro_batches: int = 1):
   """One DP-SGD step's gradients.
 
   Args:
@@ -30,6 +31,9 @@ def gradients(model, loss_fn, trainable, non_trainable, features, labels,
     features, labels: the global batch.
     dp: clip, noise multiplier and noise key.
     step: the optimizer's step (an integer array), which keys the noise.
+    micro_batches: k > 1 sums the clipped per-example gradients over k
+      passes of the batch in a `lax.scan` (gradient accumulation,
+      `passes`); the noise is added once, to the step's sum, as without.
 
   Returns:
     (loss, non_trainable, gradients): the mean per-example loss plus the
@@ -42,10 +46,22 @@ def gradients(model, loss_fn, trainable, non_trainable, features, labels,
                                           training=True)
     return jnp.sum(loss_fn(y[None], predictions).astype('float32'))
 
-  losses, per_example = jax.vmap(jax.value_and_grad(example_loss),
-                                 in_axes=(None, 0, 0))(trainable, features,
-                                                       labels)
-  summed = _clipped_sum(per_example, dp.l2_norm_clip)
+  def clipped_sum(features, labels):
+    losses, per_example = jax.vmap(jax.value_and_grad(example_loss),
+                                   in_axes=(None, 0, 0))(trainable, features,
+                                                         labels)
+    return losses, _clipped_sum(per_example, dp.l2_norm_clip)
+
+  if micro_batches == 1:
+    losses, summed = clipped_sum(features, labels)
+  else:
+    def one_pass(total, part):
+      losses, summed = clipped_sum(*part)
+      return jax.tree.map(jnp.add, total, summed), losses
+
+    summed, losses = jax.lax.scan(
+        one_pass, [jnp.zeros_like(value) for value in trainable],
+        passes.split((features, labels), micro_batches))
   noise = _standard_normal_like(summed, dp.noise_key, step)
   batch = features.shape[0]
   scale = dp.noise_multiplier * dp.l2_norm_clip

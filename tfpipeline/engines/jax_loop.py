@@ -33,6 +33,7 @@ from tfpipeline import config as config_lib
 from tfpipeline import dp_sgd
 from tfpipeline import dp_sgd_jax
 from tfpipeline import models
+from tfpipeline import passes
 from tfpipeline import schedules
 from tfpipeline.data import pipeline
 from tfpipeline.engines import engine
@@ -111,17 +112,12 @@ class JaxLoop(engine.Engine):
   def _loss_and_gradients(self, trainable, non_trainable, features, labels):
     """The step's loss, the model's new non-trainable state and the
     gradients. With optimizer.gradient_accumulation_steps k, k passes in a
-    `lax.scan`, gradients summed; micro-batch j takes rows j, j + k, ... (as
-    the TensorFlow engines), so each device keeps its own rows."""
+    `lax.scan` (`passes`), gradients summed."""
     gradients_of = jax.value_and_grad(self._loss_and_updates, has_aux=True)
     if self._micro_batches == 1:
       (loss, non_trainable), gradients = gradients_of(
           trainable, non_trainable, features, labels)
       return loss, non_trainable, gradients
-
-    def micro_batches_of(part):
-      return jnp.moveaxis(
-          part.reshape(-1, self._micro_batches, *part.shape[1:]), 1, 0)
 
     def one_pass(carry, part):
       non_trainable, loss, gradients = carry
@@ -133,7 +129,7 @@ class JaxLoop(engine.Engine):
     (non_trainable, loss, gradients), _ = jax.lax.scan(
         one_pass, (non_trainable, jnp.zeros((), jnp.float32),
                    jax.tree.map(jnp.zeros_like, trainable)),
-        jax.tree.map(micro_batches_of, (features, labels)))
+        passes.split((features, labels), self._micro_batches))
     return loss, non_trainable, gradients
 
   def _step_on_batch(self, state: dict, features, labels):
@@ -143,7 +139,8 @@ class JaxLoop(engine.Engine):
       loss, non_trainable, gradients = dp_sgd_jax.gradients(
           self.model, self._loss_fn, state['trainable'],
           state['non_trainable'], features, labels, self.dp,
-          step=state['optimizer'][self._iterations_index])
+          step=state['optimizer'][self._iterations_index],
+          micro_batches=self._micro_batches)
     else:
       loss, non_trainable, gradients = self._loss_and_gradients(
           state['trainable'], state['non_trainable'], features, labels)

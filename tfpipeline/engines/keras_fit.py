@@ -38,8 +38,8 @@ class KerasFit(tf_engine.TfEngine):
     micro_batches = config.optimizer.gradient_accumulation_steps
     with run.strategy.scope():
       if self.dp:
-        self._fitted = OwnStep(model, dp_sgd_step(model, loss_fn, self.dp,
-                                                  batch))
+        self._fitted = OwnStep(model, dp_sgd_step(
+            model, loss_fn, self.dp, batch, micro_batches))
       elif micro_batches > 1:
         self._fitted = OwnStep(model, micro_batch_step(
             model, loss_fn, self.optimizer, batch, micro_batches))
@@ -118,13 +118,15 @@ class _EpochWatch(keras.callbacks.Callback):
     self.loss = float(logs['loss'])
 
 
-def dp_sgd_step(model, loss_fn, dp: dp_sgd.DpSgd, step_batch_size: int):
+def dp_sgd_step(model, loss_fn, dp: dp_sgd.DpSgd, step_batch_size: int,
+                micro_batches: int = 1):
   """`OwnStep`'s step for DP-SGD (see `dp_sgd.gradients`)."""
 
   def step(features, labels, iteration):
     losses, penalty, gradients = dp_sgd.gradients(
         model, loss_fn, features, labels, dp,
-        global_batch_size=step_batch_size, step=iteration)
+        global_batch_size=step_batch_size, step=iteration,
+        micro_batches=micro_batches)
     return losses + penalty, gradients
 
   return step

@@ -16,6 +16,7 @@ import tensorflow as tf
 from tfpipeline import checkpointing
 from tfpipeline import dp_sgd
 from tfpipeline import models
+from tfpipeline import passes
 from tfpipeline.engines import engine
 from tfpipeline.errors import UserError
 from tfpipeline.evaluation import Evaluator
@@ -157,16 +158,7 @@ def loss_and_gradients(model, loss_fn, optimizer, features, labels, *,
 
   if micro_batches == 1:
     return on_part(features, labels)
-
-  def micro_batches_of(part):
-    # (k, batch / k, ...): micro-batch j takes rows j, j + k, ..., as on
-    # JAX, whose devices then keep their own rows.
-    split = tf.reshape(part, tf.concat([[-1, micro_batches],
-                                        tf.shape(part)[1:]], axis=0))
-    return tf.transpose(split, [1, 0, *range(2, part.shape.rank + 1)])
-
-  features, labels = tf.nest.map_structure(micro_batches_of,
-                                           (features, labels))
+  features, labels = passes.split((features, labels), micro_batches)
 
   def one_pass(i, loss, gradients):
     part_loss, part_gradients = on_part(

@@ -94,7 +94,7 @@ class StepLoop:
       losses, penalty, gradients = dp_sgd.gradients(
           self._model, self._loss_fn, features, labels, self._dp,
           global_batch_size=self._step_batch_size,
-          step=self._optimizer.iterations)
+          step=self._optimizer.iterations, micro_batches=self._micro_batches)
       return (tf.reduce_sum(losses) / self._step_batch_size +
               tf.nn.scale_regularization_loss(penalty)), gradients
     return tf_engine.loss_and_gradients(
