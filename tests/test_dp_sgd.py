@@ -152,13 +152,23 @@ def _own_loop_weights(jit_compile, dp=DP, micro_batches=1):
   return losses, model.get_weights()
 
 
-def test_dp_step_is_the_same_in_the_fused_loop_per_step_loop_and_keras_fit():
-  fused_losses, fused = _own_loop_weights(jit_compile=True)
-  plain_losses, plain = _own_loop_weights(jit_compile=False)
-  np.testing.assert_allclose(fused_losses, plain_losses, rtol=1e-5)
+@pytest.mark.parametrize('micro_batches', [1, 4])
+def test_dp_step_is_the_same_in_the_fused_loop_per_step_loop_and_keras_fit(
+    micro_batches):
+  """The fused XLA loop's DP steps, each over one pass of 32, equal the
+  per-step loop's and Keras fit's; with 4 micro-batches (gradient
+  accumulation), each step's examples clipped in 4 passes of 8 and their
+  sum noised once equal them too, noise included (one draw a step from the
+  key)."""
+  whole_losses, whole = _own_loop_weights(jit_compile=True)
+  for jit_compile in (True, False) if micro_batches > 1 else (False,):
+    losses, weights = _own_loop_weights(jit_compile,
+                                        micro_batches=micro_batches)
+    np.testing.assert_allclose(losses, whole_losses, rtol=1e-5)
+    assert_weights_close(weights, whole, atol=1e-5)
   c, model, splits = _model_and_data()
   wrapped = keras_fit.OwnStep(model, keras_fit.dp_sgd_step(
-      model, models.loss_fn(c.loss), DP, 32))
+      model, models.loss_fn(c.loss), DP, 32, micro_batches))
   wrapped.compile(optimizer=models.optimizer(c.optimizer), jit_compile=True,
                   steps_per_execution=5)
   history = wrapped.fit(
@@ -166,36 +176,11 @@ def test_dp_step_is_the_same_in_the_fused_loop_per_step_loop_and_keras_fit():
           _batches(splits)), epochs=2, steps_per_epoch=10, shuffle=False,
       verbose=0)
   assert history.history['loss'][0] == pytest.approx(
-      np.mean(fused_losses[:10]), rel=1e-5)
-  assert_weights_close(fused, plain, atol=1e-5)
-  assert_weights_close(fused, model.get_weights(), atol=1e-5)
-  # And DP changed the steps: without it the weights differ.
-  _, without_dp = _own_loop_weights(jit_compile=True, dp=None)
-  assert not np.allclose(fused[0], without_dp[0], atol=1e-3)
-
-
-def test_dp_over_4_passes_equals_the_whole_batch_noise_included():
-  """Gradient accumulation under DP-SGD: each step's 32 examples clipped
-  in 4 passes of 8 and their sum noised once equal the one pass's step,
-  noise included (one draw a step from the key), in the own loop with and
-  without XLA and in Keras fit."""
-  whole_losses, whole = _own_loop_weights(jit_compile=True)
-  for jit_compile in (True, False):
-    losses, weights = _own_loop_weights(jit_compile, micro_batches=4)
-    np.testing.assert_allclose(losses, whole_losses, rtol=1e-5)
-    assert_weights_close(weights, whole, atol=1e-5)
-  c, model, splits = _model_and_data()
-  fitted = keras_fit.OwnStep(model, keras_fit.dp_sgd_step(
-      model, models.loss_fn(c.loss), DP, 32, 4))
-  fitted.compile(optimizer=models.optimizer(c.optimizer), jit_compile=True,
-                 steps_per_execution=5)
-  history = fitted.fit(
-      tf.distribute.get_strategy().distribute_datasets_from_function(
-          _batches(splits)), epochs=2, steps_per_epoch=10, shuffle=False,
-      verbose=0)
-  assert history.history['loss'][0] == pytest.approx(
       np.mean(whole_losses[:10]), rel=1e-5)
   assert_weights_close(model.get_weights(), whole, atol=1e-5)
+  # And DP changed the steps: without it the weights differ.
+  _, without_dp = _own_loop_weights(jit_compile=True, dp=None)
+  assert not np.allclose(whole[0], without_dp[0], atol=1e-3)
 
 
 # The diabetes default less its training statistics (refused under DP).
