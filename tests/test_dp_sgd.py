@@ -178,9 +178,9 @@ def test_dp_step_is_the_same_in_the_fused_loop_per_step_loop_and_keras_fit(
   assert history.history['loss'][0] == pytest.approx(
       np.mean(whole_losses[:10]), rel=1e-5)
   assert_weights_close(model.get_weights(), whole, atol=1e-5)
-  # And DP changed the steps: without it the weights differ.
-  _, without_dp = _own_loop_weights(jit_compile=True, dp=None)
-  assert not np.allclose(whole[0], without_dp[0], atol=1e-3)
+  if micro_batches == 1:  # And DP changed the steps: not without it.
+    _, without_dp = _own_loop_weights(jit_compile=True, dp=None)
+    assert not np.allclose(whole[0], without_dp[0], atol=1e-3)
 
 
 # The diabetes default less its training statistics (refused under DP).

@@ -67,14 +67,14 @@ def test_jax_steps_equal_the_tensorflow_engines(tmp_path, experiment, mode,
   of the last block) on each backend's own engine. With `dp`, DP-SGD's
   per-example clipping (its noise made negligible); with `float64`, the
   convnet in float64, where rounding cannot part the two backends' paths at
-  a ReLU or a max pool (see engine_steps.py); with `accumulate`, each step
-  as 4 passes, also equal to the whole batch's steps."""
+  a ReLU or a max pool (see engine_steps.py); with `accumulate`, JAX's
+  steps as 4 passes each against TensorFlow's whole batches (TensorFlow's
+  passes: test_tf_loop)."""
   init = tmp_path / 'init.npz'
   data_dir = request.getfixturevalue('digits_array_record_dir') if (
       experiment == 'digits_cnn') else ''
-  runs = {backend: (backend, mode) for backend in ('tensorflow', 'jax')}
-  if mode == 'accumulate':
-    runs['whole batch'] = ('tensorflow', None)
+  runs = {'tensorflow': ('tensorflow', None if mode == 'accumulate' else mode),
+          'jax': ('jax', mode)}
   steps = {name: _engine_steps(backend, experiment, data_dir, init,
                                tmp_path / f'{name}.npz', run_mode)
            for name, (backend, run_mode) in runs.items()}
