@@ -447,7 +447,7 @@ def _check_batch(config, train_rows: int, replicas: int, *,
   (TPUs: 8 per core)."""
   batch = config.train.global_batch_size
   passes = config.optimizer.gradient_accumulation_steps
-  if train_rows < batch * passes:
+  if train_rows < config_lib.step_batch_size(config):
     of_passes = (f' x optimizer.gradient_accumulation_steps={passes}'
                  if passes > 1 else '')
     raise UserError(f'data: {train_rows} training rows are fewer than one '
